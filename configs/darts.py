@@ -1,0 +1,55 @@
+"""DARTS search (Liu et al., 2019) with the reference ``train_search.py`` settings.
+
+Commands and expected cost/result:
+
+* ``python bin/search.py --config configs/darts.py:quick --workdir /tmp/darts_quick``
+  Embedded Fashion-MNIST (16x16), C=8, 3 cells, 4 epochs x 20 steps of batch 32, first
+  order: about 1-2 minutes on 2 CPU cores (most of it compilation); val accuracy ~0.6-0.75.
+* ``python bin/search.py --config configs/darts.py --workdir /tmp/darts``
+  CIFAR-10 (prepared TFDS), first order, 50 epochs of 390 steps, batch 64: the paper's
+  1.5 GPU-days version is the second order one; see benchmarks/RESULTS.md for step times.
+* ``--config configs/darts.py:second_order`` exact unrolled second order (DARTS 2nd order
+  but exact, ``jax.grad`` through the virtual step); ``:finite_difference`` is the
+  reference's approximation, bit for bit.
+
+Variants (``get_config(arg)``): ``''`` (first order, CIFAR-10), ``second_order``,
+``finite_difference``, ``quick``, ``quick_second_order``. Any field can be overridden:
+``--config.epochs=3 --config.estimator=unrolled``.
+"""
+
+from jaxdarts import config as config_lib
+
+
+def quick(c):
+    """Embedded dataset, tiny supernet: a few minutes on 2 CPU cores."""
+    c.dataset = "fashion_mnist"
+    c.data.image_size = 16
+    c.data.max_examples = 2560
+    c.model.C = 8
+    c.model.layers = 3
+    c.model.depthwise = "conv"  # tiny inputs: compile time dominates, grouped convs compile faster
+    c.batch_size = 32
+    c.epochs = 4
+    c.steps_per_epoch = 20
+    c.eval_batches = 8
+    c.log_every = 5
+    return c
+
+
+def get_config(arg: str = ""):
+    c = config_lib.base()
+    variants = [v for v in arg.split(",") if v]
+    for v in variants:
+        if v == "quick":
+            quick(c)
+        elif v in ("second_order", "unrolled"):
+            c.estimator = "unrolled"
+        elif v == "finite_difference":
+            c.estimator = "finite_difference"
+        elif v == "quick_second_order":
+            quick(c)
+            c.estimator = "unrolled"
+        else:
+            raise ValueError(f"unknown variant {v!r} of configs/darts.py; accepted: quick, second_order, "
+                             "finite_difference, quick_second_order")
+    return c

@@ -1,0 +1,211 @@
+"""Datasets, the search split, deterministic batching and on-device augmentation.
+
+* ``fashion_mnist`` — embedded: 10,000 train / 2,000 test real Fashion-MNIST images
+  (balanced, 28x28x1, MIT licence, see ``datasets/FASHION_MNIST_LICENSE``) shipped in
+  the package; regenerate with ``scripts/make_embedded_dataset.py``.
+* ``cifar10``, ``cifar100``, ``svhn_cropped``, ``imagenet2012`` — TFDS, read without
+  TensorFlow via ``tfds.data_source`` (random access, ``array_record`` format). They
+  must be prepared once (needs TensorFlow and the internet)::
+
+      pip install -e ".[tfds]"
+      python -c "import tensorflow_datasets as tfds; \\
+          tfds.builder('cifar10').download_and_prepare(file_format='array_record')"
+
+  A dataset that is not prepared fails at once with that instruction; nothing is
+  downloaded implicitly.
+
+Batching is deterministic given ``(seed, epoch)``; the iterator position is
+``(epoch, step)``, which the search checkpoint stores. Augmentation (random crop with
+zero padding, horizontal flip, cutout) runs on device with ``jax.random`` inside the
+jitted step, so the host only gathers uint8 batches.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from typing import Iterator
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+EMBEDDED_PATH = os.path.join(os.path.dirname(os.path.abspath(__file__)), "datasets", "fashion_mnist_subset.npz")
+
+
+@dataclasses.dataclass(frozen=True)
+class DatasetInfo:
+    name: str
+    num_classes: int
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    tfds_name: str | None = None
+    flip: bool = True  # horizontal flips are label-preserving
+
+
+DATASETS: dict[str, DatasetInfo] = {
+    "fashion_mnist": DatasetInfo("fashion_mnist", 10, (0.2860,), (0.3530,)),
+    "cifar10": DatasetInfo("cifar10", 10, (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616), "cifar10"),
+    "cifar100": DatasetInfo("cifar100", 100, (0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762), "cifar100"),
+    "svhn": DatasetInfo("svhn", 10, (0.4377, 0.4438, 0.4728), (0.1980, 0.2010, 0.1970), "svhn_cropped",
+                        flip=False),
+    "imagenet2012": DatasetInfo("imagenet2012", 1000, (0.485, 0.456, 0.406), (0.229, 0.224, 0.225),
+                                "imagenet2012"),
+}
+
+
+class DatasetNotPreparedError(FileNotFoundError):
+    pass
+
+
+def info(name: str) -> DatasetInfo:
+    if name not in DATASETS:
+        raise ValueError(f"unknown dataset {name!r}; accepted: {', '.join(DATASETS)}")
+    return DATASETS[name]
+
+
+def tfds_data_dir(data_dir: str | None = None) -> str:
+    return data_dir or os.environ.get("TFDS_DATA_DIR") or os.path.expanduser("~/tensorflow_datasets")
+
+
+def _require_prepared(tfds_name: str, data_dir: str) -> None:
+    root = os.path.join(data_dir, tfds_name)
+    ok = os.path.isdir(root) and any(
+        os.path.exists(os.path.join(root, v, "dataset_info.json")) for v in os.listdir(root))
+    if not ok:
+        raise DatasetNotPreparedError(
+            f"dataset {tfds_name!r} is not prepared in {data_dir}; prepare it once (needs TensorFlow and "
+            f"the internet): pip install -e '.[tfds]' && python -c \"import tensorflow_datasets as tfds; "
+            f"tfds.builder('{tfds_name}', data_dir='{data_dir}').download_and_prepare(file_format='array_record')\" "
+            f"(or set TFDS_DATA_DIR / config.data_dir)")
+
+
+def load_embedded(split: str) -> tuple[np.ndarray, np.ndarray]:
+    """The embedded Fashion-MNIST subset: ``(uint8 (N, 28, 28, 1), int32 (N,))``."""
+    if split not in ("train", "test"):
+        raise ValueError(f"unknown split {split!r} for fashion_mnist; accepted: train, test")
+    with np.load(EMBEDDED_PATH) as d:
+        return d[f"{split}_images"], d[f"{split}_labels"].astype(np.int32)
+
+
+def tfds_source(name: str, split: str, data_dir: str | None = None, check: bool = True):
+    """A random-access ``tfds.data_source`` (no TensorFlow needed to read)."""
+    import tensorflow_datasets as tfds
+
+    d = info(name)
+    data_dir = tfds_data_dir(data_dir)
+    if check:
+        _require_prepared(d.tfds_name, data_dir)
+    return tfds.data_source(d.tfds_name, split=split, data_dir=data_dir, download=False)
+
+
+def load(name: str, split: str, data_dir: str | None = None, check: bool = True) -> tuple[np.ndarray, np.ndarray]:
+    """Whole split as numpy arrays (small datasets: CIFAR, SVHN, the embedded one)."""
+    d = info(name)
+    if d.tfds_name is None:
+        return load_embedded(split)
+    src = tfds_source(name, split, data_dir, check)
+    n = len(src)
+    try:
+        records = src.__getitems__(list(range(n)))
+    except (AttributeError, TypeError):  # older/mocked sources: one record at a time
+        records = [src[i] for i in range(n)]
+    images = np.stack([np.asarray(r["image"]) for r in records]).astype(np.uint8)
+    labels = np.asarray([r["label"] for r in records], np.int32)
+    return images, labels
+
+
+def search_split(images: np.ndarray, labels: np.ndarray, portion: float = 0.5):
+    """DARTS split of the training set: the first ``portion`` trains the weights, the
+    rest is the architecture ("validation") set."""
+    n = int(len(images) * portion)
+    return (images[:n], labels[:n]), (images[n:], labels[n:])
+
+
+@dataclasses.dataclass
+class BatchStream:
+    """Deterministic shuffled batches; epoch ``e`` uses permutation ``rng(seed, e)``.
+
+    The last incomplete batch is dropped (static shapes: one compilation).
+    """
+
+    images: np.ndarray
+    labels: np.ndarray
+    batch_size: int
+    seed: int
+
+    def __post_init__(self):
+        if len(self.images) < self.batch_size:
+            raise ValueError(f"batch_size {self.batch_size} is larger than the split ({len(self.images)} examples)")
+
+    @property
+    def steps_per_epoch(self) -> int:
+        return len(self.images) // self.batch_size
+
+    def permutation(self, epoch: int) -> np.ndarray:
+        return np.random.default_rng([self.seed, epoch]).permutation(len(self.images))
+
+    def batch(self, epoch: int, step: int) -> dict[str, np.ndarray]:
+        """Batch ``step`` of ``epoch`` (step wraps around the epoch)."""
+        perm = self.permutation(epoch)
+        i = (step % self.steps_per_epoch) * self.batch_size
+        idx = perm[i:i + self.batch_size]
+        return {"image": self.images[idx], "label": self.labels[idx]}
+
+    def epoch(self, epoch: int, start_step: int = 0, num_steps: int | None = None) -> Iterator[dict]:
+        perm = self.permutation(epoch)
+        stop = self.steps_per_epoch if num_steps is None else start_step + num_steps
+        for step in range(start_step, stop):
+            i = (step % self.steps_per_epoch) * self.batch_size
+            idx = perm[i:i + self.batch_size]
+            yield {"image": self.images[idx], "label": self.labels[idx]}
+
+
+def normalize(images: jax.Array, mean, std) -> jax.Array:
+    """uint8 NHWC -> float32, ``(x/255 - mean) / std`` per channel."""
+    x = images.astype(jnp.float32) / 255.0
+    return (x - jnp.asarray(mean, jnp.float32)) / jnp.asarray(std, jnp.float32)
+
+
+def augment(key: jax.Array, x: jax.Array, *, pad: int = 4, flip: bool = True, cutout: int = 0,
+            cutout_prob=1.0) -> jax.Array:
+    """Random crop after zero padding, horizontal flip and cutout, per sample, on device.
+
+    ``cutout`` is the square side (DeVries & Taylor: a square centred at a uniform pixel,
+    clipped at the border); ``cutout_prob`` may be traced (RobustDARTS ramps it).
+    """
+    n, h, w, _ = x.shape
+    k_crop, k_flip, k_cut, k_p = jax.random.split(key, 4)
+    if pad:
+        xp = jnp.pad(x, ((0, 0), (pad, pad), (pad, pad), (0, 0)))
+        offs = jax.random.randint(k_crop, (n, 2), 0, 2 * pad + 1)
+        x = jax.vmap(lambda im, o: jax.lax.dynamic_slice(im, (o[0], o[1], 0), (h, w, im.shape[-1])))(xp, offs)
+    if flip:
+        do = jax.random.bernoulli(k_flip, 0.5, (n, 1, 1, 1))
+        x = jnp.where(do, x[:, :, ::-1, :], x)
+    if cutout:
+        centre = jax.random.randint(k_cut, (n, 2), 0, jnp.array([h, w]))
+        ys = jnp.arange(h)[None, :, None]
+        xs = jnp.arange(w)[None, None, :]
+        cy, cx = centre[:, 0, None, None], centre[:, 1, None, None]
+        inside = (ys >= cy - cutout // 2) & (ys < cy + cutout - cutout // 2) & \
+                 (xs >= cx - cutout // 2) & (xs < cx + cutout - cutout // 2)
+        apply = jax.random.bernoulli(k_p, cutout_prob, (n, 1, 1))
+        x = jnp.where((inside & apply)[..., None], 0.0, x)
+    return x
+
+
+def pad_to(images: np.ndarray, size: int) -> np.ndarray:
+    """Zero-pads uint8 NHWC images symmetrically to ``size x size`` (28 -> 32)."""
+    h, w = images.shape[1:3]
+    if size < h or size < w:
+        raise ValueError(f"pad_to size {size} is smaller than the images ({h}x{w})")
+    ph, pw = size - h, size - w
+    return np.pad(images, ((0, 0), (ph // 2, ph - ph // 2), (pw // 2, pw - pw // 2), (0, 0)))
+
+
+def resize(images: np.ndarray, size: int) -> np.ndarray:
+    """Bilinear resize of uint8 NHWC images to ``size x size`` (tiny test runs)."""
+    out = jax.image.resize(jnp.asarray(images, jnp.float32), (images.shape[0], size, size, images.shape[3]),
+                           "bilinear")
+    return np.asarray(jnp.clip(jnp.round(out), 0, 255)).astype(np.uint8)

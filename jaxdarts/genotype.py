@@ -1,0 +1,268 @@
+"""Discrete architectures (genotypes): derivation from alpha, one-hot alphas, formats.
+
+A :class:`Genotype` lists, per cell type, ``(op, input_state)`` pairs node by node (two
+per node for DARTS cells; NAS-Bench-201 cells list all 6 edges, 1+2+3 per node). For
+per-cell spaces (``amended_s2``) ``normal`` and ``reduce`` hold one such list per cell of
+that type, in network order.
+
+Formats: the PyTorch DARTS text (``Genotype(normal=[('sep_conv_3x3', 0), ...],
+normal_concat=[2, 3, 4, 5], ...)``, read by the reference ``train.py`` with ``eval``),
+JSON, and the NAS-Bench-201 arch string (``|op~0|+|op~0|op~1|+|...|``).
+"""
+
+from __future__ import annotations
+
+import ast
+import dataclasses
+import json
+from typing import Sequence
+
+import jax.numpy as jnp
+import numpy as np
+
+from jaxdarts import ops as ops_lib
+from jaxdarts import spaces as spaces_lib
+from jaxdarts import supernet as supernet_lib
+
+Gene = tuple[tuple[str, int], ...]
+
+
+def _gene(x) -> Gene:
+    return tuple((str(op), int(i)) for op, i in x)
+
+
+@dataclasses.dataclass(frozen=True)
+class Genotype:
+    """Immutable discrete architecture.
+
+    Attributes:
+      normal, reduce: ``((op, input), ...)``; for per-cell genotypes a tuple of those,
+        one per cell of the type.
+      normal_concat, reduce_concat: states concatenated into the cell output.
+    """
+
+    normal: tuple
+    normal_concat: tuple[int, ...] = (2, 3, 4, 5)
+    reduce: tuple = ()
+    reduce_concat: tuple[int, ...] = (2, 3, 4, 5)
+
+    def __post_init__(self):
+        for f in ("normal", "reduce"):
+            v = getattr(self, f)
+            if v and isinstance(v[0][0], str):
+                object.__setattr__(self, f, _gene(v))
+            else:
+                object.__setattr__(self, f, tuple(_gene(c) for c in v))
+            for op, _ in self.all_genes(f):
+                ops_lib.check_ops([op])
+        object.__setattr__(self, "normal_concat", tuple(int(i) for i in self.normal_concat))
+        object.__setattr__(self, "reduce_concat", tuple(int(i) for i in self.reduce_concat))
+
+    @property
+    def per_cell(self) -> bool:
+        return bool(self.normal) and not isinstance(self.normal[0][0], str)
+
+    def all_genes(self, cell_type: str):
+        v = getattr(self, cell_type)
+        if v and not isinstance(v[0][0], str):
+            return [g for c in v for g in c]
+        return list(v)
+
+    def cell(self, cell_type: str, index: int = 0) -> Gene:
+        """The gene of a cell (``index``-th cell of its type for per-cell genotypes)."""
+        v = getattr(self, cell_type)
+        return v[index] if self.per_cell else v
+
+    def canonical(self) -> "Genotype":
+        """The same architecture with each node's two entries sorted by input (the
+        reference lists them strongest first; the network computed is the same)."""
+
+        def canon(gene):
+            return tuple(e for node in range(len(gene) // 2) for e in sorted(gene[2 * node:2 * node + 2],
+                                                                               key=lambda t: (t[1], t[0])))
+
+        fix = (lambda v: tuple(canon(c) for c in v)) if self.per_cell else canon
+        return dataclasses.replace(self, normal=fix(self.normal), reduce=fix(self.reduce))
+
+    # ----------------------------------------------------------------- formats
+    def to_pytorch_str(self) -> str:
+        """DARTS text format (``genotypes.py`` / ``eval``-able by the reference)."""
+        if self.per_cell:
+            raise ValueError("per-cell genotypes have no PyTorch DARTS text form; use to_json()")
+
+        def g(x):
+            return "[" + ", ".join(f"('{op}', {i})" for op, i in x) + "]"
+
+        return (f"Genotype(normal={g(self.normal)}, normal_concat={list(self.normal_concat)}, "
+                f"reduce={g(self.reduce)}, reduce_concat={list(self.reduce_concat)})")
+
+    @classmethod
+    def from_pytorch_str(cls, s: str) -> "Genotype":
+        """Parses the DARTS text format (concat as a list or ``range(a, b)``). Safe: no eval."""
+        try:
+            tree = ast.parse(s.strip(), mode="eval").body
+        except SyntaxError as e:
+            raise ValueError(f"malformed genotype string {s[:80]!r}: {e.msg}") from None
+        if not (isinstance(tree, ast.Call) and getattr(tree.func, "id", getattr(tree.func, "attr", None)) == "Genotype"):
+            raise ValueError(f"malformed genotype string {s[:80]!r}: expected 'Genotype(normal=..., "
+                             "normal_concat=..., reduce=..., reduce_concat=...)'")
+        fields = ("normal", "normal_concat", "reduce", "reduce_concat")
+        values = dict(zip(fields, tree.args))
+        values.update({k.arg: k.value for k in tree.keywords})
+        if set(values) != set(fields):
+            raise ValueError(f"malformed genotype string: fields {sorted(values)}; expected {list(fields)}")
+        out = {}
+        for k, node in values.items():
+            if isinstance(node, ast.Call) and getattr(node.func, "id", None) == "range":
+                out[k] = tuple(range(*[ast.literal_eval(a) for a in node.args]))
+            else:
+                try:
+                    out[k] = ast.literal_eval(node)
+                except ValueError:
+                    raise ValueError(f"malformed genotype string: field {k!r} is not a literal") from None
+        try:
+            return cls(**out)
+        except (TypeError, IndexError) as e:
+            raise ValueError(f"malformed genotype string: {e}") from None
+
+    def to_dict(self) -> dict:
+        return {"normal": _json_gene(self.normal), "normal_concat": list(self.normal_concat),
+                "reduce": _json_gene(self.reduce), "reduce_concat": list(self.reduce_concat)}
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict())
+
+    @classmethod
+    def from_json(cls, s: str | dict) -> "Genotype":
+        d = json.loads(s) if isinstance(s, str) else s
+        try:
+            return cls(**d)
+        except TypeError as e:
+            raise ValueError(f"malformed genotype JSON: {e}") from None
+
+    def to_nb201_str(self) -> str:
+        """NAS-Bench-201 arch string from the ``normal`` gene (edges 1+2+3 per node)."""
+        g, out, pos = self.normal, [], 0
+        for n in range(1, 4):
+            out.append("|" + "|".join(f"{op}~{i}" for op, i in g[pos:pos + n]) + "|")
+            pos += n
+        return "+".join(out)
+
+    def render(self) -> str:
+        """Human-readable listing of the cells, for logs."""
+        lines = []
+        types = [("normal", self.normal_concat), ("reduce", self.reduce_concat)]
+        for t, concat in types:
+            cells = getattr(self, t)
+            if not cells:
+                continue
+            cells = cells if self.per_cell else (cells,)
+            for ci, gene in enumerate(cells):
+                tag = f"{t} cell" + (f" {ci}" if self.per_cell else "")
+                lines.append(f"{tag} (output = concat{list(concat)}):")
+                for node in range(len(gene) // 2):
+                    a, b = gene[2 * node], gene[2 * node + 1]
+                    lines.append(f"  node {node + 2} = {a[0]}({a[1]}) + {b[0]}({b[1]})")
+        return "\n".join(lines)
+
+
+def _json_gene(v):
+    if v and not isinstance(v[0][0], str):
+        return [[[op, i] for op, i in c] for c in v]
+    return [[op, i] for op, i in v]
+
+
+def _derive_cell(space, cell_type: str, w: np.ndarray) -> Gene:
+    padded = space.padded_ops(cell_type)
+    gene = []
+    for node in range(space.steps):
+        cands = []
+        for e, (n, inp) in enumerate(space.edges):
+            if n != node:
+                continue
+            real = [k for k, op in enumerate(padded[e]) if op is not None and op != "none"]
+            if not real:
+                continue
+            k_best = real[int(np.argmax(w[e, real]))]  # first maximum wins, as in DARTS
+            cands.append((float(w[e, k_best]), e, padded[e][k_best], inp))
+        if space.derive == "top2":
+            cands = sorted(cands, key=lambda c: -c[0])[:2]  # stable: lower edge wins ties
+        gene.extend((op, inp) for _, _, op, inp in cands)
+    return tuple(gene)
+
+
+def derive(space, alpha, *, normalized: bool = False) -> Genotype:
+    """The discrete architecture encoded by ``alpha`` (DARTS ``genotype()``).
+
+    Per node: keep the top-2 incoming edges ranked by their strongest non-``none`` op
+    weight (all edges for fixed-edge spaces), and on each kept edge its strongest
+    non-``none`` op. Ties go to the lower edge / op index, as in the reference.
+    """
+    space = spaces_lib.get(space)
+    w = alpha if normalized else supernet_lib.mixing_weights(space, alpha)
+    w = {t: np.asarray(v, np.float64) for t, v in w.items()}
+    concat = tuple(range(space.num_inputs, space.num_inputs + space.steps))
+    genes = {}
+    for t in space.cell_types:
+        if space.per_cell:
+            genes[t] = tuple(_derive_cell(space, t, w[t][i]) for i in range(w[t].shape[0]))
+        else:
+            genes[t] = _derive_cell(space, t, w[t])
+    return Genotype(genes["normal"], concat, genes.get("reduce", ()), concat if "reduce" in genes else ())
+
+
+def _to_alpha_cell(space, cell_type, gene: Sequence[tuple[str, int]]) -> np.ndarray:
+    padded = space.padded_ops(cell_type)
+    out = np.zeros((space.num_edges, space.num_ops), np.float32)
+    if space.derive == "top2":
+        per_node = 2
+        if len(gene) != per_node * space.steps:
+            raise ValueError(f"genotype {cell_type} cell has {len(gene)} entries; space {space.name!r} "
+                             f"expects {per_node * space.steps} (2 per node)")
+        nodes = [i // 2 for i in range(len(gene))]
+    else:
+        nodes = [n for n, _ in space.edges]
+        if len(gene) != len(nodes):
+            raise ValueError(f"genotype {cell_type} cell has {len(gene)} entries; space {space.name!r} "
+                             f"expects {len(nodes)} (one per edge)")
+    for node, (op, inp) in zip(nodes, gene):
+        if (node, inp) not in space.edges:
+            raise ValueError(f"genotype edge {op}({inp}) into node {node} is not an edge of space "
+                             f"{space.name!r}; inputs of that node: {list(space.inputs_of(node))}")
+        e = space.edge_index(node, inp)
+        if op not in padded[e]:
+            raise ValueError(f"op {op!r} is not on edge {e} ({node}<-{inp}) of space {space.name!r}; "
+                             f"accepted: {[o for o in padded[e] if o]}")
+        out[e, padded[e].index(op)] = 1.0
+    return out
+
+
+def to_alpha(space, genotype: Genotype) -> dict:
+    """One-hot mixing weights (``normalized=True`` input of the supernet) encoding
+    ``genotype``: weight 1 on each selected (edge, op), 0 elsewhere (unselected edges
+    contribute nothing), so the supernet computes exactly the discrete cell."""
+    space = spaces_lib.get(space)
+    out = {}
+    for t in space.cell_types:
+        if space.per_cell:
+            cells = getattr(genotype, t)
+            n = space.alpha_shapes()[t][0]
+            if not genotype.per_cell or len(cells) != n:
+                raise ValueError(f"space {space.name!r} needs a per-cell genotype with {n} {t} cells")
+            out[t] = jnp.asarray(np.stack([_to_alpha_cell(space, t, c) for c in cells]))
+        else:
+            out[t] = jnp.asarray(_to_alpha_cell(space, t, getattr(genotype, t)))
+    return out
+
+
+DARTS_V1 = Genotype(
+    normal=[("sep_conv_3x3", 1), ("sep_conv_3x3", 0), ("skip_connect", 0), ("sep_conv_3x3", 1),
+            ("skip_connect", 0), ("sep_conv_3x3", 1), ("sep_conv_3x3", 0), ("skip_connect", 2)],
+    reduce=[("max_pool_3x3", 0), ("max_pool_3x3", 1), ("skip_connect", 2), ("max_pool_3x3", 0),
+            ("max_pool_3x3", 0), ("skip_connect", 2), ("skip_connect", 2), ("avg_pool_3x3", 0)])
+DARTS_V2 = Genotype(
+    normal=[("sep_conv_3x3", 0), ("sep_conv_3x3", 1), ("sep_conv_3x3", 0), ("sep_conv_3x3", 1),
+            ("sep_conv_3x3", 1), ("skip_connect", 0), ("skip_connect", 0), ("dil_conv_3x3", 2)],
+    reduce=[("max_pool_3x3", 0), ("max_pool_3x3", 1), ("skip_connect", 2), ("max_pool_3x3", 1),
+            ("max_pool_3x3", 0), ("skip_connect", 2), ("skip_connect", 2), ("max_pool_3x3", 1)])
+"""The published DARTS architectures (``genotypes.py`` of the reference)."""

@@ -1,0 +1,244 @@
+"""Architecture-gradient (hypergradient) estimators for any bilevel problem.
+
+Every estimator has the signature::
+
+    estimator(train_loss, val_loss, params, alpha, train_batch, val_batch, **options)
+        -> pytree shaped like alpha           (or (grad, aux) with has_aux=True)
+
+with ``train_loss(params, alpha, batch) -> scalar`` and ``val_loss`` likewise; ``params``
+and ``alpha`` are arbitrary pytrees. The bilevel problem is
+``min_alpha L_val(w*(alpha), alpha)`` s.t. ``w*(alpha) = argmin_w L_train(w, alpha)``.
+
+========================  =================================================================
+``first_order``           ``g1 = d_alpha L_val(w, alpha)`` (DARTS first order)
+``one_level``             ``d_alpha L_train(w, alpha)`` on the training batch (StacNAS)
+``unrolled``              exact ``d_alpha L_val(w'(alpha), alpha)`` through ``inner_steps``
+                          SGD(-momentum, weight-decay) steps, by ``jax.grad``
+``finite_difference``     DARTS second order: the mixed term by central differences
+``amended``               Amended-DARTS Eq. 7: ``g1 - eta * d2_{alpha,w} L_train . H . v``
+``implicit``              implicit function theorem (Eq. 6), ``(H + damping I)^-1 v`` by
+                          conjugate gradients or a truncated Neumann series
+========================  =================================================================
+
+(``v = d_w L_val``, ``H = d2_w L_train``.) No estimator materialises a matrix: second
+derivatives enter through Hessian-vector products (forward-over-reverse, ``jax.jvp`` of
+``jax.grad``) and mixed vector-Jacobian products
+(``d_alpha <d_w L_train(w, alpha), stop_gradient(u)>``). All are ``jit``-able.
+
+With ``has_aux=True`` each returns ``(grad, aux)``; ``aux`` holds ``g1`` and the second
+term ``g2`` (so ``grad = g1 + g2``) and, for ``implicit``, ``residual`` (relative
+``||(H + damping I) q - v|| / ||v||``) of the linear solve.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Mapping
+
+import jax
+import jax.numpy as jnp
+import optax
+
+Loss = Callable[[Any, Any, Any], jax.Array]
+
+
+# ---------------------------------------------------------------- tree helpers
+def tree_dot(a, b) -> jax.Array:
+    return sum(jnp.vdot(x, y) for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)))
+
+
+def tree_norm(a) -> jax.Array:
+    return optax.tree.norm(a)
+
+
+def tree_axpy(a, x, y):
+    """``a * x + y`` on pytrees."""
+    return jax.tree.map(lambda u, v: a * u + v, x, y)
+
+
+def tree_scale(a, x):
+    return jax.tree.map(lambda u: a * u, x)
+
+
+def cosine(a, b) -> jax.Array:
+    """Cosine similarity of two pytrees (0 when either is zero)."""
+    den = tree_norm(a) * tree_norm(b)
+    return jnp.where(den > 0, tree_dot(a, b) / jnp.where(den > 0, den, 1.0), 0.0)
+
+
+# ------------------------------------------------------------- derivative ops
+def hvp(loss: Loss, params, alpha, batch, v):
+    """``d2_w loss(w, alpha, batch) . v`` (forward-over-reverse)."""
+    grad_w = lambda p: jax.grad(loss)(p, alpha, batch)
+    return jax.jvp(grad_w, (params,), (v,))[1]
+
+
+def mixed_vjp(loss: Loss, params, alpha, batch, u):
+    """``d2_{alpha,w} loss . u = d_alpha <d_w loss(w, alpha), u>`` (u held constant)."""
+    u = jax.lax.stop_gradient(u)
+    return jax.grad(lambda a: tree_dot(jax.grad(loss)(params, a, batch), u))(alpha)
+
+
+def sgd_step(loss: Loss, params, alpha, batch, lr, momentum: float = 0.0, momentum_buffer=None,
+             weight_decay: float = 0.0):
+    """One PyTorch-SGD step ``w - lr * (mu * buf + g + wd * w)``; returns ``(w', buf')``."""
+    g = jax.grad(loss)(params, alpha, batch)
+    d = jax.tree.map(lambda gi, wi: gi + weight_decay * wi, g, params)
+    if momentum_buffer is not None and momentum:
+        d = jax.tree.map(lambda di, bi: momentum * bi + di, d, momentum_buffer)
+    return jax.tree.map(lambda wi, di: wi - lr * di, params, d), d
+
+
+def _result(g1, g2, has_aux, **extra):
+    g = jax.tree.map(jnp.add, g1, g2)
+    if has_aux:
+        return g, dict(g1=g1, g2=g2, **extra)
+    return g
+
+
+# ----------------------------------------------------------------- estimators
+def first_order(train_loss, val_loss, params, alpha, train_batch, val_batch, *, has_aux=False, **_):
+    """``d_alpha L_val(w, alpha)`` (DARTS first order)."""
+    g1 = jax.grad(val_loss, argnums=1)(params, alpha, val_batch)
+    return _result(g1, jax.tree.map(jnp.zeros_like, g1), has_aux)
+
+
+def one_level(train_loss, val_loss, params, alpha, train_batch, val_batch, *, has_aux=False, **_):
+    """``d_alpha L_train(w, alpha)`` on the training batch (one-level optimisation)."""
+    g1 = jax.grad(train_loss, argnums=1)(params, alpha, train_batch)
+    return _result(g1, jax.tree.map(jnp.zeros_like, g1), has_aux)
+
+
+def unrolled(train_loss, val_loss, params, alpha, train_batch, val_batch, *, inner_lr, inner_steps: int = 1,
+             momentum: float = 0.0, momentum_buffer=None, weight_decay: float = 0.0, has_aux=False, **_):
+    """Exact gradient of ``L_val(w'(alpha), alpha)`` where ``w'`` is ``inner_steps``
+    SGD steps on ``L_train`` from ``params`` (DARTS's virtual step
+    ``w - lr * (mu * buf + g + wd * w)``, all on ``train_batch``), by ``jax.grad``
+    through the steps. ``g1`` in the aux is the direct term at ``w'``."""
+
+    def outer(a):
+        w, buf = params, momentum_buffer
+        for _ in range(inner_steps):
+            w, buf = sgd_step(train_loss, w, a, train_batch, inner_lr, momentum, buf, weight_decay)
+        return w
+
+    def val_at(a):
+        return val_loss(outer(a), a, val_batch)
+
+    g = jax.grad(val_at)(alpha)
+    if not has_aux:
+        return g
+    w_prime = outer(alpha)
+    g1 = jax.grad(val_loss, argnums=1)(w_prime, alpha, val_batch)
+    return g, dict(g1=g1, g2=jax.tree.map(jnp.subtract, g, g1))
+
+
+def finite_difference(train_loss, val_loss, params, alpha, train_batch, val_batch, *, inner_lr,
+                      momentum: float = 0.0, momentum_buffer=None, weight_decay: float = 0.0, r: float = 0.01,
+                      has_aux=False, **_):
+    """DARTS second order (``architect.py``), bit for bit: virtual step ``w'``, then
+    ``g = d_alpha L_val(w') - inner_lr * (d_alpha L_train(w+) - d_alpha L_train(w-)) / (2 eps)``
+    with ``w± = w ± eps v``, ``v = d_w L_val(w')``, ``eps = r / ||v||``."""
+    w_prime, _ = sgd_step(train_loss, params, alpha, train_batch, inner_lr, momentum, momentum_buffer,
+                          weight_decay)
+    v, g1 = jax.grad(val_loss, argnums=(0, 1))(w_prime, alpha, val_batch)
+    eps = r / tree_norm(v)
+    g_plus = jax.grad(train_loss, argnums=1)(tree_axpy(eps, v, params), alpha, train_batch)
+    g_minus = jax.grad(train_loss, argnums=1)(tree_axpy(-eps, v, params), alpha, train_batch)
+    g2 = jax.tree.map(lambda p, m: -inner_lr * (p - m) / (2 * eps), g_plus, g_minus)
+    return _result(g1, g2, has_aux)
+
+
+def amended(train_loss, val_loss, params, alpha, train_batch, val_batch, *, eta: float = 0.1,
+            has_aux=False, **_):
+    """Amended-DARTS (Eq. 7): ``g1 + g2'`` with
+    ``g2' = -eta * d2_{alpha,w} L_train . H . v``, one HVP and one mixed VJP at the
+    current ``w``."""
+    v, g1 = jax.grad(val_loss, argnums=(0, 1))(params, alpha, val_batch)
+    u = hvp(train_loss, params, alpha, train_batch, v)
+    g2 = tree_scale(-eta, mixed_vjp(train_loss, params, alpha, train_batch, u))
+    return _result(g1, g2, has_aux)
+
+
+def inverse_hvp(train_loss, params, alpha, batch, v, *, solver: str = "cg", maxiter: int = 20,
+                damping: float = 0.0, tol: float = 1e-10, neumann_scale: float = 0.01):
+    """Approximately solves ``(H + damping I) q = v``; returns ``(q, relative residual)``.
+
+    ``cg``: ``jax.scipy.sparse.linalg.cg`` on pytrees (needs ``H + damping I`` positive
+    definite; add damping on non-convex losses). ``neumann``: ``q = s * sum_{j<=maxiter}
+    (I - s (H + damping I))^j v`` with ``s = neumann_scale`` (converges when
+    ``s * lambda_max < 2`` and ``H`` is positive definite).
+    """
+    def matvec(x):
+        return tree_axpy(damping, x, hvp(train_loss, params, alpha, batch, x))
+
+    if solver == "cg":
+        q, _ = jax.scipy.sparse.linalg.cg(matvec, v, tol=tol, atol=0.0, maxiter=maxiter)
+    elif solver == "neumann":
+        def body(_, carry):
+            term, acc = carry
+            term = jax.tree.map(lambda t, ht: t - neumann_scale * ht, term, matvec(term))
+            return term, jax.tree.map(jnp.add, acc, term)
+
+        _, acc = jax.lax.fori_loop(0, maxiter, body, (v, v))
+        q = tree_scale(neumann_scale, acc)
+    else:
+        raise ValueError(f"unknown solver {solver!r}; accepted: cg, neumann")
+    res = tree_norm(jax.tree.map(jnp.subtract, matvec(q), v)) / jnp.maximum(tree_norm(v), 1e-30)
+    return q, res
+
+
+def implicit(train_loss, val_loss, params, alpha, train_batch, val_batch, *, solver: str = "cg",
+             maxiter: int = 20, damping: float = 0.0, tol: float = 1e-10, neumann_scale: float = 0.01,
+             has_aux=False, **_):
+    """Implicit-function-theorem hypergradient (Amended-DARTS Eq. 6), exact at a
+    stationary ``w``: ``g1 - d2_{alpha,w} L_train . (H + damping I)^-1 . v``."""
+    v, g1 = jax.grad(val_loss, argnums=(0, 1))(params, alpha, val_batch)
+    q, res = inverse_hvp(train_loss, params, alpha, train_batch, v, solver=solver, maxiter=maxiter,
+                         damping=damping, tol=tol, neumann_scale=neumann_scale)
+    g2 = tree_scale(-1.0, mixed_vjp(train_loss, params, alpha, train_batch, q))
+    return _result(g1, g2, has_aux, residual=res)
+
+
+ESTIMATORS: dict[str, Callable] = {
+    "first_order": first_order,
+    "one_level": one_level,
+    "unrolled": unrolled,
+    "finite_difference": finite_difference,
+    "amended": amended,
+    "implicit": implicit,
+}
+NEEDS_INNER_STEP = frozenset({"unrolled", "finite_difference"})
+"""Estimators that take ``inner_lr``/``momentum``/``weight_decay`` of the weight optimiser."""
+
+
+def get(name: str) -> Callable:
+    if name not in ESTIMATORS:
+        raise ValueError(f"unknown estimator {name!r}; accepted: {', '.join(ESTIMATORS)}")
+    return ESTIMATORS[name]
+
+
+def compare(estimators: Mapping[str, tuple[str | Callable, dict]] | list[str], train_loss, val_loss, params,
+            alpha, train_batch, val_batch, *, reference: tuple[str | Callable, dict] = ("implicit", {})):
+    """Cosine similarity and relative norm of each estimator against a reference.
+
+    Args:
+      estimators: ``{label: (name_or_fn, options)}`` or a list of names (no options).
+      reference: ``(name_or_fn, options)``; defaults to ``implicit`` with CG.
+    Returns:
+      ``{label: {"cosine": c, "rel_norm": ||g|| / ||g_ref||}}`` (floats as jax scalars).
+    """
+    if isinstance(estimators, (list, tuple)):
+        estimators = {n: (n, {}) for n in estimators}
+
+    def call(spec):
+        fn, opts = spec
+        fn = get(fn) if isinstance(fn, str) else fn
+        return fn(train_loss, val_loss, params, alpha, train_batch, val_batch, **opts)
+
+    ref = call(reference)
+    ref_norm = tree_norm(ref)
+    out = {}
+    for label, spec in estimators.items():
+        g = call(spec)
+        out[label] = {"cosine": cosine(g, ref), "rel_norm": tree_norm(g) / jnp.maximum(ref_norm, 1e-30)}
+    return out

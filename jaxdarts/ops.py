@@ -1,0 +1,351 @@
+"""Candidate operations of DARTS-style search spaces (Flax Linen, NHWC).
+
+Every operation follows the original DARTS code (quark0/darts ``operations.py``) so
+parameter counts match the PyTorch reference exactly:
+
+* ``ReLU -> conv (no bias) -> BN`` ordering everywhere.
+* ``sep_conv_kxk``: two stacked ``(ReLU, depthwise kxk, pointwise 1x1, BN)`` blocks; only
+  the first depthwise conv is strided; the first block keeps ``C_in`` channels.
+* ``dil_conv_kxk``: ``ReLU, depthwise kxk dilation 2, pointwise, BN``.
+* ``max_pool_3x3`` / ``avg_pool_3x3`` (padding 1, average excludes padding); in the search
+  network (``affine=False``) pools are followed by an affine-free BN, as in DARTS.
+* ``skip_connect``: identity, :class:`FactorizedReduce` when strided.
+* ``none``: zeros of the strided shape.
+* ``noise`` (RobustDARTS S4): N(0, 1) noise shaped like the strided input.
+* ``nor_conv_1x1`` / ``nor_conv_3x3`` (NAS-Bench-201): ``ReLU, conv, BN``.
+
+Performance notes (see ``benchmarks/RESULTS.md``): XLA:CPU is slow at grouped
+(``feature_group_count``) convolutions, so depthwise convolutions and pools are written
+as sums/maxima of shifted slices ("taps") wrapped in :func:`jax.checkpoint` (only the
+input is saved for the backward pass), and 1x1 convolutions are ``einsum`` contractions
+(which stay plain batched matmuls when edges are ``vmap``-ed together).
+
+Batch norm uses PyTorch's defaults (momentum 0.1 -> Flax momentum 0.9, eps 1e-5).
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Callable, Sequence
+
+import jax
+import jax.numpy as jnp
+from flax import linen as nn
+from jax import lax
+
+Array = jax.Array
+
+PRIMITIVES = (
+    "none",
+    "max_pool_3x3",
+    "avg_pool_3x3",
+    "skip_connect",
+    "sep_conv_3x3",
+    "sep_conv_5x5",
+    "dil_conv_3x3",
+    "dil_conv_5x5",
+)
+"""The DARTS primitive order (also the RobustDARTS S5 space)."""
+
+NB201_PRIMITIVES = ("none", "skip_connect", "nor_conv_1x1", "nor_conv_3x3", "avg_pool_3x3")
+
+# Kaiming-uniform with a=sqrt(5), PyTorch's default conv/linear initialisation.
+_torch_init = nn.initializers.variance_scaling(1.0 / 3.0, "fan_in", "uniform")
+
+
+def batch_norm(train: bool, affine: bool, name: str | None = None) -> nn.BatchNorm:
+    """PyTorch-equivalent BatchNorm2d (momentum 0.1, eps 1e-5) over NHWC channels."""
+    return nn.BatchNorm(
+        use_running_average=not train,
+        momentum=0.9,
+        epsilon=1e-5,
+        use_scale=affine,
+        use_bias=affine,
+        name=name,
+    )
+
+
+def _out_size(n: int, k: int, stride: int, pad: int, dilation: int) -> int:
+    return (n + 2 * pad - dilation * (k - 1) - 1) // stride + 1
+
+
+def _taps(xp: Array, k: int, stride: int, dilation: int, out_hw: tuple[int, int]):
+    """Yields ``(i, j, slice)`` for the k*k shifted (strided, dilated) windows of ``xp``."""
+    ho, wo = out_hw
+    n, _, _, c = xp.shape
+    for i in range(k):
+        for j in range(k):
+            start = (0, i * dilation, j * dilation, 0)
+            limit = (n, i * dilation + stride * (ho - 1) + 1, j * dilation + stride * (wo - 1) + 1, c)
+            yield i, j, lax.slice(xp, start, limit, (1, stride, stride, 1))
+
+
+@functools.partial(jax.checkpoint, static_argnums=(2, 3))
+def depthwise_conv(x: Array, kernel: Array, stride: int = 1, dilation: int = 1) -> Array:
+    """Depthwise 2-D convolution, 'same'-style padding ``dilation*(k-1)//2``.
+
+    Args:
+      x: ``(N, H, W, C)`` input.
+      kernel: ``(k, k, C)`` per-channel filters.
+      stride, dilation: as in ``torch.nn.Conv2d``.
+    Returns:
+      ``(N, H', W', C)``, numerically equal to ``lax.conv_general_dilated`` with
+      ``feature_group_count=C`` (tested), but computed as a sum of shifted slices.
+    """
+    k = kernel.shape[0]
+    pad = dilation * (k - 1) // 2
+    out_hw = (_out_size(x.shape[1], k, stride, pad, dilation), _out_size(x.shape[2], k, stride, pad, dilation))
+    xp = jnp.pad(x, ((0, 0), (pad, pad), (pad, pad), (0, 0)))
+    out = None
+    for i, j, sl in _taps(xp, k, stride, dilation, out_hw):
+        term = sl * kernel[i, j]
+        out = term if out is None else out + term
+    return out
+
+
+@functools.partial(jax.checkpoint, static_argnums=(1,))
+def max_pool_3x3(x: Array, stride: int) -> Array:
+    """3x3 max pool, padding 1 (padding never wins, as in PyTorch)."""
+    out_hw = (_out_size(x.shape[1], 3, stride, 1, 1), _out_size(x.shape[2], 3, stride, 1, 1))
+    xp = jnp.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)), constant_values=-jnp.inf)
+    out = None
+    for _, _, sl in _taps(xp, 3, stride, 1, out_hw):
+        out = sl if out is None else jnp.maximum(out, sl)
+    return out
+
+
+@functools.partial(jax.checkpoint, static_argnums=(1,))
+def avg_pool_3x3(x: Array, stride: int) -> Array:
+    """3x3 average pool, padding 1, padding not counted (``count_include_pad=False``)."""
+    out_hw = (_out_size(x.shape[1], 3, stride, 1, 1), _out_size(x.shape[2], 3, stride, 1, 1))
+    xp = jnp.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)))
+    ones = jnp.pad(jnp.ones((1,) + x.shape[1:3] + (1,), x.dtype), ((0, 0), (1, 1), (1, 1), (0, 0)))
+    total = count = None
+    for (_, _, sl), (_, _, one) in zip(_taps(xp, 3, stride, 1, out_hw), _taps(ones, 3, stride, 1, out_hw)):
+        total = sl if total is None else total + sl
+        count = one if count is None else count + one
+    return total / count
+
+
+class PointwiseConv(nn.Module):
+    """1x1 convolution without bias as an einsum (``(N,H,W,Cin) -> (N,H',W',Cout)``)."""
+
+    features: int
+    stride: int = 1
+
+    @nn.compact
+    def __call__(self, x: Array) -> Array:
+        kernel = self.param("kernel", _torch_init, (1, 1, x.shape[-1], self.features), x.dtype)
+        if self.stride > 1:
+            x = x[:, :: self.stride, :: self.stride, :]
+        return jnp.einsum("nhwc,co->nhwo", x, kernel[0, 0])
+
+
+import os as _os
+
+DEPTHWISE_IMPLS = ("taps", "conv")
+DEPTHWISE_IMPL = _os.environ.get("JAXDARTS_DEPTHWISE", "taps")
+"""How depthwise convolutions are lowered (read at trace time): ``'taps'`` (shifted
+slices; on XLA:CPU ~20x faster forward, ~3x slower to compile) or ``'conv'``
+(``feature_group_count`` convolution). Numerically equal (tested)."""
+
+
+def set_depthwise_impl(name: str) -> None:
+    """Selects the depthwise lowering for modules traced from now on."""
+    global DEPTHWISE_IMPL
+    if name not in DEPTHWISE_IMPLS:
+        raise ValueError(f"unknown depthwise implementation {name!r}; accepted: {', '.join(DEPTHWISE_IMPLS)}")
+    DEPTHWISE_IMPL = name
+
+
+class DepthwiseConv(nn.Module):
+    """Depthwise kxk convolution without bias; kernel stored as ``(k, k, 1, C)`` (HWIO)."""
+
+    kernel_size: int
+    stride: int = 1
+    dilation: int = 1
+
+    @nn.compact
+    def __call__(self, x: Array) -> Array:
+        k = self.kernel_size
+        kernel = self.param("kernel", _torch_init, (k, k, 1, x.shape[-1]), x.dtype)
+        if DEPTHWISE_IMPL == "conv":
+            pad = self.dilation * (k - 1) // 2
+            return lax.conv_general_dilated(x, kernel, (self.stride,) * 2, [(pad, pad)] * 2,
+                                            rhs_dilation=(self.dilation,) * 2,
+                                            dimension_numbers=("NHWC", "HWIO", "NHWC"),
+                                            feature_group_count=x.shape[-1])
+        return depthwise_conv(x, kernel[:, :, 0, :], self.stride, self.dilation)
+
+
+class ReLUConvBN(nn.Module):
+    """ReLU -> kxk conv (no bias) -> BN (DARTS ``ReLUConvBN``; NB201 ``nor_conv``)."""
+
+    C_out: int
+    kernel_size: int = 1
+    stride: int = 1
+    affine: bool = True
+
+    @nn.compact
+    def __call__(self, x: Array, train: bool) -> Array:
+        x = nn.relu(x)
+        if self.kernel_size == 1:
+            x = PointwiseConv(self.C_out, self.stride)(x)
+        else:
+            p = (self.kernel_size - 1) // 2
+            x = nn.Conv(self.C_out, (self.kernel_size,) * 2, self.stride, padding=[(p, p), (p, p)],
+                        use_bias=False, kernel_init=_torch_init)(x)
+        return batch_norm(train, self.affine)(x)
+
+
+class DilConv(nn.Module):
+    """ReLU -> depthwise kxk (dilation d) -> pointwise -> BN."""
+
+    C_out: int
+    kernel_size: int
+    stride: int
+    dilation: int
+    affine: bool = True
+
+    @nn.compact
+    def __call__(self, x: Array, train: bool) -> Array:
+        x = nn.relu(x)
+        x = DepthwiseConv(self.kernel_size, self.stride, self.dilation)(x)
+        x = PointwiseConv(self.C_out)(x)
+        return batch_norm(train, self.affine)(x)
+
+
+class SepConv(nn.Module):
+    """Two stacked DilConv(dilation 1) blocks; only the first is strided and the first
+    keeps the input channel count (DARTS ``SepConv``)."""
+
+    C_out: int
+    kernel_size: int
+    stride: int
+    affine: bool = True
+
+    @nn.compact
+    def __call__(self, x: Array, train: bool) -> Array:
+        x = DilConv(x.shape[-1], self.kernel_size, self.stride, 1, self.affine)(x, train)
+        return DilConv(self.C_out, self.kernel_size, 1, 1, self.affine)(x, train)
+
+
+class FactorizedReduce(nn.Module):
+    """ReLU, two 1x1 stride-2 convs (C_out/2 each, the second on the input shifted by one
+    pixel), concatenated, BN. Odd spatial sizes (an error in PyTorch) are handled by
+    zero-padding the shifted input at the far edge."""
+
+    C_out: int
+    affine: bool = True
+
+    @nn.compact
+    def __call__(self, x: Array, train: bool) -> Array:
+        if self.C_out % 2:
+            raise ValueError(f"FactorizedReduce needs an even C_out, got {self.C_out}")
+        x = nn.relu(x)
+        a = PointwiseConv(self.C_out // 2, 2)(x)
+        shifted = x[:, 1:, 1:, :]
+        if x.shape[1] % 2 or x.shape[2] % 2:
+            shifted = jnp.pad(shifted, ((0, 0), (0, x.shape[1] % 2), (0, x.shape[2] % 2), (0, 0)))
+        b = PointwiseConv(self.C_out // 2, 2)(shifted)
+        return batch_norm(train, self.affine)(jnp.concatenate([a, b], axis=-1))
+
+
+class Zero(nn.Module):
+    """The ``none`` op: zeros with the strided shape."""
+
+    C_out: int
+    stride: int = 1
+
+    def __call__(self, x: Array, train: bool) -> Array:
+        x = x[:, :: self.stride, :: self.stride, :]
+        return jnp.zeros(x.shape[:3] + (self.C_out,), x.dtype)
+
+
+class Identity(nn.Module):
+    def __call__(self, x: Array, train: bool) -> Array:
+        return x
+
+
+class Pool(nn.Module):
+    """3x3 max/avg pool; followed by affine-free BN when ``bn`` (search network)."""
+
+    kind: str
+    stride: int = 1
+    bn: bool = False
+
+    @nn.compact
+    def __call__(self, x: Array, train: bool) -> Array:
+        x = max_pool_3x3(x, self.stride) if self.kind == "max" else avg_pool_3x3(x, self.stride)
+        if self.bn:
+            x = batch_norm(train, affine=False)(x)
+        return x
+
+
+class Noise(nn.Module):
+    """RobustDARTS S4 ``noise`` op: N(0, 1) samples shaped like the strided input
+    (independent of the input values). Draws from the ``'noise'`` RNG stream; without
+    one (e.g. deterministic evaluation) it uses a fixed key."""
+
+    stride: int = 1
+
+    def __call__(self, x: Array, train: bool) -> Array:
+        x = x[:, :: self.stride, :: self.stride, :]
+        key = self.make_rng("noise") if self.has_rng("noise") else jax.random.key(0)
+        return jax.random.normal(key, x.shape, x.dtype)
+
+
+def _nb201_pool(C_in: int, C_out: int, stride: int, affine: bool, name) -> nn.Module:
+    if C_in != C_out:  # NAS-Bench-201 prepends a ReLUConvBN when channels change
+        raise ValueError("nb201 avg_pool_3x3 with C_in != C_out is not used in the cell")
+    return Pool("avg", stride, bn=False, name=name)
+
+
+def make_op(name: str, C_in: int, C_out: int, stride: int, affine: bool, family: str = "darts",
+            module_name: str | None = None) -> nn.Module:
+    """Builds the operation ``name``.
+
+    Args:
+      name: one of :data:`OP_NAMES`.
+      C_in, C_out: channels (equal inside DARTS cells).
+      stride: 1 or 2 (reduction edges).
+      affine: False in search networks (affine-free BN, pools followed by BN),
+        True in evaluation networks.
+      family: ``'darts'`` or ``'nb201'`` (NAS-Bench-201 pools have no BN).
+      module_name: Flax submodule name.
+    """
+    if name not in _OPS:
+        raise ValueError(f"unknown op {name!r}; accepted: {', '.join(OP_NAMES)}")
+    return _OPS[name](C_in, C_out, stride, affine, family, module_name)
+
+
+_OPS: dict[str, Callable[..., nn.Module]] = {
+    "none": lambda ci, co, s, a, f, n: Zero(co, s, name=n),
+    "max_pool_3x3": lambda ci, co, s, a, f, n: Pool("max", s, bn=(not a and f == "darts"), name=n),
+    "avg_pool_3x3": lambda ci, co, s, a, f, n: (
+        Pool("avg", s, bn=not a, name=n) if f == "darts" else _nb201_pool(ci, co, s, a, n)),
+    "skip_connect": lambda ci, co, s, a, f, n: Identity(name=n) if s == 1 else FactorizedReduce(co, a, name=n),
+    "sep_conv_3x3": lambda ci, co, s, a, f, n: SepConv(co, 3, s, a, name=n),
+    "sep_conv_5x5": lambda ci, co, s, a, f, n: SepConv(co, 5, s, a, name=n),
+    "sep_conv_7x7": lambda ci, co, s, a, f, n: SepConv(co, 7, s, a, name=n),
+    "dil_conv_3x3": lambda ci, co, s, a, f, n: DilConv(co, 3, s, 2, a, name=n),
+    "dil_conv_5x5": lambda ci, co, s, a, f, n: DilConv(co, 5, s, 2, a, name=n),
+    "noise": lambda ci, co, s, a, f, n: Noise(s, name=n),
+    "nor_conv_1x1": lambda ci, co, s, a, f, n: ReLUConvBN(co, 1, s, a, name=n),
+    "nor_conv_3x3": lambda ci, co, s, a, f, n: ReLUConvBN(co, 3, s, a, name=n),
+}
+OP_NAMES: tuple[str, ...] = tuple(_OPS)
+
+PARAMETER_FREE = frozenset({"none", "max_pool_3x3", "avg_pool_3x3", "noise"})
+"""Ops without weights when unstrided (skip_connect is parameter-free only at stride 1)."""
+
+
+def is_identity(name: str, stride: int) -> bool:
+    """Whether the op is the identity (drop-path is never applied to identities)."""
+    return name == "skip_connect" and stride == 1
+
+
+def check_ops(names: Sequence[str]) -> None:
+    for n in names:
+        if n not in _OPS:
+            raise ValueError(f"unknown op {n!r}; accepted: {', '.join(OP_NAMES)}")

@@ -1,0 +1,356 @@
+"""The weight-sharing supernet: a pure Flax module taking ``alpha`` as a call argument.
+
+``alpha`` is never a Flax parameter. It is a dict ``{cell_type: array}`` (see
+:mod:`jaxdarts.spaces` for shapes) passed to ``model.apply(variables, x, alpha,
+train=...)``; this is what lets every hypergradient estimator treat the network as a
+plain function ``loss(params, alpha, batch)``.
+
+Structure seen by XLA: edges of a node that share their op list and stride are run as one
+``nn.vmap``-ed mixed op over stacked inputs (one batched op instead of up to 5 separate
+ones), and the ``none`` op is never computed (it contributes exactly zero).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from typing import Any, Mapping
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import linen as nn
+
+from jaxdarts import ops as ops_lib
+from jaxdarts import spaces as spaces_lib
+
+Array = jax.Array
+Alpha = Mapping[str, Array]
+
+
+def init_alpha(space, key: Array, scale: float = 1e-3) -> dict[str, Array]:
+    """DARTS initialisation ``scale * N(0, 1)`` for every alpha array of ``space``.
+
+    Returns ``{cell_type: (E, K)}`` (``(n_cells, E, K)`` for per-cell spaces); padded
+    slots are set to 0 (they are masked anyway).
+    """
+    space = spaces_lib.get(space)
+    keys = jax.random.split(key, len(space.cell_types))
+    out = {}
+    for k, (t, shape) in zip(keys, space.alpha_shapes().items()):
+        a = scale * jax.random.normal(k, shape)
+        out[t] = jnp.where(jnp.asarray(space.mask(t)), a, 0.0)
+    return out
+
+
+def check_alpha(space, alpha: Alpha) -> None:
+    """Raises ValueError naming the bad key/shape and the expected ones."""
+    expected = space.alpha_shapes()
+    if not isinstance(alpha, Mapping) or set(alpha) != set(expected):
+        got = sorted(alpha) if isinstance(alpha, Mapping) else type(alpha).__name__
+        raise ValueError(f"alpha keys {got} do not match space {space.name!r}; expected {sorted(expected)}")
+    for t, shape in expected.items():
+        if tuple(np.shape(alpha[t])) != tuple(shape):
+            raise ValueError(f"alpha[{t!r}] has shape {tuple(np.shape(alpha[t]))}; "
+                             f"space {space.name!r} expects {tuple(shape)}")
+
+
+def mixing_weights(space, alpha: Alpha) -> dict[str, Array]:
+    """Masked softmax over the last axis: padded slots get weight 0 and zero gradient."""
+    space = spaces_lib.get(space)
+    check_alpha(space, alpha)
+    out = {}
+    for t, a in alpha.items():
+        mask = jnp.asarray(space.mask(t))
+        logits = jnp.where(mask, a, -jnp.inf)
+        out[t] = jnp.where(mask, jax.nn.softmax(logits, axis=-1), 0.0)
+    return out
+
+
+@dataclasses.dataclass(frozen=True)
+class EdgeGroup:
+    """Edges sharing op list and stride, computed as one vmapped mixed op."""
+
+    edges: tuple[int, ...]  # alpha row indices
+    nodes: tuple[int, ...]  # destination node of each edge
+    inputs: tuple[int, ...]  # source state of each edge
+    ops: tuple[str | None, ...]
+    stride: int
+
+    @property
+    def name(self) -> str:
+        return "edges_" + "_".join(str(e) for e in self.edges)
+
+
+@functools.lru_cache(maxsize=None)
+def edge_groups(space, cell_type: str, reduction: bool) -> tuple[EdgeGroup, ...]:
+    """The batched edge groups of a cell, in execution order.
+
+    All edges leaving the cell inputs are known before any node is computed, so they go
+    first (8 of the 14 DARTS edges in one batched op; in reduction cells these are the
+    strided ones); then, node by node, the edges from intermediate nodes. Within each
+    stage edges are bucketed by ``(op list, stride)``.
+    """
+    padded = space.padded_ops(cell_type)
+
+    def bucket(edge_ids):
+        buckets: dict[tuple, list[int]] = {}
+        for e in edge_ids:
+            inp = space.edges[e][1]
+            stride = 2 if (reduction and inp < space.num_inputs) else 1
+            buckets.setdefault((padded[e], stride), []).append(e)
+        return [EdgeGroup(tuple(es), tuple(space.edges[e][0] for e in es), tuple(space.edges[e][1] for e in es),
+                          ops, stride) for (ops, stride), es in buckets.items()]
+
+    n_in = space.num_inputs
+    groups = bucket([e for e, (_, i) in enumerate(space.edges) if i < n_in])
+    for node in range(space.steps):
+        groups += bucket([e for e, (n, i) in enumerate(space.edges) if n == node and i >= n_in])
+    return tuple(groups)
+
+
+class MixedOp(nn.Module):
+    """``sum_k w_k op_k(x)`` over one edge's (padded) op list.
+
+    ``None`` slots and the ``none`` op are skipped (they contribute zero). With
+    ``drop_prob > 0`` in training, per-sample drop-path is applied to each non-identity
+    op output (RobustDARTS search regularisation).
+    """
+
+    ops: tuple[str | None, ...]
+    C: int
+    stride: int
+    train: bool
+    family: str = "darts"
+    affine: bool = False
+
+    @nn.compact
+    def __call__(self, x: Array, w: Array, drop_prob: Array | float = 0.0) -> Array:
+        out = jnp.zeros(x.shape[:1] + self._out_hw(x) + (self.C,), x.dtype)
+        for k, name in enumerate(self.ops):
+            if name is None or name == "none":
+                continue
+            y = ops_lib.make_op(name, x.shape[-1], self.C, self.stride, self.affine, self.family,
+                                module_name=name)(x, self.train)
+            if self.train and not ops_lib.is_identity(name, self.stride) and name != "noise":
+                y = drop_path(self, y, drop_prob)
+            out = out + w[k] * y
+        return out
+
+    def _out_hw(self, x):
+        s = self.stride
+        return (-(-x.shape[1] // s), -(-x.shape[2] // s))
+
+
+def drop_path(module: nn.Module, x: Array, drop_prob: Array | float) -> Array:
+    """Per-sample drop-path scaled by ``1/keep``; a no-op when ``drop_prob == 0`` or no
+    ``'dropout'`` RNG is given. ``drop_prob`` may be traced (schedules don't recompile)."""
+    if isinstance(drop_prob, (int, float)) and drop_prob == 0.0:
+        return x
+    if not module.has_rng("dropout"):
+        return x
+    keep = 1.0 - jnp.asarray(drop_prob, x.dtype)
+    mask = jax.random.bernoulli(module.make_rng("dropout"), keep, (x.shape[0], 1, 1, 1))
+    return jnp.where(mask, x / jnp.maximum(keep, 1e-12), 0.0)
+
+
+_BatchedMixedOp = nn.vmap(
+    MixedOp,
+    in_axes=(0, 0, None),
+    out_axes=0,
+    variable_axes={"params": 0, "batch_stats": 0},
+    split_rngs={"params": True, "noise": True, "dropout": True},
+)
+
+
+class SearchCell(nn.Module):
+    """A DARTS search cell (2 inputs) or NAS-Bench-201 cell (1 input) with mixed edges.
+
+    ``weights`` is the ``(E, K)`` mixing-weight matrix of this cell.
+    """
+
+    space: Any
+    cell_type: str
+    C: int
+    reduction: bool
+    reduction_prev: bool
+    multiplier: int
+    train: bool
+
+    @nn.compact
+    def __call__(self, s0, s1, weights, drop_prob=0.0):
+        space = self.space
+        if space.macro == "darts":
+            if self.reduction_prev:
+                s0 = ops_lib.FactorizedReduce(self.C, affine=False, name="preprocess0")(s0, self.train)
+            else:
+                s0 = ops_lib.ReLUConvBN(self.C, 1, 1, affine=False, name="preprocess0")(s0, self.train)
+            s1 = ops_lib.ReLUConvBN(self.C, 1, 1, affine=False, name="preprocess1")(s1, self.train)
+            states = [s0, s1]
+        else:
+            states = [s0]
+        family = "nb201" if space.macro == "nb201" else "darts"
+        n_in = space.num_inputs
+        remaining = {node: sum(n == node for n, _ in space.edges) for node in range(space.steps)}
+        node_out: dict[int, Array] = {}
+        for g in edge_groups(space, self.cell_type, self.reduction):
+            x = jnp.stack([states[i] for i in g.inputs])
+            w = jnp.stack([weights[e] for e in g.edges])  # static slices: no gather/scatter
+            y = _BatchedMixedOp(g.ops, self.C, g.stride, self.train, family, name=g.name)(x, w, drop_prob)
+            for node in sorted(set(g.nodes)):
+                idx = [j for j, n in enumerate(g.nodes) if n == node]
+                part = sum(y[j] for j in idx[1:]) + y[idx[0]] if len(idx) > 1 else y[idx[0]]
+                node_out[node] = part if node not in node_out else node_out[node] + part
+                remaining[node] -= len(idx)
+            # append finished nodes in order (node k is state n_in + k)
+            while len(states) - n_in < space.steps and remaining[len(states) - n_in] == 0:
+                states.append(node_out[len(states) - n_in])
+        if space.macro == "darts":
+            return jnp.concatenate(states[-self.multiplier:], axis=-1)
+        return states[-1]
+
+
+class AuxiliaryHeadCIFAR(nn.Module):
+    """CIFAR auxiliary head (input 8x8 at 32px): ReLU, avgpool 5/3, 1x1 conv 128, BN, ReLU,
+    2x2 conv 768, BN, ReLU, dense. ``bn_after_768=False`` gives the ImageNet variant."""
+
+    num_classes: int
+    pool_stride: int = 3
+    bn_after_768: bool = True
+    train: bool = True
+
+    @nn.compact
+    def __call__(self, x):
+        x = nn.relu(x)
+        x = nn.avg_pool(x, (5, 5), (self.pool_stride, self.pool_stride), padding="VALID")
+        x = nn.Conv(128, (1, 1), use_bias=False, kernel_init=ops_lib._torch_init)(x)
+        x = nn.relu(ops_lib.batch_norm(self.train, True)(x))
+        x = nn.Conv(768, (2, 2), padding="VALID", use_bias=False, kernel_init=ops_lib._torch_init)(x)
+        if self.bn_after_768:
+            x = ops_lib.batch_norm(self.train, True)(x)
+        x = nn.relu(x)
+        x = x.reshape(x.shape[0], -1)
+        return nn.Dense(self.num_classes, kernel_init=ops_lib._torch_init)(x)
+
+
+class ResNetBasicBlock(nn.Module):
+    """NAS-Bench-201 reduction block: ReLUConvBN 3x3/2, ReLUConvBN 3x3, shortcut
+    avgpool 2 + 1x1 conv."""
+
+    C_out: int
+    train: bool
+
+    @nn.compact
+    def __call__(self, x):
+        y = ops_lib.ReLUConvBN(self.C_out, 3, 2, affine=True)(x, self.train)
+        y = ops_lib.ReLUConvBN(self.C_out, 3, 1, affine=True)(y, self.train)
+        sc = nn.avg_pool(x, (2, 2), (2, 2))
+        sc = nn.Conv(self.C_out, (1, 1), use_bias=False, kernel_init=ops_lib._torch_init)(sc)
+        return sc + y
+
+
+class Supernet(nn.Module):
+    """Continuous relaxation of a cell-based search space.
+
+    Call as ``model.apply(variables, x, alpha, train=..., mutable=[...])``.
+
+    Args (attributes):
+      space: a :class:`~jaxdarts.spaces.SearchSpace` or its name.
+      num_classes: classifier outputs.
+      C: initial channels (16 in DARTS search).
+      layers: number of cells (DARTS macro; reductions at ``layers//3`` and
+        ``2*layers//3``); for the ``nb201`` macro, cells per stage (NAS-Bench-201's N).
+      steps, multiplier, stem_multiplier: as in DARTS (``steps`` is taken from the space).
+      auxiliary: add the CIFAR auxiliary head after cell ``2*layers//3`` (Amended-DARTS
+        search); training calls then return ``(logits, aux_logits)``.
+      remat: rematerialise each cell in the backward pass (memory for compute).
+
+    ``__call__(x, alpha, *, train, normalized=False, drop_prob=0.0)``:
+      x: ``(N, H, W, C_in)`` float images (NHWC).
+      alpha: ``{cell_type: logits}`` shaped as ``space.alpha_shapes()``; with
+        ``normalized=True`` they are used directly as mixing weights (one-hot genotypes
+        from :func:`jaxdarts.genotype.to_alpha`, perturbed weights of SDARTS-like methods).
+      drop_prob: drop-path probability on mixed-op outputs (needs a ``'dropout'`` RNG).
+    Returns ``(N, num_classes)`` logits (a pair with the auxiliary head, see above).
+    """
+
+    space: Any
+    num_classes: int
+    C: int = 16
+    layers: int = 8
+    steps: int = 4
+    multiplier: int = 4
+    stem_multiplier: int = 3
+    auxiliary: bool = False
+    remat: bool = False
+
+    @nn.compact
+    def __call__(self, x, alpha, *, train: bool, normalized: bool = False, drop_prob=0.0):
+        space = spaces_lib.get(self.space)
+        if space.per_cell and space.layers != self.layers:
+            raise ValueError(f"space {space.name!r} has one alpha per cell for {space.layers} cells; "
+                             f"got layers={self.layers}")
+        if normalized:
+            check_alpha(space, alpha)
+            weights = alpha
+        else:
+            weights = mixing_weights(space, alpha)
+        cell_cls = nn.remat(SearchCell, static_argnums=()) if self.remat else SearchCell
+        if space.macro == "nb201":
+            return self._nb201(x, weights, train, drop_prob, space, cell_cls)
+
+        C_curr = self.stem_multiplier * self.C
+        s = nn.Conv(C_curr, (3, 3), padding=[(1, 1), (1, 1)], use_bias=False,
+                    kernel_init=ops_lib._torch_init, name="stem_conv")(x)
+        s = ops_lib.batch_norm(train, True, name="stem_bn")(s)
+        s0 = s1 = s
+        C_curr = self.C
+        reduction_prev = False
+        counters = {t: 0 for t in space.cell_types}
+        aux = None
+        for i in range(self.layers):
+            ctype = space.cell_type_of(i, self.layers)
+            reduction = ctype == "reduce"
+            if reduction:
+                C_curr *= 2
+            w = weights[ctype]
+            if space.per_cell:
+                w = w[counters[ctype]]
+            counters[ctype] += 1
+            cell = cell_cls(space, ctype, C_curr, reduction, reduction_prev, self.multiplier, train,
+                            name=f"cell_{i}")
+            s0, s1 = s1, cell(s0, s1, w, drop_prob)
+            reduction_prev = reduction
+            if self.auxiliary and train and i == 2 * self.layers // 3:
+                aux = AuxiliaryHeadCIFAR(self.num_classes, train=train, name="aux_head")(s1)
+        out = jnp.mean(s1, axis=(1, 2))
+        logits = nn.Dense(self.num_classes, kernel_init=ops_lib._torch_init, name="classifier")(out)
+        if self.auxiliary and train:
+            return logits, aux
+        return logits
+
+    def _nb201(self, x, weights, train, drop_prob, space, cell_cls):
+        s = nn.Conv(self.C, (3, 3), padding=[(1, 1), (1, 1)], use_bias=False,
+                    kernel_init=ops_lib._torch_init, name="stem_conv")(x)
+        s = ops_lib.batch_norm(train, True, name="stem_bn")(s)
+        C_curr = self.C
+        for stage in range(3):
+            if stage > 0:
+                C_curr *= 2
+                s = ResNetBasicBlock(C_curr, train, name=f"resblock_{stage}")(s)
+            for j in range(self.layers):
+                s = cell_cls(space, "normal", C_curr, False, False, 1, train,
+                             name=f"cell_{stage}_{j}")(s, None, weights["normal"], drop_prob)
+        s = nn.relu(ops_lib.batch_norm(train, True, name="lastact_bn")(s))
+        out = jnp.mean(s, axis=(1, 2))
+        return nn.Dense(self.num_classes, kernel_init=ops_lib._torch_init, name="classifier")(out)
+
+
+def count_params(params) -> int:
+    """Number of trainable scalars (BN running statistics are not in ``params``)."""
+    return int(sum(np.prod(np.shape(p)) for p in jax.tree.leaves(params)))
+
+
+def count_params_excluding(params, prefix: str) -> int:
+    """Trainable scalars, leaving out the top-level submodule ``prefix`` (e.g. aux head)."""
+    return count_params({k: v for k, v in params.items() if not k.startswith(prefix)})

@@ -1,0 +1,75 @@
+"""A plain, per-edge re-implementation of the supernet forward pass (train mode).
+
+Independent of the supernet's edge grouping/batching: it walks nodes and edges one by
+one, slicing each edge's parameters out of the batched (vmapped) parameter stacks and
+applying an un-batched MixedOp (``discrete=False``), or only the genotype's ops
+(``discrete=True``), and assembles cells as the DARTS reference does.
+"""
+
+import jax
+import jax.numpy as jnp
+from flax import linen as nn
+
+from jaxdarts import ops, spaces, supernet
+
+
+def _group_of(space, cell_type, reduction, e):
+    for g in supernet.edge_groups(space, cell_type, reduction):
+        if e in g.edges:
+            return g.name, g.edges.index(e)
+    raise KeyError(e)
+
+
+def _apply(module, params, bs, *args):
+    variables = {"params": params or {}, "batch_stats": bs or {}}
+    return module.apply(variables, *args, mutable=["batch_stats"])[0]
+
+
+def reference_logits(model: supernet.Supernet, variables, x, weights, genotype=None):
+    space = spaces.get(model.space)
+    p, bs = variables["params"], variables.get("batch_stats", {})
+    s = _apply(nn.Conv(model.stem_multiplier * model.C, (3, 3), padding=[(1, 1), (1, 1)], use_bias=False),
+               p["stem_conv"], None, x)
+    s = _apply(ops.batch_norm(True, True), p["stem_bn"], bs["stem_bn"], s)
+    s0 = s1 = s
+    C, reduction_prev, counters = model.C, False, {"normal": 0, "reduce": 0}
+    for i in range(model.layers):
+        ctype = space.cell_type_of(i, model.layers)
+        reduction = ctype == "reduce"
+        C = C * 2 if reduction else C
+        pc, bc = p[f"cell_{i}"], bs[f"cell_{i}"]
+        pre0 = ops.FactorizedReduce(C, affine=False) if reduction_prev else ops.ReLUConvBN(C, 1, 1, affine=False)
+        states = [_apply(pre0, pc["preprocess0"], bc["preprocess0"], s0, True),
+                  _apply(ops.ReLUConvBN(C, 1, 1, affine=False), pc["preprocess1"], bc["preprocess1"], s1, True)]
+        w = None
+        if weights is not None:
+            w = weights[ctype][counters[ctype]] if space.per_cell else weights[ctype]
+        gene = None
+        if genotype is not None:
+            gene = genotype.cell(ctype, counters[ctype])
+        counters[ctype] += 1
+        padded = space.padded_ops(ctype)
+        for node in range(space.steps):
+            total = 0.0
+            if gene is None:
+                chosen = [(None, inp) for (n, inp) in space.edges if n == node]
+            else:
+                chosen = [gene[2 * node], gene[2 * node + 1]] if space.derive == "top2" else \
+                    [g for g, (n, _) in zip(gene, space.edges) if n == node]
+            for op_name, inp in chosen:
+                e = space.edge_index(node, inp)
+                gname, j = _group_of(space, ctype, reduction, e)
+                pe = jax.tree.map(lambda a: a[j], pc.get(gname, {}))
+                be = jax.tree.map(lambda a: a[j], bc.get(gname, {}))
+                stride = 2 if reduction and inp < 2 else 1
+                if op_name is None:
+                    m = supernet.MixedOp(padded[e], C, stride, True)
+                    total = total + _apply(m, pe, be, states[inp], w[e], 0.0)
+                else:
+                    m = ops.make_op(op_name, C, C, stride, False)
+                    total = total + _apply(m, pe.get(op_name), be.get(op_name), states[inp], True)
+            states.append(total)
+        s0, s1 = s1, jnp.concatenate(states[-model.multiplier:], axis=-1)
+        reduction_prev = reduction
+    out = jnp.mean(s1, axis=(1, 2))
+    return _apply(nn.Dense(model.num_classes), p["classifier"], None, out)

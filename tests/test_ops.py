@@ -1,0 +1,89 @@
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from jax import lax
+
+from jaxdarts import ops
+
+
+def _ref_depthwise(x, w, stride, dilation):
+    k = w.shape[0]
+    p = dilation * (k - 1) // 2
+    return lax.conv_general_dilated(x, w[:, :, None, :], (stride, stride), [(p, p), (p, p)],
+                                    rhs_dilation=(dilation, dilation), dimension_numbers=("NHWC", "HWIO", "NHWC"),
+                                    feature_group_count=x.shape[-1])
+
+
+@pytest.mark.parametrize("k,d,s", [(3, 1, 1), (5, 1, 2), (3, 2, 1), (5, 2, 2), (3, 1, 2)])
+def test_depthwise_taps_equals_grouped_conv(k, d, s):
+    x = jax.random.normal(jax.random.key(0), (2, 9, 8, 3))
+    w = jax.random.normal(jax.random.key(1), (k, k, 3))
+    np.testing.assert_allclose(ops.depthwise_conv(x, w, s, d), _ref_depthwise(x, w, s, d), atol=1e-5)
+    f = lambda fn: (lambda x, w: jnp.sum(jnp.sin(fn(x, w, s, d))))
+    g1 = jax.grad(f(ops.depthwise_conv), (0, 1))(x, w)
+    g2 = jax.grad(f(_ref_depthwise), (0, 1))(x, w)
+    for a, b in zip(g1, g2):
+        np.testing.assert_allclose(a, b, atol=1e-4)
+
+
+@pytest.mark.parametrize("stride", [1, 2])
+def test_pools_match_reference(stride):
+    x = jax.random.normal(jax.random.key(0), (2, 8, 7, 3))
+    mx = lax.reduce_window(x, -jnp.inf, lax.max, (1, 3, 3, 1), (1, stride, stride, 1), [(0, 0), (1, 1), (1, 1), (0, 0)])
+    np.testing.assert_allclose(ops.max_pool_3x3(x, stride), mx)
+    s = lax.reduce_window(x, 0.0, lax.add, (1, 3, 3, 1), (1, stride, stride, 1), [(0, 0), (1, 1), (1, 1), (0, 0)])
+    cnt = lax.reduce_window(jnp.ones_like(x), 0.0, lax.add, (1, 3, 3, 1), (1, stride, stride, 1),
+                            [(0, 0), (1, 1), (1, 1), (0, 0)])
+    np.testing.assert_allclose(ops.avg_pool_3x3(x, stride), s / cnt, atol=1e-6)
+    # corner of a stride-1 avg pool averages 4 pixels, not 9 (count_include_pad=False)
+    if stride == 1:
+        np.testing.assert_allclose(ops.avg_pool_3x3(x, 1)[:, 0, 0], x[:, :2, :2].mean((1, 2)), atol=1e-6)
+
+
+@pytest.mark.parametrize("name", ops.OP_NAMES)
+@pytest.mark.parametrize("stride", [1, 2])
+def test_op_shapes(name, stride):
+    x = jax.random.normal(jax.random.key(0), (2, 8, 8, 4))
+    family = "nb201" if name.startswith("nor_") else "darts"
+    for affine in (False, True):
+        m = ops.make_op(name, 4, 4, stride, affine, family)
+        v = m.init({"params": jax.random.key(1), "noise": jax.random.key(2)}, x, False)
+        y = m.apply(v, x, True, mutable=["batch_stats"], rngs={"noise": jax.random.key(3)})[0]
+        assert y.shape == (2, 8 // stride, 8 // stride, 4), (name, stride)
+
+
+def test_parameter_counts_of_ops():
+    # sep_conv_3x3 at C=16: 2 * (9*16 + 16*16) = 800 (affine-free BN); dil_conv_5x5: 25*16 + 256
+    x = jnp.zeros((1, 8, 8, 16))
+    count = lambda m: sum(p.size for p in jax.tree.leaves(m.init(jax.random.key(0), x, False).get("params", {})))
+    assert count(ops.make_op("sep_conv_3x3", 16, 16, 1, False)) == 800
+    assert count(ops.make_op("dil_conv_5x5", 16, 16, 1, False)) == 25 * 16 + 256
+    assert count(ops.make_op("sep_conv_3x3", 16, 16, 1, True)) == 800 + 4 * 16  # two affine BNs
+    assert count(ops.make_op("skip_connect", 16, 16, 2, False)) == 2 * 16 * 8
+    assert count(ops.make_op("max_pool_3x3", 16, 16, 1, False)) == 0
+
+
+def test_factorized_reduce_odd_sizes():
+    m = ops.FactorizedReduce(6, affine=False)
+    x = jnp.ones((2, 7, 7, 4))
+    v = m.init(jax.random.key(0), x, False)
+    assert m.apply(v, x, False).shape == (2, 4, 4, 6)
+
+
+def test_noise_op_is_independent_of_input_and_standard_normal():
+    m = ops.make_op("noise", 8, 8, 2, False)
+    x1 = jnp.zeros((64, 16, 16, 8))
+    x2 = 100.0 * jnp.ones((64, 16, 16, 8))
+    y1 = m.apply({}, x1, True, rngs={"noise": jax.random.key(5)})
+    y2 = m.apply({}, x2, True, rngs={"noise": jax.random.key(5)})
+    assert y1.shape == (64, 8, 8, 8)
+    np.testing.assert_array_equal(y1, y2)
+    assert abs(float(y1.mean())) < 0.02 and abs(float(y1.std()) - 1) < 0.02
+
+
+def test_unknown_op_names_accepted_values():
+    with pytest.raises(ValueError, match="unknown op 'sep_conv_9x9'.*sep_conv_3x3"):
+        ops.make_op("sep_conv_9x9", 4, 4, 1, False)
+    with pytest.raises(ValueError, match="unknown depthwise implementation 'fft'"):
+        ops.set_depthwise_impl("fft")

@@ -1,0 +1,24 @@
+import os
+import re
+
+from conftest import REPO
+
+
+def _blocks(lang):
+    text = open(os.path.join(REPO, "README.md")).read()
+    return re.findall(rf"```{lang}\n(.*?)```", text, re.S)
+
+
+def test_readme_python_example_runs(capsys):
+    (code,) = _blocks("python")
+    exec(compile(code, "README.md", "exec"), {})
+    out = capsys.readouterr().out
+    assert "(14, 8)" in out and "Genotype(normal=[(" in out
+
+
+def test_ci_runs_the_readme_test_command():
+    ci = open(os.path.join(REPO, ".ci", "run")).read()
+    assert "test-command" in ci and 'pip install -q -e ".[dev]"' in ci
+    text = open(os.path.join(REPO, "README.md")).read()
+    block = text.split("<!-- test-command -->")[1].split("<!-- /test-command -->")[0]
+    assert "pytest" in block

@@ -1,0 +1,170 @@
+"""Full-loop search tests on tiny networks (embedded dataset, 8px, C=4)."""
+
+import json
+import os
+import subprocess
+import sys
+import time
+
+import jax
+import numpy as np
+import pytest
+
+from conftest import REPO, tiny_config
+from jaxdarts import config as config_lib
+from jaxdarts import data, search
+
+
+def _read_metrics(workdir):
+    with open(os.path.join(workdir, "metrics.jsonl")) as f:
+        return [json.loads(l) for l in f if l.strip()]
+
+
+def test_full_loop_writes_metrics_genotype_and_resumes_identically(tmp_path):
+    cfg = tiny_config()
+    full = str(tmp_path / "full")
+    out_full = search.run(cfg, full, log=lambda *_: None)
+    m = _read_metrics(full)
+    assert [d["epoch"] for d in m] == [0, 1, 2]
+    for key in ("train_loss", "train_acc", "val_loss", "val_acc", "lr", "genotype", "genotype_str", "alpha_softmax",
+                "skip_connect_normal", "train_time", "steps_per_sec", "g1_norm"):
+        assert key in m[0], key
+    assert m[0]["lr"] == pytest.approx(0.025) and m[1]["lr"] < m[0]["lr"]
+    np.testing.assert_allclose(np.sum(m[-1]["alpha_softmax"]["normal"], -1), 1.0, rtol=1e-5)
+    with open(os.path.join(full, "genotype.json")) as f:
+        assert json.load(f)["genotype"] == out_full["genotype"]
+
+    # "kill" after epoch 1, then re-run the same thing: identical result
+    part = str(tmp_path / "part")
+    search.run(cfg, part, log=lambda *_: None, max_epochs=1)
+    assert len(_read_metrics(part)) == 1
+    logs = []
+    out_resumed = search.run(cfg, part, log=logs.append)
+    assert any("resumed" in l for l in logs)
+    assert out_resumed["genotype"] == out_full["genotype"]
+    ma, mb = _read_metrics(full), _read_metrics(part)
+    assert [d["epoch"] for d in mb] == [0, 1, 2]
+    np.testing.assert_array_equal(np.asarray(ma[-1]["alpha_softmax"]["normal"]),
+                                  np.asarray(mb[-1]["alpha_softmax"]["normal"]))
+    assert ma[-1]["train_loss"] == mb[-1]["train_loss"]
+
+    # a different config in the same workdir is refused, nothing is overwritten
+    before = open(os.path.join(part, "metrics.jsonl")).read()
+    with pytest.raises(ValueError, match="different config.*batch_size"):
+        search.run(tiny_config(batch_size=4), part, log=lambda *_: None)
+    assert open(os.path.join(part, "metrics.jsonl")).read() == before
+
+
+def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(tmp_path):
+    cfg = tiny_config(epochs=3)
+    wd = str(tmp_path / "nan")
+    search.run(cfg, wd, log=lambda *_: None, max_epochs=1)
+    bad = tiny_config(epochs=3)
+    task = search.SearchTask.from_config(bad)
+    runner = search.Runner(task, wd, log=lambda *_: None)
+    runner.restore_or_init()
+    poisoned = jax.tree.map(lambda x: x * np.nan, runner.state.params)
+    runner.state = runner.state.replace(params=poisoned)
+    with pytest.raises(search.NonFiniteLossError, match="non-finite training loss at epoch 1.*epoch 0"):
+        runner.run()
+    assert runner.ckpt.latest_step() == 1
+    assert len(_read_metrics(wd)) == 1
+
+
+def test_checkpoint_survives_a_kill_during_save(tmp_path):
+    script = f"""
+import sys, os, time, numpy as np, jax.numpy as jnp
+sys.path.insert(0, {REPO!r})
+from jaxdarts.checkpoint import Checkpointer
+c = Checkpointer(sys.argv[1], keep=3)
+c.save(1, {{"w": jnp.ones((4,))}}, {{"epoch": 1}})
+print("saved1", flush=True)
+c.save(2, {{"w": jnp.ones((60_000_000,))}}, {{"epoch": 2}})
+print("saved2", flush=True)
+"""
+    d = str(tmp_path / "ck")
+    p = subprocess.Popen([sys.executable, "-c", script, d], stdout=subprocess.PIPE, text=True)
+    assert p.stdout.readline().strip() == "saved1"
+    time.sleep(0.8)  # well inside the 240 MB write of step 2
+    p.kill()
+    p.wait()
+    from jaxdarts.checkpoint import Checkpointer
+    c = Checkpointer(d)
+    step = c.latest_step()
+    template = {"w": np.zeros((4,), np.float32)} if step == 1 else {"w": np.zeros((60_000_000,), np.float32)}
+    state, meta = c.restore(step, template)
+    assert meta["epoch"] == step and float(np.asarray(state["w"]).min()) == 1.0
+
+
+def _cli(*args):
+    return subprocess.run([sys.executable, os.path.join(REPO, "bin", "search.py"), *args], capture_output=True,
+                          text=True, cwd=REPO, timeout=120)
+
+
+@pytest.mark.parametrize("args,match", [
+    (["--config.estimator=second"], "config.estimator='second' is not accepted; accepted: first_order"),
+    (["--config.space=s9"], "config.space='s9' is not accepted; accepted: darts"),
+    (["--config.epochs=0"], "config.epochs=0 must be a positive number"),
+    (["--config.batch_size=-4"], "config.batch_size=-4 must be a positive number"),
+    (["--config.no_such_field=1"], "no_such_field"),
+    (["--config.dataset=imagenet"], "config.dataset='imagenet' is not accepted"),
+])
+def test_bad_configs_exit_2_with_one_line(tmp_path, args, match):
+    r = _cli("--config", "configs/darts.py:quick", "--workdir", str(tmp_path / "w"), *args)
+    assert r.returncode == 2, r.stderr
+    lines = [l for l in r.stderr.strip().splitlines() if l.strip()]
+    assert len(lines) == 1 and match in lines[0], r.stderr
+    assert not os.path.exists(tmp_path / "w" / "metrics.jsonl")
+
+
+def test_unprepared_tfds_dataset_fails_fast_with_instructions(tmp_path):
+    t = time.time()
+    with pytest.raises(data.DatasetNotPreparedError, match="not prepared.*download_and_prepare"):
+        data.load("cifar10", "train", data_dir=str(tmp_path))
+    assert time.time() - t < 1.0
+
+
+def test_tfds_reading_path_with_mock_data():
+    import tensorflow_datasets as tfds
+
+    with tfds.testing.mock_data(num_examples=12):
+        x, y = data.load("cifar10", "train", check=False)
+    assert x.shape == (12, 32, 32, 3) and x.dtype == np.uint8 and y.shape == (12,)
+
+
+def test_embedded_dataset_is_real_balanced_fashion_mnist():
+    x, y = data.load_embedded("train")
+    assert x.shape == (10000, 28, 28, 1) and x.dtype == np.uint8
+    assert np.bincount(y).tolist() == [1000] * 10
+    xt, yt = data.load_embedded("test")
+    assert xt.shape == (2000, 28, 28, 1) and np.bincount(yt).tolist() == [200] * 10
+    assert 0.25 < x.mean() / 255 < 0.32  # Fashion-MNIST mean intensity ~0.286
+
+
+def test_batches_are_deterministic_and_augmentation_shapes():
+    x, y = data.load_embedded("test")
+    s = data.BatchStream(x, y, 16, seed=3)
+    a, b = s.batch(2, 5), s.batch(2, 5)
+    np.testing.assert_array_equal(a["label"], b["label"])
+    assert not np.array_equal(s.batch(3, 5)["label"], a["label"])
+    img = data.normalize(a["image"], (0.286,), (0.353,))
+    out = data.augment(jax.random.key(0), img, pad=4, flip=True, cutout=8)
+    assert out.shape == img.shape
+    zeros = np.isclose(np.asarray(out), 0.0).reshape(16, -1).sum(1)
+    assert (zeros >= 1).all()  # cutout (and padding) zero some pixels of every image
+
+
+def test_config_variants_and_validation():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("darts_cfg", os.path.join(REPO, "configs", "darts.py"))
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    for v in ("", "quick", "second_order", "finite_difference"):
+        config_lib.validate(mod.get_config(v))
+    with pytest.raises(ValueError, match="unknown variant 'fast'"):
+        mod.get_config("fast")
+    c = config_lib.base()
+    c.estimator_options.etta = 0.1
+    with pytest.raises(config_lib.ConfigError, match="estimator_options.etta is not an estimator option"):
+        config_lib.validate(c)

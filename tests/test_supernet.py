@@ -1,0 +1,121 @@
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from jaxdarts import Supernet, count_params, genotype, init_alpha, mixing_weights, spaces
+from jaxdarts.supernet import check_alpha
+
+from reference import reference_logits
+
+
+@pytest.fixture(autouse=True)
+def fast_compiling_depthwise():
+    """Grouped-conv depthwise compiles ~3x faster; the taps form is checked equal in test_ops."""
+    from jaxdarts import ops
+    old = ops.DEPTHWISE_IMPL
+    ops.set_depthwise_impl("conv")
+    yield
+    ops.set_depthwise_impl(old)
+
+
+def _init(model, alpha, x):
+    return jax.jit(lambda a, x: model.init({"params": jax.random.key(1), "noise": jax.random.key(2)}, x, a,
+                                           train=False))(alpha, x)
+
+
+def test_darts_supernet_parameter_count_matches_reference():
+    model = Supernet("darts", 10, C=16, layers=8)
+    alpha = init_alpha("darts", jax.random.key(0))
+    v = jax.eval_shape(lambda: _init(model, alpha, jnp.zeros((2, 32, 32, 3))))
+    assert count_params(v["params"]) == 1_930_618
+    assert alpha["normal"].shape == (14, 8) and alpha["reduce"].shape == (14, 8)
+    assert float(jnp.abs(alpha["normal"]).max()) < 1e-2  # 1e-3 * N(0,1)
+
+
+@pytest.mark.parametrize("space", ["darts", "s1"])
+def test_batched_supernet_equals_per_edge_reference(space):
+    model = Supernet(space, 10, C=4, layers=3)
+    x = jax.random.normal(jax.random.key(3), (4, 8, 8, 3))
+    alpha = init_alpha(space, jax.random.key(0), scale=1.0)
+    v = _init(model, alpha, x)
+    out, _ = jax.jit(lambda v, x, a: model.apply(v, x, a, train=True, mutable=["batch_stats"]))(v, x, alpha)
+    ref = jax.jit(lambda v, x, a: reference_logits(model, v, x, mixing_weights(space, a)))(v, x, alpha)
+    np.testing.assert_allclose(out, ref, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("space,layers", [("darts", 3), ("amended_s1", 3)])
+def test_one_hot_alpha_computes_the_discrete_cell(space, layers):
+    sp = spaces.get(space)
+    model = Supernet(space, 10, C=4, layers=layers)
+    x = jax.random.normal(jax.random.key(3), (4, 8, 8, 3))
+    g = genotype.derive(sp, init_alpha(sp, jax.random.key(7), scale=1.0))
+    v = _init(model, init_alpha(sp, jax.random.key(0)), x)
+    fwd = jax.jit(lambda v, x, a: model.apply(v, x, a, train=True, normalized=True, mutable=["batch_stats"]))
+    out, _ = fwd(v, x, genotype.to_alpha(sp, g))
+    ref = jax.jit(lambda v, x: reference_logits(model, v, x, None, genotype=g))(v, x)
+    np.testing.assert_allclose(out, ref, rtol=1e-4, atol=1e-5)
+
+
+RAGGED = spaces.SearchSpace(
+    "test_ragged",
+    {"normal": tuple(("skip_connect", "sep_conv_3x3", "max_pool_3x3") if e % 3 == 0 else ("skip_connect", "avg_pool_3x3")
+                     for e in range(14)),
+     "reduce": tuple(("max_pool_3x3", "avg_pool_3x3") for _ in range(14))},
+    spaces.DARTS_EDGES)
+
+
+def test_masked_slots_get_zero_weight_and_zero_gradient():
+    mask = RAGGED.mask("normal")
+    assert RAGGED.num_ops == 3 and mask.sum() == 5 * 3 + 9 * 2
+    alpha = init_alpha(RAGGED, jax.random.key(0))
+    alpha = {k: v + 50.0 * (1 - RAGGED.mask(k)) for k, v in alpha.items()}  # huge logits on padding
+    w = mixing_weights(RAGGED, alpha)
+    assert float(jnp.abs(w["normal"][~mask]).max()) == 0.0
+    np.testing.assert_allclose(w["normal"].sum(-1), 1.0, rtol=1e-6)
+    model = Supernet(RAGGED, 10, C=4, layers=3)
+    x = jax.random.normal(jax.random.key(3), (2, 8, 8, 3))
+    v = _init(model, alpha, x)
+
+    def loss(a):
+        out, _ = model.apply(v, x, a, train=True, mutable=["batch_stats"])
+        return jnp.sum(out ** 2)
+
+    g = jax.jit(jax.grad(loss))(alpha)
+    assert float(jnp.abs(g["normal"][~mask]).max()) == 0.0
+    assert float(jnp.abs(g["normal"][mask]).max()) > 0.0  # gradient flows to real ops
+    assert float(jnp.abs(g["reduce"]).max()) > 0.0
+
+
+def test_wrong_alpha_shapes_and_names_raise():
+    model = Supernet("darts", 10, C=4, layers=3)
+    x = jnp.zeros((2, 8, 8, 3))
+    bad = {"normal": jnp.zeros((14, 7)), "reduce": jnp.zeros((14, 8))}
+    with pytest.raises(ValueError, match=r"alpha\['normal'\] has shape \(14, 7\).*expects \(14, 8\)"):
+        model.init(jax.random.key(0), x, bad, train=False)
+    with pytest.raises(ValueError, match="alpha keys.*expected"):
+        check_alpha(spaces.get("darts"), {"normal": jnp.zeros((14, 8))})
+    with pytest.raises(ValueError, match="unknown search space 'dartz'; accepted: darts"):
+        spaces.get("dartz")
+
+
+def test_per_cell_and_fixed_edge_spaces():
+    s2 = spaces.get("amended_s2")
+    assert s2.alpha_shapes() == {"normal": (18, 8, 2), "reduce": (2, 8, 2)}
+    assert spaces.get("amended_s1").edges == ((0, 0), (0, 1), (1, 0), (1, 2), (2, 0), (2, 3), (3, 0), (3, 4))
+    with pytest.raises(ValueError, match="one alpha per cell for 20 cells; got layers=8"):
+        Supernet("amended_s2", 10, C=4, layers=8).init(jax.random.key(0), jnp.zeros((1, 8, 8, 3)),
+                                                       init_alpha("amended_s2", jax.random.key(0)), train=False)
+    s1 = spaces.get("s1")
+    assert s1.ops["normal"][5] == ("max_pool_3x3", "skip_connect") and s1.ops["reduce"][6] == ("max_pool_3x3", "sep_conv_3x3")
+    assert spaces.get("s5") is spaces.get("darts")
+
+
+def test_nb201_supernet_runs_and_alpha_gradient_flows():
+    model = Supernet("nb201", 10, C=4, layers=1)
+    alpha = init_alpha("nb201", jax.random.key(0))
+    assert alpha["normal"].shape == (6, 5)
+    x = jax.random.normal(jax.random.key(3), (2, 8, 8, 3))
+    v = _init(model, alpha, x)
+    g = jax.jit(jax.grad(lambda a: jnp.sum(model.apply(v, x, a, train=True, mutable=["batch_stats"])[0] ** 2)))(alpha)
+    assert g["normal"].shape == (6, 5) and float(jnp.abs(g["normal"]).sum()) > 0
