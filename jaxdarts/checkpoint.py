@@ -24,6 +24,9 @@ class Checkpointer:
 
     def save(self, step: int, state, meta: dict) -> None:
         tree = flax.serialization.to_state_dict(jax.device_get(state))
+        for old in self.manager.all_steps():
+            if old >= step:  # a rollback (DARTS-ADA) re-runs epochs: newer checkpoints are stale
+                self.manager.delete(old)
         self.manager.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(tree),
                                                         meta=ocp.args.JsonSave(meta)), force=True)
         self.manager.wait_until_finished()

@@ -52,6 +52,11 @@ def base() -> ml_collections.ConfigDict:
         mode="none", window=5, factor=1.3, delta=4, start_epoch=10, threshold=0.75,
         ada=False, ada_factor=10.0, ada_max=3e-2, ada_target="weight_decay"))
 
+    # R-DARTS (bin/rdarts.py): one search per value, selection by short retraining.
+    c.rdarts = ml_collections.ConfigDict(dict(
+        target="drop_path", values=(0.0, 0.2, 0.4, 0.6), mode="batched", select_epochs=10, select_C=16,
+        select_layers=8))
+
     c.diagnose = False
     c.discretization_gap = False
     c.eval_batches = 0  # 0 = whole architecture split
@@ -102,6 +107,8 @@ def validate(cfg) -> None:
     _choice("early_stopping.mode", cfg.early_stopping.mode, ("none", "paper", "code"))
     _choice("early_stopping.ada_target", cfg.early_stopping.ada_target, ("weight_decay", "drop_path"))
     _choice("progress", cfg.progress, ("auto", "bar", "log"))
+    _choice("rdarts.target", cfg.rdarts.target, ("drop_path", "weight_decay"))
+    _choice("rdarts.mode", cfg.rdarts.mode, ("batched", "sequential"))
     if cfg.early_stopping.mode != "none" and not cfg.hessian_every:
         raise ConfigError("config.early_stopping.mode needs config.hessian_every > 0 (eigenvalues to watch)")
     space = spaces_lib.get(cfg.space)

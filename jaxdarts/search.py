@@ -349,6 +349,7 @@ class Runner:
         self.history: list[dict] = []
         self.snapshots: dict[int, SearchState] = {}  # epoch -> state after that epoch (for rollback)
         self.extra: dict = {}
+        self.pending_reg = None  # (target, value) set by a hook requesting a rollback (DARTS-ADA)
         os.makedirs(workdir, exist_ok=True)
         from jaxdarts import checkpoint as ckpt_lib
         self.ckpt = ckpt_lib.Checkpointer(os.path.join(workdir, "checkpoints"), keep=self.cfg.checkpoint_keep)
@@ -534,6 +535,11 @@ class Runner:
                 self.extra["stop_reason"] = stop_reason
             elif action and action[0] == "rollback":
                 self.rollback(action[1])
+                target, value = self.pending_reg
+                if target == "weight_decay":
+                    self.set_weight_decay(value)
+                else:
+                    self.reg[target] = float(value)
             self.save(self.epoch)
         return self.finish()
 

@@ -13,7 +13,7 @@ def test_readme_python_example_runs(capsys):
     (code,) = _blocks("python")
     exec(compile(code, "README.md", "exec"), {})
     out = capsys.readouterr().out
-    assert "(14, 8)" in out and "Genotype(normal=[(" in out
+    assert "(14, 2)" in out and "Genotype(normal=[(" in out
 
 
 def test_ci_runs_the_readme_test_command():

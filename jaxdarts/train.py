@@ -1,0 +1,89 @@
+"""Training discrete architectures (retraining / evaluation).
+
+:func:`train_and_evaluate` trains a :class:`~jaxdarts.networks.NetworkCIFAR` built from a
+genotype with the DARTS ``train.py`` recipe (SGD, cosine to 0, weight decay, auxiliary
+loss, drop-path ramp, cutout) and returns test accuracy; :func:`select_by_retraining`
+uses short runs of it to pick among candidate genotypes (R-DARTS).
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from jaxdarts import data as data_lib
+from jaxdarts import optim
+from jaxdarts.networks import NetworkCIFAR
+from jaxdarts.search import cross_entropy
+
+
+def train_and_evaluate(genotype, train_data, test_data, *, ds_info, C=36, layers=20, auxiliary=True,
+                       aux_weight=0.4, epochs=600, batch_size=96, lr=0.025, weight_decay=3e-4, drop_path=0.2,
+                       cutout=16, grad_clip=5.0, seed=0, log=None) -> float:
+    """Trains from scratch and returns test accuracy (eval-mode BN)."""
+    model = NetworkCIFAR(genotype, C=C, layers=layers, auxiliary=auxiliary, num_classes=ds_info.num_classes)
+    stream = data_lib.BatchStream(*train_data, batch_size, seed)
+    spe = stream.steps_per_epoch
+    tx = optim.sgd(optax.cosine_decay_schedule(lr, epochs * spe), 0.9, weight_decay, grad_clip)
+    key = jax.random.key(seed)
+    x0 = jnp.zeros((2,) + train_data[0].shape[1:], jnp.float32)
+    variables = model.init({"params": key, "dropout": key}, x0, train=True)
+    params, bstats = variables["params"], variables["batch_stats"]
+    opt = tx.init(params)
+
+    @jax.jit
+    def step(params, bstats, opt, batch, k, drop):
+        x = data_lib.normalize(batch["image"], ds_info.mean, ds_info.std)
+        x = data_lib.augment(jax.random.fold_in(k, 0), x, flip=ds_info.flip, cutout=cutout)
+
+        def loss_fn(p):
+            out, mut = model.apply({"params": p, "batch_stats": bstats}, x, train=True, drop_prob=drop,
+                                   rngs={"dropout": jax.random.fold_in(k, 1)}, mutable=["batch_stats"])
+            logits, aux = out if isinstance(out, tuple) else (out, None)
+            loss = cross_entropy(logits, batch["label"])
+            if aux is not None:
+                loss = loss + aux_weight * cross_entropy(aux, batch["label"])
+            return loss, mut["batch_stats"]
+
+        (loss, new_bs), g = jax.value_and_grad(loss_fn, has_aux=True)(params)
+        upd, opt = tx.update(g, opt, params)
+        return optax.apply_updates(params, upd), new_bs, opt, loss
+
+    @jax.jit
+    def predict(params, bstats, images):
+        x = data_lib.normalize(images, ds_info.mean, ds_info.std)
+        return jnp.argmax(model.apply({"params": params, "batch_stats": bstats}, x, train=False), -1)
+
+    for epoch in range(epochs):
+        drop = np.float32(drop_path * epoch / epochs)
+        for i, b in enumerate(stream.epoch(epoch)):
+            params, bstats, opt, loss = step(params, bstats, opt, b, jax.random.fold_in(key, epoch * spe + i), drop)
+        if log:
+            log(f"retrain epoch {epoch + 1}/{epochs} loss {float(loss):.4f}")
+    x, y = test_data
+    correct = 0
+    n = (len(x) // batch_size) * batch_size
+    for i in range(0, n, batch_size):
+        correct += int(jnp.sum(predict(params, bstats, x[i:i + batch_size]) == y[i:i + batch_size]))
+    return correct / max(n, 1)
+
+
+def select_by_retraining(genotypes, cfg, log=None) -> list[float]:
+    """Short retraining of each genotype on the weight split, accuracy on the held-out
+    architecture split (R-DARTS selection). Settings: ``cfg.rdarts.select_*``."""
+    from jaxdarts.search import SearchTask  # noqa: F401  (same data pipeline as the search)
+
+    ds = data_lib.info(cfg.dataset)
+    images, labels = data_lib.load(cfg.dataset, "train", cfg.data.data_dir)
+    if cfg.data.max_examples:
+        images, labels = images[:cfg.data.max_examples], labels[:cfg.data.max_examples]
+    if cfg.data.image_size and cfg.data.image_size != images.shape[1]:
+        images = (data_lib.pad_to(images, cfg.data.image_size) if cfg.data.image_size > images.shape[1]
+                  else data_lib.resize(images, cfg.data.image_size))
+    train_data, held_out = data_lib.search_split(images, labels, cfg.data.train_portion)
+    r = cfg.rdarts
+    return [train_and_evaluate(g, train_data, held_out, ds_info=ds, C=r.select_C, layers=r.select_layers,
+                               auxiliary=False, epochs=r.select_epochs, batch_size=cfg.batch_size, drop_path=0.0,
+                               cutout=0, seed=cfg.seed, log=log) for g in genotypes]
