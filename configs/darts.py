@@ -17,23 +17,13 @@ Variants (``get_config(arg)``): ``''`` (first order, CIFAR-10), ``second_order``
 ``--config.epochs=3 --config.estimator=unrolled``.
 """
 
-from jaxdarts import config as config_lib
+import os
+import sys
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from common import quick  # noqa: E402
 
-def quick(c):
-    """Embedded dataset, tiny supernet: a few minutes on 2 CPU cores."""
-    c.dataset = "fashion_mnist"
-    c.data.image_size = 16
-    c.data.max_examples = 2560
-    c.model.C = 8
-    c.model.layers = 3
-    c.model.depthwise = "conv"  # tiny inputs: compile time dominates, grouped convs compile faster
-    c.batch_size = 32
-    c.epochs = 4
-    c.steps_per_epoch = 20
-    c.eval_batches = 8
-    c.log_every = 5
-    return c
+from jaxdarts import config as config_lib  # noqa: E402
 
 
 def get_config(arg: str = ""):

@@ -77,15 +77,21 @@ def lanczos(matvec: Callable, n: int, num_iter: int, key, dtype=jnp.float32):
 
 
 def eigenvalues(loss_fn: Callable, alpha, k: int | None = 1, method: str = "dense", *, chunk_size: int = 64,
-                num_iter: int | None = None, key=None) -> jax.Array:
-    """Eigenvalues of ``d2 loss / d alpha^2`` of largest magnitude, decreasing magnitude.
+                num_iter: int | None = None, key=None, which: str = "magnitude") -> jax.Array:
+    """Eigenvalues of ``d2 loss / d alpha^2``.
 
-    ``k=None`` with ``method="dense"`` returns the whole spectrum. ``"lanczos"`` runs
-    ``num_iter`` (default ``max(3k, 40)``) iterations from a random start (``key``).
+    ``which="magnitude"`` (default): the k of largest magnitude, in decreasing magnitude;
+    ``which="largest"``: the k algebraically largest, decreasing (RobustDARTS's
+    "dominant eigenvalue" is the maximum eigenvalue). ``k=None`` with
+    ``method="dense"`` returns the whole spectrum. ``"lanczos"`` runs ``num_iter``
+    (default ``max(3k, 40)``) iterations from a random start (``key``).
     """
+    if which not in ("magnitude", "largest"):
+        raise ValueError(f"unknown which={which!r}; accepted: magnitude, largest")
+    order = _top_by_magnitude if which == "magnitude" else (lambda ev, k: jnp.sort(ev)[::-1][:k])
     if method == "dense":
         H = hessian(loss_fn, alpha, chunk_size)
-        return _top_by_magnitude(jnp.linalg.eigvalsh((H + H.T) / 2), k)
+        return order(jnp.linalg.eigvalsh((H + H.T) / 2), k)
     if method == "lanczos":
         if k is None:
             raise ValueError("method='lanczos' needs a finite k; use method='dense' for the whole spectrum")
@@ -93,7 +99,7 @@ def eigenvalues(loss_fn: Callable, alpha, k: int | None = 1, method: str = "dens
         it = num_iter or max(3 * k, 40)
         key = jax.random.key(0) if key is None else key
         ritz = lanczos(hv, n, it, key, ravel_pytree(alpha)[0].dtype)
-        return _top_by_magnitude(ritz, k)
+        return order(ritz, k)
     raise ValueError(f"unknown eigenvalue method {method!r}; accepted: dense, lanczos")
 
 

@@ -43,7 +43,12 @@ def main(argv=None) -> int:
     from jaxdarts import search
 
     try:
-        out = search.run(cfg, fv.workdir, max_epochs=fv.max_epochs)
+        if cfg.runner == "rdarts":
+            from jaxdarts import rdarts
+
+            out = rdarts.run(cfg, fv.workdir)
+        else:
+            out = search.run(cfg, fv.workdir, max_epochs=fv.max_epochs)
     except data_lib.DatasetNotPreparedError as e:
         _fail(str(e), 1)
     except search.NonFiniteLossError as e:
@@ -53,4 +58,6 @@ def main(argv=None) -> int:
     print(f"genotype written to {fv.workdir}/genotype.json")
     if "genotype_str" in out:
         print(out["genotype_str"])
+    if out.get("stop_reason"):
+        print(out["stop_reason"])
     return 0

@@ -21,6 +21,7 @@ class ConfigError(ValueError):
 def base() -> ml_collections.ConfigDict:
     """DARTS search defaults on CIFAR-10 (first order)."""
     c = ml_collections.ConfigDict()
+    c.runner = "search"  # search | rdarts (R-DARTS sweep + selection)
     c.dataset = "cifar10"
     c.space = "darts"
     c.estimator = "first_order"
@@ -54,7 +55,7 @@ def base() -> ml_collections.ConfigDict:
 
     # R-DARTS (bin/rdarts.py): one search per value, selection by short retraining.
     c.rdarts = ml_collections.ConfigDict(dict(
-        target="drop_path", values=(0.0, 0.2, 0.4, 0.6), mode="batched", select_epochs=10, select_C=16,
+        target="drop_path", grid=(0.0, 0.2, 0.4, 0.6), mode="batched", select_epochs=10, select_C=16,
         select_layers=8))
 
     c.diagnose = False
@@ -82,6 +83,7 @@ def _positive(field, value, allow_zero=False):
 
 def validate(cfg) -> None:
     """Raises :class:`ConfigError` (one line) for the first bad field."""
+    _choice("runner", cfg.runner, ("search", "rdarts"))
     _choice("dataset", cfg.dataset, tuple(data_lib.DATASETS))
     _choice("space", cfg.space, spaces_lib.NAMES)
     _choice("estimator", cfg.estimator, tuple(hypergrad.ESTIMATORS))

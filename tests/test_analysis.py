@@ -40,6 +40,8 @@ def test_eigenvalues_dense_and_lanczos_against_numpy():
     ref = ref[np.argsort(-np.abs(ref))]
     np.testing.assert_allclose(analysis.eigenvalues(loss, alpha, k=None), ref, rtol=1e-9)
     np.testing.assert_allclose(analysis.eigenvalues(loss, alpha, k=3), ref[:3], rtol=1e-9)
+    np.testing.assert_allclose(analysis.eigenvalues(loss, alpha, k=2, which="largest"), np.sort(ref)[::-1][:2],
+                               rtol=1e-9)
     lz = analysis.eigenvalues(loss, alpha, k=3, method="lanczos", num_iter=24)
     np.testing.assert_allclose(lz, ref[:3], rtol=1e-6)
     with pytest.raises(ValueError, match="unknown eigenvalue method 'power'; accepted: dense, lanczos"):

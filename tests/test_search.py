@@ -154,16 +154,39 @@ def test_batches_are_deterministic_and_augmentation_shapes():
     assert (zeros >= 1).all()  # cutout (and padding) zero some pixels of every image
 
 
-def test_config_variants_and_validation():
+def _config_module(name):
     import importlib.util
 
-    spec = importlib.util.spec_from_file_location("darts_cfg", os.path.join(REPO, "configs", "darts.py"))
+    spec = importlib.util.spec_from_file_location(f"{name}_cfg", os.path.join(REPO, "configs", f"{name}.py"))
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
-    for v in ("", "quick", "second_order", "finite_difference"):
+    return mod
+
+
+@pytest.mark.parametrize("name,variants", [
+    ("darts", ("", "quick", "second_order", "finite_difference", "quick_second_order")),
+    ("amended", ("", "s1", "s2", "quick")),
+    ("rdarts", ("", "es", "ada", "dp", "l2", "es,s3,cifar100", "ada,s4,svhn,first_order", "dp,quick", "es,quick")),
+])
+def test_config_files_and_their_variants_validate(name, variants):
+    mod = _config_module(name)
+    assert "python bin/search.py --config configs/" in mod.__doc__
+    for v in variants:
         config_lib.validate(mod.get_config(v))
     with pytest.raises(ValueError, match="unknown variant 'fast'"):
         mod.get_config("fast")
+
+
+def test_config_specifics():
+    a = _config_module("amended").get_config("s2")
+    assert (a.space, a.model.layers, a.estimator, a.estimator_options.eta, a.batch_size, a.epochs) == \
+        ("amended_s2", 20, "amended", 0.1, 96, 100)
+    r = _config_module("rdarts").get_config("l2")
+    np.testing.assert_allclose(r.rdarts.grid, [3e-4, 9e-4, 2.7e-3, 8.1e-3, 2.43e-2])
+    assert r.runner == "rdarts" and r.hessian_every == 2 and r.data.cutout == 16
+
+
+def test_config_validation():
     c = config_lib.base()
     c.estimator_options.etta = 0.1
     with pytest.raises(config_lib.ConfigError, match="estimator_options.etta is not an estimator option"):

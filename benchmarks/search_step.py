@@ -1,0 +1,92 @@
+"""Median seconds per search step for each hypergradient estimator, plus trace/compile
+time and peak memory, on the DARTS supernet.
+
+    python benchmarks/search_step.py                       # C=16, 8 cells, batch 64, 32x32 (paper size)
+    python benchmarks/search_step.py --C 8 --layers 3 --batch 32 --size 16 --estimators first_order,amended
+
+Each estimator runs in a fresh subprocess (so peak RSS is its own). Prints one JSON line
+per estimator; copy the figures into benchmarks/RESULTS.md with machine and date.
+"""
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.join(HERE, ".."))
+
+
+def one(args):
+    import jax
+    import numpy as np
+
+    from jaxdarts import config as config_lib
+    from jaxdarts import search
+
+    c = config_lib.base()
+    c.dataset = "fashion_mnist"
+    c.space = args.space
+    c.data.image_size = args.size
+    c.data.max_examples = max(4 * args.batch, 256)
+    c.model.C, c.model.layers, c.model.depthwise = args.C, args.layers, args.depthwise
+    c.batch_size = args.batch
+    c.estimator = args.estimator
+    if args.estimator == "implicit":
+        c.estimator_options.maxiter = args.cg_iters
+        c.estimator_options.damping = 1e-3
+    task = search.SearchTask.from_config(c)
+    # 3-channel inputs like CIFAR: tile the grey channel
+    for s in (task.train_stream, task.val_stream):
+        s.images = np.repeat(s.images, 3, axis=-1)
+    task.ds_info = task.ds_info.__class__("fashion_mnist3", 10, (0.286,) * 3, (0.353,) * 3)
+    state = task.init_state()
+    tb, vb = task.train_stream.batch(0, 0), task.val_stream.batch(0, 0)
+    sched = task.schedule_values(0)
+    step = jax.jit(task.search_step)
+    t0 = time.time()
+    lowered = step.lower(state, tb, vb, sched)
+    t1 = time.time()
+    compiled = lowered.compile()
+    t2 = time.time()
+    times = []
+    for i in range(args.steps):
+        t = time.time()
+        state, m = compiled(state, tb, vb, sched)
+        jax.block_until_ready(m)
+        times.append(time.time() - t)
+    print(json.dumps({"estimator": args.estimator, "C": args.C, "layers": args.layers, "batch": args.batch,
+                      "size": args.size, "depthwise": args.depthwise, "trace_s": round(t1 - t0, 2),
+                      "compile_s": round(t2 - t1, 2), "median_step_s": round(float(np.median(times[1:] or times)), 3),
+                      "steps": args.steps,
+                      "peak_rss_gb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2 ** 20, 2)}))
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--C", type=int, default=16)
+    ap.add_argument("--layers", type=int, default=8)
+    ap.add_argument("--batch", type=int, default=64)
+    ap.add_argument("--size", type=int, default=32)
+    ap.add_argument("--space", default="darts")
+    ap.add_argument("--depthwise", default="taps", choices=("taps", "conv"))
+    ap.add_argument("--steps", type=int, default=4)
+    ap.add_argument("--cg_iters", type=int, default=5)
+    ap.add_argument("--estimators", default="first_order,unrolled,finite_difference,amended,implicit")
+    ap.add_argument("--estimator", default=None, help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.estimator:
+        return one(args)
+    for est in args.estimators.split(","):
+        cmd = [sys.executable, __file__, "--estimator", est] + [
+            f"--{k}={v}" for k, v in vars(args).items() if k not in ("estimator", "estimators")]
+        r = subprocess.run(cmd, capture_output=True, text=True)
+        print(r.stdout.strip() or json.dumps({"estimator": est, "error": r.stderr.strip().splitlines()[-1:]}),
+              flush=True)
+
+
+if __name__ == "__main__":
+    main()

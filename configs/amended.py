@@ -1,0 +1,50 @@
+"""Amended-DARTS (Bi et al.): the amended architecture gradient (Eq. 7), eta = 0.1.
+
+Paper settings: Adam lr 3e-4, weight decay 1e-3, betas (0.5, 0.999), batch 96, 100
+epochs, C=16 (Section 4.1.1). ``:s1`` is the consistent search of Section 4.1.2: fixed
+edges (node i <- node i-1, c_{k-2}; 8 edges), C=36, cutout 16, drop-path 0.2 and the
+auxiliary tower during search. ``:s2`` is Section 4.1.3: 20 cells, one alpha per cell,
+{skip_connect, sep_conv_3x3}.
+
+Commands and expected cost/result:
+
+* ``python bin/search.py --config configs/amended.py:quick --workdir /tmp/amended_quick``
+  amended_s1 space on embedded Fashion-MNIST 16x16, C=8, 3 cells, 4 x 20 steps: several
+  minutes on 2 CPU cores (compiling the Hessian-vector product dominates); metrics.jsonl
+  has ``g1_norm`` and ``g2_norm`` (the amending term) per epoch.
+* ``--config configs/amended.py:s1`` / ``:s2`` on prepared CIFAR-10: the paper's runs (a GPU
+  is needed; CPU step times in benchmarks/RESULTS.md).
+* add ``--config.diagnose=True`` to log each estimator's cosine to ``implicit`` per epoch.
+"""
+
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from common import quick  # noqa: E402
+
+from jaxdarts import config as config_lib  # noqa: E402
+
+
+def get_config(arg: str = ""):
+    c = config_lib.base()
+    c.estimator = "amended"
+    c.estimator_options.eta = 0.1
+    c.batch_size = 96
+    c.epochs = 100
+    for v in [v for v in arg.split(",") if v]:
+        if v == "s1":
+            c.space = "amended_s1"
+            c.model.C = 36
+            c.model.auxiliary = True
+            c.data.cutout = 16
+            c.regularization.drop_path = 0.2
+        elif v == "s2":
+            c.space = "amended_s2"
+            c.model.layers = 20
+        elif v == "quick":
+            c.space = "amended_s1"
+            quick(c)
+        else:
+            raise ValueError(f"unknown variant {v!r} of configs/amended.py; accepted: s1, s2, quick")
+    return c

@@ -1,0 +1,76 @@
+"""RobustDARTS (Zela et al., 2020): eigenvalue tracking, DARTS-ES, DARTS-ADA, R-DARTS.
+
+Reference-script defaults: spaces S1-S4, second order (here: exact ``unrolled``), cutout
+16 during search, the dominant Hessian eigenvalue every 2 epochs, early stopping with the
+reference code's rule (window 5, every 2 epochs, from epoch 10, delta 4, factor 1.3;
+``early_stopping.mode='paper'`` for Section 4.2's rule), 50 epochs, batch 64.
+
+Variants, combinable with commas: ``es`` (DARTS-ES), ``ada`` (DARTS-ADA on weight
+decay: x10 per trigger, from 3e-4 up to 3e-2), ``dp`` (R-DARTS over drop-path
+{0, 0.2, 0.4, 0.6}), ``l2`` (R-DARTS over weight decay 3e-4 x {1, 3, 9, 27, 81}), a space
+(``s1``..``s5``/``darts``), a dataset (``cifar10``, ``cifar100``, ``svhn``),
+``first_order``, and ``quick``.
+
+Commands and expected cost/result:
+
+* ``python bin/search.py --config configs/rdarts.py:es,quick --workdir /tmp/rdarts_es``
+  S1-quick on embedded Fashion-MNIST: a few minutes on 2 CPU cores; metrics.jsonl has
+  ``eigenvalue`` every epoch and, when the rule fires, ``es_trigger``; genotype.json
+  holds the architecture of the epoch ES returns.
+* ``python bin/search.py --config configs/rdarts.py:dp,quick --workdir /tmp/rdarts_dp``
+  four searches in one vmapped program plus selection by 2-epoch retraining; writes
+  rdarts.json (a few minutes).
+* ``python bin/search.py --config configs/rdarts.py:es,s3,cifar100 --workdir ...``: the paper.
+"""
+
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from common import quick  # noqa: E402
+
+from jaxdarts import config as config_lib  # noqa: E402
+
+SPACES = ("s1", "s2", "s3", "s4", "s5", "darts")
+DATASETS = ("cifar10", "cifar100", "svhn")
+
+
+def get_config(arg: str = ""):
+    c = config_lib.base()
+    c.space = "s1"
+    c.estimator = "unrolled"
+    c.data.cutout = 16
+    c.hessian_every = 2
+    is_quick = False
+    for v in [v for v in arg.split(",") if v]:
+        if v == "es":
+            c.early_stopping.mode = "code"
+        elif v == "ada":
+            c.early_stopping.mode = "code"
+            c.early_stopping.ada = True
+        elif v == "dp":
+            c.runner = "rdarts"
+            c.rdarts.target, c.rdarts.grid = "drop_path", (0.0, 0.2, 0.4, 0.6)
+        elif v == "l2":
+            c.runner = "rdarts"
+            c.rdarts.target, c.rdarts.grid = "weight_decay", tuple(3e-4 * 3 ** i for i in range(5))
+        elif v in SPACES:
+            c.space = v
+        elif v in DATASETS:
+            c.dataset = v
+        elif v == "first_order":
+            c.estimator = "first_order"
+        elif v == "quick":
+            is_quick = True
+        else:
+            raise ValueError(f"unknown variant {v!r} of configs/rdarts.py; accepted: es, ada, dp, l2, first_order, "
+                             f"quick, {', '.join(SPACES + DATASETS)}")
+    if is_quick:
+        quick(c)
+        c.estimator = "first_order" if c.estimator == "unrolled" else c.estimator
+        c.epochs = 6
+        c.steps_per_epoch = 10
+        c.hessian_every = 1
+        c.early_stopping.update(dict(window=2, delta=1, start_epoch=1, factor=1.05))
+        c.rdarts.select_epochs, c.rdarts.select_C, c.rdarts.select_layers = 2, 8, 3
+    return c
