@@ -18,9 +18,9 @@ from jaxdarts import hypergrad  # noqa: E402
 from jaxdarts.problems import RidgeProblem  # noqa: E402
 
 
-def cosines(n, **kw):
+def cosines(count, **kw):
     out = []
-    for s in range(n):
+    for s in range(count):
         p = RidgeProblem.random(s, **kw)
         g2 = p.exact_hypergradient()
         _, aux = hypergrad.amended(p.train_loss, p.val_loss, p.w_star(), p.alpha, None, None, eta=0.1, has_aux=True)
