@@ -238,9 +238,11 @@ class SearchTask:
         the arch warm-up never recompile).
         """
         k = _key(state.rng, state.step)
+        # same crop/flip for both steps; cutout (a weight-step regulariser) only for the weights
+        tb_arch = self.preprocess(jax.random.fold_in(k, 0), train_batch, True, 0.0)
         tb = self.preprocess(jax.random.fold_in(k, 0), train_batch, True, sched["cutout_prob"])
         vb = self.preprocess(jax.random.fold_in(k, 1), val_batch, self.cfg.data.augment_val)
-        new_state, a_metrics = self.arch_update(state, tb, vb)
+        new_state, a_metrics = self.arch_update(state, tb_arch, vb)
         do_arch = sched["arch_update"] > 0
         state = jax.tree.map(lambda new, old: jnp.where(do_arch, new, old), new_state, state)
         state, w_metrics = self.weight_update(state, tb, sched["drop_prob"])

@@ -21,9 +21,12 @@ def _read_metrics(workdir):
 
 
 def test_full_loop_writes_metrics_genotype_and_resumes_identically(tmp_path):
-    cfg = tiny_config()
+    cfg = tiny_config(discretization_gap=True)
     full = str(tmp_path / "full")
     out_full = search.run(cfg, full, log=lambda *_: None)
+    gap = out_full["discretization"]
+    assert 0 <= gap["discrete_acc"] <= 1 and gap["accuracy_drop"] == pytest.approx(
+        gap["continuous_acc"] - gap["discrete_acc"])
     m = _read_metrics(full)
     assert [d["epoch"] for d in m] == [0, 1, 2]
     for key in ("train_loss", "train_acc", "val_loss", "val_acc", "lr", "genotype", "genotype_str", "alpha_softmax",
