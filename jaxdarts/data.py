@@ -115,6 +115,19 @@ def load(name: str, split: str, data_dir: str | None = None, check: bool = True)
     return images, labels
 
 
+def load_search_data(dataset: str, data_dir=None, max_examples: int = 0, image_size: int = 0,
+                     portion: float = 0.5):
+    """The training split of ``dataset``, optionally truncated to ``max_examples`` and
+    padded (larger) or resized (smaller) to ``image_size``, split as in DARTS:
+    ``((weight_x, weight_y), (arch_x, arch_y))``."""
+    images, labels = load(dataset, "train", data_dir)
+    if max_examples:
+        images, labels = images[:max_examples], labels[:max_examples]
+    if image_size and image_size != images.shape[1]:
+        images = pad_to(images, image_size) if image_size > images.shape[1] else resize(images, image_size)
+    return search_split(images, labels, portion)
+
+
 def search_split(images: np.ndarray, labels: np.ndarray, portion: float = 0.5):
     """DARTS split of the training set: the first ``portion`` trains the weights, the
     rest is the architecture ("validation") set."""

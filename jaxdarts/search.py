@@ -95,13 +95,9 @@ class SearchTask:
         ops_lib.set_depthwise_impl(cfg.model.depthwise)
         space = spaces_lib.get(cfg.space)
         ds = data_lib.info(cfg.dataset)
-        images, labels = data_lib.load(cfg.dataset, "train", cfg.data.data_dir)
-        if cfg.data.max_examples:
-            images, labels = images[:cfg.data.max_examples], labels[:cfg.data.max_examples]
-        if cfg.data.image_size and cfg.data.image_size != images.shape[1]:
-            images = (data_lib.pad_to(images, cfg.data.image_size) if cfg.data.image_size > images.shape[1]
-                      else data_lib.resize(images, cfg.data.image_size))
-        (tx, ty), (vx, vy) = data_lib.search_split(images, labels, cfg.data.train_portion)
+        d = cfg.data
+        (tx, ty), (vx, vy) = data_lib.load_search_data(cfg.dataset, d.data_dir, d.max_examples, d.image_size,
+                                                       d.train_portion)
         model = supernet_lib.Supernet(space, ds.num_classes, C=cfg.model.C, layers=cfg.model.layers,
                                       auxiliary=cfg.model.auxiliary, remat=cfg.model.remat)
         return cls(cfg, space, model,

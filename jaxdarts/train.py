@@ -73,16 +73,10 @@ def train_and_evaluate(genotype, train_data, test_data, *, ds_info, C=36, layers
 def select_by_retraining(genotypes, cfg, log=None) -> list[float]:
     """Short retraining of each genotype on the weight split, accuracy on the held-out
     architecture split (R-DARTS selection). Settings: ``cfg.rdarts.select_*``."""
-    from jaxdarts.search import SearchTask  # noqa: F401  (same data pipeline as the search)
-
     ds = data_lib.info(cfg.dataset)
-    images, labels = data_lib.load(cfg.dataset, "train", cfg.data.data_dir)
-    if cfg.data.max_examples:
-        images, labels = images[:cfg.data.max_examples], labels[:cfg.data.max_examples]
-    if cfg.data.image_size and cfg.data.image_size != images.shape[1]:
-        images = (data_lib.pad_to(images, cfg.data.image_size) if cfg.data.image_size > images.shape[1]
-                  else data_lib.resize(images, cfg.data.image_size))
-    train_data, held_out = data_lib.search_split(images, labels, cfg.data.train_portion)
+    d = cfg.data
+    train_data, held_out = data_lib.load_search_data(cfg.dataset, d.data_dir, d.max_examples, d.image_size,
+                                                     d.train_portion)
     r = cfg.rdarts
     return [train_and_evaluate(g, train_data, held_out, ds_info=ds, C=r.select_C, layers=r.select_layers,
                                auxiliary=False, epochs=r.select_epochs, batch_size=cfg.batch_size, drop_path=0.0,

@@ -86,3 +86,18 @@ def test_rdarts_batched_equals_sequential():
     assert not np.allclose(sb.alpha["normal"][0], sb.alpha["normal"][1])
     with pytest.raises(ValueError, match="unknown R-DARTS target 'l1'"):
         rdarts.rdarts_search(task, values, "l1")
+
+
+def test_rdarts_run_selects_by_retraining_and_writes_results(tmp_path):
+    cfg = tiny_config(epochs=1, runner="rdarts")
+    cfg.rdarts.update(dict(target="weight_decay", grid=(3e-4, 2.7e-3), select_epochs=1, select_C=4, select_layers=3))
+    out = rdarts.run(cfg, str(tmp_path), log=lambda *_: None)
+    with open(os.path.join(tmp_path, "rdarts.json")) as f:
+        saved = json.load(f)
+    assert saved == json.loads(json.dumps(out))
+    accs = [r["selection_acc"] for r in out["runs"]]
+    assert all(0.0 <= a <= 1.0 for a in accs) and len(accs) == 2
+    best = int(np.argmax(accs))
+    assert out["chosen_value"] == cfg.rdarts.grid[best] and out["genotype"] == out["runs"][best]["genotype"]
+    with open(os.path.join(tmp_path, "genotype.json")) as f:
+        assert json.load(f)["genotype"] == out["genotype"]
