@@ -128,8 +128,9 @@ class SearchTask:
         k_alpha, k_params, k_rng = jax.random.split(key, 3)
         alpha = supernet_lib.init_alpha(self.space, k_alpha, self.cfg.alpha_init_scale)
         x = jnp.zeros((2,) + self.train_stream.images.shape[1:], jnp.float32)
+        # train=True so that training-only modules (the auxiliary head) get parameters
         variables = jax.jit(lambda k: self.model.init({"params": k, "noise": k, "dropout": k}, x, alpha,
-                                                       train=False))(k_params)
+                                                       train=True))(k_params)
         params = variables["params"]
         return SearchState(params=params, batch_stats=variables.get("batch_stats", {}), alpha=alpha,
                            w_opt=self.weight_tx().init(params), a_opt=self.arch_tx().init(alpha),
