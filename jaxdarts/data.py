@@ -160,10 +160,7 @@ class BatchStream:
 
     def batch(self, epoch: int, step: int) -> dict[str, np.ndarray]:
         """Batch ``step`` of ``epoch`` (step wraps around the epoch)."""
-        perm = self.permutation(epoch)
-        i = (step % self.steps_per_epoch) * self.batch_size
-        idx = perm[i:i + self.batch_size]
-        return {"image": self.images[idx], "label": self.labels[idx]}
+        return next(self.epoch(epoch, step, 1))
 
     def epoch(self, epoch: int, start_step: int = 0, num_steps: int | None = None) -> Iterator[dict]:
         perm = self.permutation(epoch)

@@ -1,9 +1,10 @@
 """RobustDARTS (Zela et al., 2020): eigenvalue tracking, DARTS-ES, DARTS-ADA, R-DARTS.
 
-* :class:`HessianHook` — every ``every`` epochs, the dominant (maximum) eigenvalue and
-  optionally the top-k eigenvalues by magnitude of ``d2 L_val / d alpha^2`` on a random architecture batch, BN in
-  training mode, with the architecture weight-decay term ``wd/2 ||alpha||^2`` included
-  (it adds ``wd * I``), as the reference does. Logged as ``eigenvalue``/``eigenvalues``.
+* :class:`HessianHook` — every ``every`` epochs, the dominant (maximum) eigenvalue of
+  ``d2 L_val / d alpha^2`` and optionally its top-k eigenvalues by magnitude, on the
+  epoch's last architecture batch, BN in training mode, with the architecture
+  weight-decay term ``wd/2 ||alpha||^2`` included (it adds ``wd * I``), as the reference
+  does. Logged as ``eigenvalue`` / ``eigenvalues``.
 * :func:`paper_criterion` / :func:`code_criterion` — the two early-stopping rules.
 * :class:`EarlyStopHook` — DARTS-ES (stop, return the architecture of the earlier epoch)
   and DARTS-ADA (Algorithm 1: roll back to that epoch, multiply the regularisation by

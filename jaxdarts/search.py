@@ -239,9 +239,10 @@ class SearchTask:
         tb_arch = self.preprocess(jax.random.fold_in(k, 0), train_batch, True, 0.0)
         tb = self.preprocess(jax.random.fold_in(k, 0), train_batch, True, sched["cutout_prob"])
         vb = self.preprocess(jax.random.fold_in(k, 1), val_batch, self.cfg.data.augment_val)
-        new_state, a_metrics = self.arch_update(state, tb_arch, vb)
-        do_arch = sched["arch_update"] > 0
-        state = jax.tree.map(lambda new, old: jnp.where(do_arch, new, old), new_state, state)
+        arch = lambda s: self.arch_update(s, tb_arch, vb)
+        skipped = lambda s: (s, jax.tree.map(lambda x: jnp.zeros(x.shape, x.dtype), jax.eval_shape(arch, s)[1]))
+        # weight-only warm-up epochs skip the architecture step's compute
+        state, a_metrics = jax.lax.cond(sched["arch_update"] > 0, arch, skipped, state)
         state, w_metrics = self.weight_update(state, tb, sched["drop_prob"])
         return state.replace(step=state.step + 1), {**w_metrics, **a_metrics}
 

@@ -216,3 +216,15 @@ def test_amended_search_with_evaluation_regularisers_logs_g1_g2(tmp_path):
     (m,) = _read_metrics(str(tmp_path))
     assert m["g1_norm"] > 0 and m["g2_norm"] > 0 and m["drop_prob"] == pytest.approx(0.3)
     assert [i for _, i in m["genotype"]["normal"]] == [0, 1, 0, 2, 0, 3, 0, 4]  # all fixed edges kept
+
+
+def test_arch_warmup_keeps_alpha_fixed(tmp_path):
+    cfg = tiny_config(epochs=2, arch_start_epoch=1)
+    task = search.SearchTask.from_config(cfg)
+    runner = search.Runner(task, str(tmp_path), log=lambda *_: None)
+    runner.restore_or_init()
+    a0 = jax.device_get(runner.state.alpha)
+    runner.run(max_epochs=1)
+    np.testing.assert_array_equal(jax.device_get(runner.state.alpha)["normal"], a0["normal"])
+    runner.run()
+    assert not np.array_equal(jax.device_get(runner.state.alpha)["normal"], a0["normal"])
