@@ -83,13 +83,10 @@ class HessianHook(Hook):
                 reg = 0.5 * wd * sum(jnp.sum(a ** 2) for a in jax.tree.leaves(alpha))
                 return val_loss(state.params, alpha, b) + reg
 
-            if self.method == "dense":
-                H = analysis.hessian(loss, state.alpha)
-                ev = jnp.linalg.eigvalsh((H + H.T) / 2)
-                return ev.max(), ev[jnp.argsort(-jnp.abs(ev))][:self.topk]
-            top = analysis.eigenvalues(loss, state.alpha, k=max(self.topk, 2), method="lanczos",
-                                       key=_key(state.rng, 778))
-            return top.max(), top[:self.topk]
+            # dense: the whole spectrum; lanczos: Ritz values. Both ordered by magnitude.
+            k = None if self.method == "dense" else max(self.topk, 2)
+            ev = analysis.eigenvalues(loss, state.alpha, k=k, method=self.method, key=_key(state.rng, 778))
+            return ev.max(), ev[:self.topk]
 
         self._fn = jax.jit(fn)
 
@@ -153,8 +150,7 @@ class EarlyStopHook(Hook):
             if new <= self.ada_max:
                 metrics["ada"] = {"rollback_to": return_epoch, self.ada_target: new}
                 self._rollback_state(return_epoch)
-                runner.pending_reg = (self.ada_target, new)
-                return ("rollback", return_epoch)
+                return ("rollback", return_epoch, self.ada_target, new)
         runner.extra["final_genotype"] = trig["genotype"]
         return ("stop", f"early stopping at epoch {stop_epoch}: architecture of epoch {return_epoch}")
 
@@ -173,7 +169,7 @@ class EarlyStopHook(Hook):
 
 
 # ------------------------------------------------------------------- R-DARTS
-def _with_value(task: SearchTask, state, target: str, value: float):
+def _with_value(state, target: str, value: float):
     if target == "weight_decay":
         return state.replace(w_opt=optim.set_hyperparam(state.w_opt, "weight_decay", value))
     return state
@@ -191,7 +187,7 @@ def rdarts_search(task: SearchTask, values, target: str = "drop_path", mode: str
         raise ValueError(f"unknown R-DARTS mode {mode!r}; accepted: batched, sequential")
     epochs = task.cfg.epochs if epochs is None else epochs
     base = task.init_state()
-    states = [_with_value(task, base, target, v) for v in values]
+    states = [_with_value(base, target, v) for v in values]
     spe = task.steps_per_epoch
 
     def sched_for(epoch, v):

@@ -269,7 +269,8 @@ class SearchTask:
 # ---------------------------------------------------------------------- hooks
 class Hook:
     """Per-epoch extension point. ``after_epoch`` may add entries to ``metrics`` and
-    return ``None``, ``("stop", reason)`` or ``("rollback", epoch)``; state it needs on
+    return ``None``, ``("stop", reason)`` or ``("rollback", epoch, reg_target, reg_value)``
+    (restore the snapshot of ``epoch``, then set the regularisation); state it needs on
     resume goes into ``state_dict``/``load_state_dict`` (JSON-able)."""
 
     name = "hook"
@@ -349,7 +350,6 @@ class Runner:
         self.history: list[dict] = []
         self.snapshots: dict[int, SearchState] = {}  # epoch -> state after that epoch (for rollback)
         self.extra: dict = {}
-        self.pending_reg = None  # (target, value) set by a hook requesting a rollback (DARTS-ADA)
         os.makedirs(workdir, exist_ok=True)
         from jaxdarts import checkpoint as ckpt_lib
         self.ckpt = ckpt_lib.Checkpointer(os.path.join(workdir, "checkpoints"), keep=self.cfg.checkpoint_keep)
@@ -425,9 +425,11 @@ class Runner:
         return kept
 
     # -------------------------------------------------------------- epochs
-    def set_weight_decay(self, wd: float):
-        self.reg["weight_decay"] = float(wd)
-        self.state = self.state.replace(w_opt=optim.set_hyperparam(self.state.w_opt, "weight_decay", wd))
+    def set_regularization(self, target: str, value: float):
+        """Sets ``weight_decay`` (in the optimiser state) or ``drop_path`` (max probability)."""
+        self.reg[target] = float(value)
+        if target == "weight_decay":
+            self.state = self.state.replace(w_opt=optim.set_hyperparam(self.state.w_opt, "weight_decay", value))
 
     def run_epoch(self, epoch: int) -> dict:
         task, cfg = self.task, self.cfg
@@ -534,12 +536,9 @@ class Runner:
                 stop_reason = action[1]
                 self.extra["stop_reason"] = stop_reason
             elif action and action[0] == "rollback":
-                self.rollback(action[1])
-                target, value = self.pending_reg
-                if target == "weight_decay":
-                    self.set_weight_decay(value)
-                else:
-                    self.reg[target] = float(value)
+                _, to_epoch, target, value = action
+                self.rollback(to_epoch)
+                self.set_regularization(target, value)
             self.save(self.epoch)
         return self.finish()
 
