@@ -17,6 +17,13 @@ import pytest  # noqa: E402
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
+@pytest.fixture
+def x64():
+    """Runs a test with float64 enabled (independent numerical references)."""
+    with jax.enable_x64(True):
+        yield
+
+
 @pytest.fixture(scope="session")
 def repo_root():
     return REPO

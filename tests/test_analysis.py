@@ -7,10 +7,7 @@ from jax.flatten_util import ravel_pytree
 from jaxdarts import analysis, rdarts
 
 
-@pytest.fixture(autouse=True)
-def x64():
-    with jax.enable_x64(True):
-        yield
+pytestmark = pytest.mark.usefixtures("x64")  # float64 throughout (conftest)
 
 
 def _loss():

@@ -10,10 +10,7 @@ from jaxdarts import hypergrad
 from jaxdarts.problems import RidgeProblem
 
 
-@pytest.fixture(autouse=True)
-def x64():
-    with jax.enable_x64(True):
-        yield
+pytestmark = pytest.mark.usefixtures("x64")  # float64 throughout (conftest)
 
 
 def _nonlinear():
