@@ -33,6 +33,7 @@ def one(args):
     c.data.image_size = args.size
     c.data.max_examples = max(4 * args.batch, 256)
     c.model.C, c.model.layers, c.model.depthwise = args.C, args.layers, args.depthwise
+    c.model.remat = args.remat
     c.batch_size = args.batch
     c.estimator = args.estimator
     if args.estimator == "implicit":
@@ -59,7 +60,7 @@ def one(args):
         jax.block_until_ready(m)
         times.append(time.time() - t)
     print(json.dumps({"estimator": args.estimator, "C": args.C, "layers": args.layers, "batch": args.batch,
-                      "size": args.size, "depthwise": args.depthwise, "trace_s": round(t1 - t0, 2),
+                      "size": args.size, "depthwise": args.depthwise, "remat": args.remat, "trace_s": round(t1 - t0, 2),
                       "compile_s": round(t2 - t1, 2), "median_step_s": round(float(np.median(times[1:] or times)), 3),
                       "steps": args.steps,
                       "peak_rss_gb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2 ** 20, 2)}))
@@ -73,6 +74,7 @@ def main():
     ap.add_argument("--size", type=int, default=32)
     ap.add_argument("--space", default="darts")
     ap.add_argument("--depthwise", default="taps", choices=("taps", "conv"))
+    ap.add_argument("--remat", action="store_true", help="rematerialise each cell in the backward pass")
     ap.add_argument("--steps", type=int, default=4)
     ap.add_argument("--cg_iters", type=int, default=5)
     ap.add_argument("--estimators", default="first_order,unrolled,finite_difference,amended,implicit")
@@ -82,7 +84,8 @@ def main():
         return one(args)
     for est in args.estimators.split(","):
         cmd = [sys.executable, __file__, "--estimator", est] + [
-            f"--{k}={v}" for k, v in vars(args).items() if k not in ("estimator", "estimators")]
+            f"--{k}={v}" for k, v in vars(args).items()
+            if k not in ("estimator", "estimators") and not isinstance(v, bool)] + (["--remat"] if args.remat else [])
         r = subprocess.run(cmd, capture_output=True, text=True)
         print(r.stdout.strip() or json.dumps({"estimator": est, "error": r.stderr.strip().splitlines()[-1:]}),
               flush=True)

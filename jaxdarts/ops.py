@@ -15,23 +15,25 @@ parameter counts match the PyTorch reference exactly:
 * ``nor_conv_1x1`` / ``nor_conv_3x3`` (NAS-Bench-201): ``ReLU, conv, BN``.
 
 Performance notes (see ``benchmarks/RESULTS.md``): XLA:CPU is slow at grouped
-(``feature_group_count``) convolutions, so depthwise convolutions and pools are written
-as sums/maxima of shifted slices ("taps") wrapped in :func:`jax.checkpoint` (only the
-input is saved for the backward pass), and 1x1 convolutions are ``einsum`` contractions
-(which stay plain batched matmuls when edges are ``vmap``-ed together).
+(``feature_group_count``) convolutions, so depthwise convolutions and pools are sums /
+maxima of shifted slices ("taps") implemented as primitives with gather-form transposes
+(:mod:`jaxdarts.kernels`; plain autodiff of the taps made a cell's backward ~45x its
+forward), and 1x1 convolutions are ``einsum`` contractions (which stay plain batched
+matmuls when edges are ``vmap``-ed together).
 
 Batch norm uses PyTorch's defaults (momentum 0.1 -> Flax momentum 0.9, eps 1e-5).
 """
 
 from __future__ import annotations
 
-import functools
 from typing import Callable, Sequence
 
 import jax
 import jax.numpy as jnp
 from flax import linen as nn
 from jax import lax
+
+from jaxdarts import kernels
 
 Array = jax.Array
 
@@ -65,66 +67,9 @@ def batch_norm(train: bool, affine: bool, name: str | None = None) -> nn.BatchNo
     )
 
 
-def _out_size(n: int, k: int, stride: int, pad: int, dilation: int) -> int:
-    return (n + 2 * pad - dilation * (k - 1) - 1) // stride + 1
-
-
-def _taps(xp: Array, k: int, stride: int, dilation: int, out_hw: tuple[int, int]):
-    """Yields ``(i, j, slice)`` for the k*k shifted (strided, dilated) windows of ``xp``."""
-    ho, wo = out_hw
-    n, _, _, c = xp.shape
-    for i in range(k):
-        for j in range(k):
-            start = (0, i * dilation, j * dilation, 0)
-            limit = (n, i * dilation + stride * (ho - 1) + 1, j * dilation + stride * (wo - 1) + 1, c)
-            yield i, j, lax.slice(xp, start, limit, (1, stride, stride, 1))
-
-
-@functools.partial(jax.checkpoint, static_argnums=(2, 3))
-def depthwise_conv(x: Array, kernel: Array, stride: int = 1, dilation: int = 1) -> Array:
-    """Depthwise 2-D convolution, 'same'-style padding ``dilation*(k-1)//2``.
-
-    Args:
-      x: ``(N, H, W, C)`` input.
-      kernel: ``(k, k, C)`` per-channel filters.
-      stride, dilation: as in ``torch.nn.Conv2d``.
-    Returns:
-      ``(N, H', W', C)``, numerically equal to ``lax.conv_general_dilated`` with
-      ``feature_group_count=C`` (tested), but computed as a sum of shifted slices.
-    """
-    k = kernel.shape[0]
-    pad = dilation * (k - 1) // 2
-    out_hw = (_out_size(x.shape[1], k, stride, pad, dilation), _out_size(x.shape[2], k, stride, pad, dilation))
-    xp = jnp.pad(x, ((0, 0), (pad, pad), (pad, pad), (0, 0)))
-    out = None
-    for i, j, sl in _taps(xp, k, stride, dilation, out_hw):
-        term = sl * kernel[i, j]
-        out = term if out is None else out + term
-    return out
-
-
-@functools.partial(jax.checkpoint, static_argnums=(1,))
-def max_pool_3x3(x: Array, stride: int) -> Array:
-    """3x3 max pool, padding 1 (padding never wins, as in PyTorch)."""
-    out_hw = (_out_size(x.shape[1], 3, stride, 1, 1), _out_size(x.shape[2], 3, stride, 1, 1))
-    xp = jnp.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)), constant_values=-jnp.inf)
-    out = None
-    for _, _, sl in _taps(xp, 3, stride, 1, out_hw):
-        out = sl if out is None else jnp.maximum(out, sl)
-    return out
-
-
-@functools.partial(jax.checkpoint, static_argnums=(1,))
-def avg_pool_3x3(x: Array, stride: int) -> Array:
-    """3x3 average pool, padding 1, padding not counted (``count_include_pad=False``)."""
-    out_hw = (_out_size(x.shape[1], 3, stride, 1, 1), _out_size(x.shape[2], 3, stride, 1, 1))
-    xp = jnp.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)))
-    ones = jnp.pad(jnp.ones((1,) + x.shape[1:3] + (1,), x.dtype), ((0, 0), (1, 1), (1, 1), (0, 0)))
-    total = count = None
-    for (_, _, sl), (_, _, one) in zip(_taps(xp, 3, stride, 1, out_hw), _taps(ones, 3, stride, 1, out_hw)):
-        total = sl if total is None else total + sl
-        count = one if count is None else count + one
-    return total / count
+depthwise_conv = kernels.depthwise_conv
+max_pool_3x3 = kernels.max_pool_3x3
+avg_pool_3x3 = kernels.avg_pool_3x3
 
 
 class PointwiseConv(nn.Module):

@@ -1,0 +1,305 @@
+"""Depthwise convolution and 3x3 pooling as JAX primitives with hand-written transposes.
+
+Why: written with plain ``lax`` ops as sums of shifted slices ("taps"), these ops are fast
+forward on XLA:CPU, but JAX transposes every slice into a full-size ``pad`` of the
+cotangent. In a DARTS cell XLA then materialises tens of padded tensors per edge, re-computes
+the upstream cotangent in each of them and sums them inside layout-changing fusions: the
+backward pass of a cell cost ~45x its forward (``benchmarks/cell_backward.py``).
+
+Here the same ops are primitives whose transposes are again "gather-form" tap sums, so
+the backward reads the cotangent once per tap inside a single fusion:
+
+* ``depthwise(x, k)``: ``y[n, p, c] = sum_t xpad[n, s*p + d*t, c] * k[t, c]`` (bilinear).
+* ``depthwise_input_grad(g, k)``: its transpose in ``x`` (a stride-1 depthwise correlation
+  of the dilated, padded cotangent with the flipped kernel) (bilinear).
+* ``depthwise_kernel_grad(x, g)``: its transpose in ``k`` (one reduction per tap) (bilinear).
+  The three are the partial derivatives of one trilinear form, so each one's transposes are
+  the other two: ``grad``, ``jvp``, ``vmap``, ``grad``-of-``grad`` and ``jvp``-of-``grad``
+  (Hessian-vector products) all work to any order, with no ``custom_vjp``.
+* ``tap_select(idx, x)`` / ``tap_scatter(idx, g)``: pick tap ``idx`` of each window (max
+  pooling's derivative routes the cotangent to the first maximum, as PyTorch does) and
+  its transpose (linear in ``x`` / ``g``; ``idx`` is an integer operand).
+
+Layout: NHWC with any number of leading batch dimensions shared by the data and the
+kernel (``x: B + (N, H, W, C)``, ``k: B + (K, K, C)``); ``vmap`` over edges adds one.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import jax
+import jax.numpy as jnp
+from jax import lax
+from jax.extend.core import Primitive
+from jax.interpreters import ad, batching, mlir
+
+Array = jax.Array
+
+
+def out_size(n: int, k: int, stride: int, pad: int, dilation: int) -> int:
+    return (n + 2 * pad - dilation * (k - 1) - 1) // stride + 1
+
+
+def same_pad(k: int, dilation: int) -> int:
+    """PyTorch DARTS padding of a k x k (dilated) window: ``dilation * (k - 1) // 2``."""
+    return dilation * (k - 1) // 2
+
+
+def _slice_hw(x, h0, w0, ho, wo, stride):
+    """``x[..., h0 : h0 + stride*(ho-1)+1 : stride, w0 : ..., :]`` on the H, W axes (-3, -2)."""
+    start = [0] * x.ndim
+    limit = list(x.shape)
+    strides = [1] * x.ndim
+    start[-3], start[-2] = h0, w0
+    limit[-3], limit[-2] = h0 + stride * (ho - 1) + 1, w0 + stride * (wo - 1) + 1
+    strides[-3] = strides[-2] = stride
+    return lax.slice(x, start, limit, strides)
+
+
+def _pad_hw(x, lo_h, hi_h, lo_w, hi_w, interior=0, value=0.0):
+    cfg = [(0, 0, 0)] * x.ndim
+    cfg[-3] = (lo_h, hi_h, interior)
+    cfg[-2] = (lo_w, hi_w, interior)
+    return lax.pad(x, jnp.asarray(value, x.dtype), cfg)
+
+
+def _kernel_tap(k, i, j, data_ndim):
+    """``k[..., i, j, :]`` reshaped to broadcast against data ``B + (N, H, W, C)``."""
+    t = k[..., i, j, :]
+    nb = k.ndim - 3
+    return t.reshape(t.shape[:nb] + (1,) * (data_ndim - nb - 1) + t.shape[-1:])
+
+
+# ----------------------------------------------------------------------------- impls
+
+
+def _depthwise_impl(x, k, *, stride, dilation):
+    K = k.shape[-2]
+    pad = same_pad(K, dilation)
+    ho = out_size(x.shape[-3], K, stride, pad, dilation)
+    wo = out_size(x.shape[-2], K, stride, pad, dilation)
+    xp = _pad_hw(x, pad, pad, pad, pad)
+    out = None
+    for i in range(K):
+        for j in range(K):
+            term = _slice_hw(xp, i * dilation, j * dilation, ho, wo, stride) * _kernel_tap(k, i, j, x.ndim)
+            out = term if out is None else out + term
+    return out
+
+
+def _dilate_for_transpose(g, K, stride, dilation, in_hw, value=0.0):
+    """Pads/dilates an output-shaped array so that a stride-1 correlation with the flipped
+    window gives the input-shaped transpose."""
+    pad = same_pad(K, dilation)
+    lo = dilation * (K - 1) - pad
+    ho, wo = g.shape[-3], g.shape[-2]
+    hi_h = in_hw[0] + dilation * (K - 1) - lo - (stride * (ho - 1) + 1)
+    hi_w = in_hw[1] + dilation * (K - 1) - lo - (stride * (wo - 1) + 1)
+    return _pad_hw(g, lo, hi_h, lo, hi_w, interior=stride - 1, value=value)
+
+
+def _depthwise_input_grad_impl(g, k, *, stride, dilation, in_hw):
+    K = k.shape[-2]
+    G = _dilate_for_transpose(g, K, stride, dilation, in_hw)
+    out = None
+    for i in range(K):
+        for j in range(K):
+            sl = _slice_hw(G, i * dilation, j * dilation, in_hw[0], in_hw[1], 1)
+            term = sl * _kernel_tap(k, K - 1 - i, K - 1 - j, g.ndim)
+            out = term if out is None else out + term
+    return out
+
+
+def _depthwise_kernel_grad_impl(x, g, *, stride, dilation, ksize):
+    K = ksize
+    pad = same_pad(K, dilation)
+    ho, wo = g.shape[-3], g.shape[-2]
+    xp = _pad_hw(x, pad, pad, pad, pad)
+    nb = x.ndim - 4  # leading batch dims shared with the kernel
+    axes = tuple(range(nb, x.ndim - 1))
+    taps = [jnp.sum(_slice_hw(xp, i * dilation, j * dilation, ho, wo, stride) * g, axis=axes)
+            for i in range(K) for j in range(K)]
+    out = jnp.stack(taps, axis=-2)  # B + (K*K, C)
+    return out.reshape(out.shape[:-2] + (K, K, out.shape[-1]))
+
+
+def _tap_select_impl(idx, x, *, stride, ksize, pad):
+    ho = out_size(x.shape[-3], ksize, stride, pad, 1)
+    wo = out_size(x.shape[-2], ksize, stride, pad, 1)
+    xp = _pad_hw(x, pad, pad, pad, pad)
+    out = jnp.zeros(idx.shape, x.dtype)
+    for t in range(ksize * ksize):
+        i, j = divmod(t, ksize)
+        out = jnp.where(idx == t, _slice_hw(xp, i, j, ho, wo, stride), out)
+    return out
+
+
+def _tap_scatter_impl(idx, g, *, stride, ksize, pad, in_hw):
+    G = _dilate_for_transpose(g, ksize, stride, 1, in_hw)
+    I = _dilate_for_transpose(idx, ksize, stride, 1, in_hw, value=-1)
+    out = None
+    for i in range(ksize):
+        for j in range(ksize):
+            t = (ksize - 1 - i) * ksize + (ksize - 1 - j)
+            sl_g = _slice_hw(G, i, j, in_hw[0], in_hw[1], 1)
+            sl_i = _slice_hw(I, i, j, in_hw[0], in_hw[1], 1)
+            term = jnp.where(sl_i == t, sl_g, jnp.zeros((), g.dtype))
+            out = term if out is None else out + term
+    return out
+
+
+# ------------------------------------------------------------------------ primitives
+
+
+def _primitive(name, impl, shape_fn):
+    p = Primitive(name)
+
+    @functools.lru_cache(maxsize=None)
+    def jitted(items):
+        return jax.jit(functools.partial(impl, **dict(items)))
+
+    p.def_impl(lambda *args, **params: jitted(tuple(sorted(params.items())))(*args))
+    p.def_abstract_eval(lambda *avals, **kw: jax.core.ShapedArray(shape_fn(*avals, **kw), avals[-1].dtype))
+    mlir.register_lowering(p, mlir.lower_fun(impl, multiple_results=False))
+    return p
+
+
+def _dw_shape(x, k, *, stride, dilation):
+    K = k.shape[-2]
+    pad = same_pad(K, dilation)
+    return x.shape[:-3] + (out_size(x.shape[-3], K, stride, pad, dilation),
+                           out_size(x.shape[-2], K, stride, pad, dilation), x.shape[-1])
+
+
+depthwise_p = _primitive("jaxdarts_depthwise", _depthwise_impl, _dw_shape)
+depthwise_input_grad_p = _primitive(
+    "jaxdarts_depthwise_input_grad", _depthwise_input_grad_impl,
+    lambda g, k, *, stride, dilation, in_hw: g.shape[:-3] + tuple(in_hw) + g.shape[-1:])
+depthwise_kernel_grad_p = _primitive(
+    "jaxdarts_depthwise_kernel_grad", _depthwise_kernel_grad_impl,
+    lambda x, g, *, stride, dilation, ksize: x.shape[:-4] + (ksize, ksize, x.shape[-1]))
+tap_select_p = _primitive(
+    "jaxdarts_tap_select", _tap_select_impl, lambda idx, x, *, stride, ksize, pad: idx.shape)
+tap_scatter_p = _primitive(
+    "jaxdarts_tap_scatter", _tap_scatter_impl,
+    lambda idx, g, *, stride, ksize, pad, in_hw: g.shape[:-3] + tuple(in_hw) + g.shape[-1:])
+
+
+def _hw(aval):
+    return tuple(aval.shape[-3:-1])
+
+
+def _ksize(aval):
+    return aval.shape[-2]
+
+
+# y = depthwise(x, k):  x-transpose -> input_grad(ct, k);  k-transpose -> kernel_grad(x, ct)
+ad.defbilinear(
+    depthwise_p,
+    lambda ct, x, k, *, stride, dilation: depthwise_input_grad_p.bind(
+        ct, k, stride=stride, dilation=dilation, in_hw=_hw(x.aval)),
+    lambda ct, x, k, *, stride, dilation: depthwise_kernel_grad_p.bind(
+        x, ct, stride=stride, dilation=dilation, ksize=_ksize(k.aval)))
+# gx = input_grad(g, k):  g-transpose -> depthwise(ct, k);  k-transpose -> kernel_grad(ct, g)
+ad.defbilinear(
+    depthwise_input_grad_p,
+    lambda ct, g, k, *, stride, dilation, in_hw: depthwise_p.bind(ct, k, stride=stride, dilation=dilation),
+    lambda ct, g, k, *, stride, dilation, in_hw: depthwise_kernel_grad_p.bind(
+        ct, g, stride=stride, dilation=dilation, ksize=_ksize(k.aval)))
+# gk = kernel_grad(x, g):  x-transpose -> input_grad(g, ct);  g-transpose -> depthwise(x, ct)
+ad.defbilinear(
+    depthwise_kernel_grad_p,
+    lambda ct, x, g, *, stride, dilation, ksize: depthwise_input_grad_p.bind(
+        g, ct, stride=stride, dilation=dilation, in_hw=_hw(x.aval)),
+    lambda ct, x, g, *, stride, dilation, ksize: depthwise_p.bind(x, ct, stride=stride, dilation=dilation))
+
+
+def _index_linear(prim, transpose_prim, transpose_params):
+    """JVP and transpose of ``prim(idx, x)``, linear in ``x`` (``idx`` is an integer array)."""
+
+    def jvp(primals, tangents, **params):
+        idx, x = primals
+        _, tx = tangents
+        out = prim.bind(idx, x, **params)
+        if type(tx) is ad.Zero:
+            return out, ad.Zero.from_primal_value(out)
+        return out, prim.bind(idx, ad.instantiate_zeros(tx), **params)
+
+    def transpose(ct, idx, x, **params):
+        assert not ad.is_undefined_primal(idx)
+        if type(ct) is ad.Zero:
+            return None, ad.Zero(x.aval.to_ct_aval())
+        return None, transpose_prim.bind(idx, ct, **transpose_params(x.aval, params))
+
+    ad.primitive_jvps[prim] = jvp
+    ad.primitive_transposes[prim] = transpose
+
+
+_index_linear(tap_select_p, tap_scatter_p,
+              lambda aval, p: dict(stride=p["stride"], ksize=p["ksize"], pad=p["pad"], in_hw=_hw(aval)))
+_index_linear(tap_scatter_p, tap_select_p,
+              lambda aval, p: dict(stride=p["stride"], ksize=p["ksize"], pad=p["pad"]))
+
+
+def _batch_rule(prim, n_leading):
+    """vmap: move batch axes to the front and broadcast unbatched operands; the impls accept
+    any number of leading batch dimensions shared by all operands."""
+
+    def rule(args, dims, **params):
+        size = next(a.shape[d] for a, d in zip(args, dims) if d is not None)
+        moved = [jnp.broadcast_to(a, (size,) + a.shape) if d is None else jnp.moveaxis(a, d, 0)
+                 for a, d in zip(args, dims)]
+        return prim.bind(*moved, **params), 0
+
+    batching.primitive_batchers[prim] = rule
+
+
+for _p in (depthwise_p, depthwise_input_grad_p, depthwise_kernel_grad_p, tap_select_p, tap_scatter_p):
+    _batch_rule(_p, None)
+
+
+# ------------------------------------------------------------------------ public API
+
+
+def depthwise_conv(x: Array, kernel: Array, stride: int = 1, dilation: int = 1) -> Array:
+    """Depthwise 2-D convolution (NHWC), padding ``dilation*(k-1)//2`` as in DARTS.
+
+    Args:
+      x: ``B + (N, H, W, C)``.
+      kernel: ``B + (k, k, C)`` (same leading dims ``B`` as ``x``, usually none).
+      stride, dilation: as in ``torch.nn.Conv2d``.
+    Equal to ``lax.conv_general_dilated(..., feature_group_count=C)`` (tested), with
+    gather-form transposes.
+    """
+    x, kernel = jnp.asarray(x), jnp.asarray(kernel)
+    dtype = jnp.result_type(x, kernel)
+    return depthwise_p.bind(x.astype(dtype), kernel.astype(dtype), stride=int(stride), dilation=int(dilation))
+
+
+def _pool_taps(x, stride, pad, ksize=3):
+    ho = out_size(x.shape[-3], ksize, stride, pad, 1)
+    wo = out_size(x.shape[-2], ksize, stride, pad, 1)
+    xp = _pad_hw(x, pad, pad, pad, pad, value=-jnp.inf)
+    return [(_slice_hw(xp, i, j, ho, wo, stride)) for i in range(ksize) for j in range(ksize)]
+
+
+def max_pool_3x3(x: Array, stride: int) -> Array:
+    """3x3 max pool, padding 1 (padding never wins). The derivative goes to the first
+    maximum of each window in row-major order (PyTorch's rule), through :func:`tap_select`."""
+    taps = _pool_taps(lax.stop_gradient(x), stride, 1)
+    best, idx = taps[0], jnp.zeros(taps[0].shape, jnp.int32)
+    for t, sl in enumerate(taps[1:], start=1):
+        better = sl > best
+        best = jnp.where(better, sl, best)
+        idx = jnp.where(better, t, idx)
+    return tap_select_p.bind(idx, x, stride=int(stride), ksize=3, pad=1)
+
+
+def avg_pool_3x3(x: Array, stride: int) -> Array:
+    """3x3 average pool, padding 1, padding not counted (``count_include_pad=False``)."""
+    ones_k = jnp.ones((3, 3, x.shape[-1]), x.dtype)
+    total = depthwise_conv(x, ones_k, stride, 1)
+    ones = jnp.ones((1, x.shape[-3], x.shape[-2], 1), x.dtype)
+    count = _depthwise_impl(ones, jnp.ones((3, 3, 1), x.dtype), stride=stride, dilation=1)
+    return total / count

@@ -1,0 +1,96 @@
+"""The tap primitives against independent lax references, in float64, through every
+transformation the library uses: grad, jvp-of-grad (HVPs), grad-of-grad (unrolled second
+order), vmap (batched edges) and jit."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from jax import lax
+
+from jaxdarts import kernels
+
+
+def _ref_depthwise(x, w, stride, dilation):
+    k = w.shape[0]
+    p = dilation * (k - 1) // 2
+    return lax.conv_general_dilated(x, w[:, :, None, :], (stride, stride), [(p, p), (p, p)],
+                                    rhs_dilation=(dilation, dilation), dimension_numbers=("NHWC", "HWIO", "NHWC"),
+                                    feature_group_count=x.shape[-1])
+
+
+def _ref_max_pool(x, stride):
+    return lax.reduce_window(x, -jnp.inf, lax.max, (1, 3, 3, 1), (1, stride, stride, 1),
+                             [(0, 0), (1, 1), (1, 1), (0, 0)])
+
+
+def _allclose(a, b, tol=1e-10):
+    for u, v in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
+        np.testing.assert_allclose(np.asarray(u), np.asarray(v), rtol=tol, atol=tol)
+
+
+@pytest.mark.parametrize("k,s,d,hw", [(3, 1, 1, (8, 9)), (5, 1, 1, (8, 8)), (3, 2, 1, (8, 9)), (5, 2, 1, (9, 9)),
+                                      (3, 1, 2, (7, 8)), (5, 2, 2, (8, 7))])
+def test_depthwise_all_transformations(x64, k, s, d, hw):
+    x = jax.random.normal(jax.random.key(0), (2, *hw, 3), jnp.float64)
+    w = jax.random.normal(jax.random.key(1), (k, k, 3), jnp.float64)
+    v = (jax.random.normal(jax.random.key(2), x.shape, jnp.float64),
+         jax.random.normal(jax.random.key(3), w.shape, jnp.float64))
+    mine = lambda x, w: jnp.sum(jnp.sin(kernels.depthwise_conv(x, w, s, d)))
+    ref = lambda x, w: jnp.sum(jnp.sin(_ref_depthwise(x, w, s, d)))
+    _allclose(jax.jit(lambda x, w: kernels.depthwise_conv(x, w, s, d))(x, w), _ref_depthwise(x, w, s, d))
+    _allclose(jax.grad(mine, (0, 1))(x, w), jax.grad(ref, (0, 1))(x, w))
+    # Hessian-vector product, forward-over-reverse (what hypergrad.hvp does) ...
+    hvp = lambda f: jax.jvp(jax.grad(f, (0, 1)), (x, w), v)[1]
+    _allclose(hvp(mine), hvp(ref))
+    # ... and reverse-over-reverse (what the unrolled estimator does)
+    gg = lambda f: jax.grad(lambda x, w: jnp.sum(jax.grad(f, (0, 1))(x, w)[1] ** 2), (0, 1))(x, w)
+    _allclose(gg(mine), gg(ref))
+    # vmap over edges with per-edge kernels (the supernet's batched edges), values and grads
+    xs, ws = jnp.stack([x, 2 * x]), jnp.stack([w, -w])
+    _allclose(jax.vmap(jax.grad(mine, (0, 1)))(xs, ws),
+              [jnp.stack(a) for a in zip(jax.grad(ref, (0, 1))(x, w), jax.grad(ref, (0, 1))(2 * x, -w))])
+    # vmap with a shared (unbatched) kernel
+    _allclose(jax.vmap(lambda x: kernels.depthwise_conv(x, w, s, d))(xs)[1], _ref_depthwise(2 * x, w, s, d))
+
+
+def test_depthwise_backward_is_gather_form():
+    """The point of the primitives: no slice transposes (pads) of the cotangent per tap."""
+    x = jnp.ones((2, 8, 8, 3))
+    w = jnp.ones((5, 5, 3))
+    jaxpr = str(jax.make_jaxpr(jax.grad(lambda x, w: jnp.sum(kernels.depthwise_conv(x, w) ** 2), (0, 1)))(x, w))
+    assert "jaxdarts_depthwise_input_grad" in jaxpr and "jaxdarts_depthwise_kernel_grad" in jaxpr
+    assert "pad" not in jaxpr.replace("jaxdarts", "")
+
+
+@pytest.mark.parametrize("stride,hw", [(1, (8, 7)), (2, (8, 8)), (2, (7, 9))])
+def test_max_pool(x64, stride, hw):
+    x = jax.random.normal(jax.random.key(0), (2, *hw, 3), jnp.float64)
+    _allclose(kernels.max_pool_3x3(x, stride), _ref_max_pool(x, stride))
+    f = lambda p: (lambda x: jnp.sum(jnp.sin(p(x, stride)) * jnp.arange(1.0, 4.0)))
+    _allclose(jax.grad(f(kernels.max_pool_3x3))(x), jax.grad(f(_ref_max_pool))(x))
+    v = jax.random.normal(jax.random.key(1), x.shape, jnp.float64)
+    hvp = lambda p: jax.jvp(jax.grad(f(p)), (x,), (v,))[1]
+    _allclose(hvp(kernels.max_pool_3x3), hvp(_ref_max_pool))
+    xs = jnp.stack([x, -x])
+    _allclose(jax.vmap(jax.grad(f(kernels.max_pool_3x3)))(xs)[1], jax.grad(f(_ref_max_pool))(-x))
+
+
+def test_max_pool_ties_go_to_first_maximum():
+    """PyTorch routes a tied window's gradient to its first maximum (row-major); plain
+    ``jnp.maximum`` would split it."""
+    x = jnp.zeros((1, 3, 3, 1))
+    g = jax.grad(lambda x: kernels.max_pool_3x3(x, 2)[0, 0, 0, 0])(x)
+    np.testing.assert_array_equal(np.asarray(g)[0, :, :, 0], [[1, 0, 0], [0, 0, 0], [0, 0, 0]])
+
+
+@pytest.mark.parametrize("stride,hw", [(1, (8, 7)), (2, (7, 8))])
+def test_avg_pool(x64, stride, hw):
+    x = jax.random.normal(jax.random.key(0), (2, *hw, 3), jnp.float64)
+    win = lambda a: lax.reduce_window(a, 0.0, lax.add, (1, 3, 3, 1), (1, stride, stride, 1),
+                                      [(0, 0), (1, 1), (1, 1), (0, 0)])
+    ref = lambda x, s: win(x) / win(jnp.ones_like(x))
+    _allclose(kernels.avg_pool_3x3(x, stride), ref(x, stride))
+    f = lambda p: (lambda x: jnp.sum(jnp.sin(p(x, stride))))
+    _allclose(jax.grad(f(kernels.avg_pool_3x3))(x), jax.grad(f(ref))(x))
+    _allclose(jax.vmap(jax.grad(f(kernels.avg_pool_3x3)))(jnp.stack([x, -x]))[1], jax.grad(f(ref))(-x))
