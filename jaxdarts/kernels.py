@@ -27,6 +27,7 @@ kernel (``x: B + (N, H, W, C)``, ``k: B + (K, K, C)``); ``vmap`` over edges adds
 from __future__ import annotations
 
 import functools
+import operator
 
 import jax
 import jax.numpy as jnp
@@ -71,21 +72,30 @@ def _kernel_tap(k, i, j, data_ndim):
     return t.reshape(t.shape[:nb] + (1,) * (data_ndim - nb - 1) + t.shape[-1:])
 
 
+def _out_hw(shape, k, stride, pad, dilation):
+    return out_size(shape[-3], k, stride, pad, dilation), out_size(shape[-2], k, stride, pad, dilation)
+
+
+def _taps(xp, k, stride, dilation, out_hw):
+    """Yields ``(i, j, window)`` for the k*k shifted (strided, dilated) windows of ``xp``."""
+    for i in range(k):
+        for j in range(k):
+            yield i, j, _slice_hw(xp, i * dilation, j * dilation, out_hw[0], out_hw[1], stride)
+
+
+def _sum(terms):
+    return functools.reduce(operator.add, terms)
+
+
 # ----------------------------------------------------------------------------- impls
 
 
 def _depthwise_impl(x, k, *, stride, dilation):
     K = k.shape[-2]
     pad = same_pad(K, dilation)
-    ho = out_size(x.shape[-3], K, stride, pad, dilation)
-    wo = out_size(x.shape[-2], K, stride, pad, dilation)
     xp = _pad_hw(x, pad, pad, pad, pad)
-    out = None
-    for i in range(K):
-        for j in range(K):
-            term = _slice_hw(xp, i * dilation, j * dilation, ho, wo, stride) * _kernel_tap(k, i, j, x.ndim)
-            out = term if out is None else out + term
-    return out
+    return _sum(sl * _kernel_tap(k, i, j, x.ndim)
+                for i, j, sl in _taps(xp, K, stride, dilation, _out_hw(x.shape, K, stride, pad, dilation)))
 
 
 def _dilate_for_transpose(g, K, stride, dilation, in_hw, value=0.0):
@@ -102,51 +112,34 @@ def _dilate_for_transpose(g, K, stride, dilation, in_hw, value=0.0):
 def _depthwise_input_grad_impl(g, k, *, stride, dilation, in_hw):
     K = k.shape[-2]
     G = _dilate_for_transpose(g, K, stride, dilation, in_hw)
-    out = None
-    for i in range(K):
-        for j in range(K):
-            sl = _slice_hw(G, i * dilation, j * dilation, in_hw[0], in_hw[1], 1)
-            term = sl * _kernel_tap(k, K - 1 - i, K - 1 - j, g.ndim)
-            out = term if out is None else out + term
-    return out
+    return _sum(sl * _kernel_tap(k, K - 1 - i, K - 1 - j, g.ndim) for i, j, sl in _taps(G, K, 1, dilation, in_hw))
 
 
 def _depthwise_kernel_grad_impl(x, g, *, stride, dilation, ksize):
     K = ksize
     pad = same_pad(K, dilation)
-    ho, wo = g.shape[-3], g.shape[-2]
     xp = _pad_hw(x, pad, pad, pad, pad)
     nb = x.ndim - 4  # leading batch dims shared with the kernel
     axes = tuple(range(nb, x.ndim - 1))
-    taps = [jnp.sum(_slice_hw(xp, i * dilation, j * dilation, ho, wo, stride) * g, axis=axes)
-            for i in range(K) for j in range(K)]
+    taps = [jnp.sum(sl * g, axis=axes) for _, _, sl in _taps(xp, K, stride, dilation, g.shape[-3:-1])]
     out = jnp.stack(taps, axis=-2)  # B + (K*K, C)
     return out.reshape(out.shape[:-2] + (K, K, out.shape[-1]))
 
 
 def _tap_select_impl(idx, x, *, stride, ksize, pad):
-    ho = out_size(x.shape[-3], ksize, stride, pad, 1)
-    wo = out_size(x.shape[-2], ksize, stride, pad, 1)
     xp = _pad_hw(x, pad, pad, pad, pad)
     out = jnp.zeros(idx.shape, x.dtype)
-    for t in range(ksize * ksize):
-        i, j = divmod(t, ksize)
-        out = jnp.where(idx == t, _slice_hw(xp, i, j, ho, wo, stride), out)
+    for t, (_, _, sl) in enumerate(_taps(xp, ksize, stride, 1, _out_hw(x.shape, ksize, stride, pad, 1))):
+        out = jnp.where(idx == t, sl, out)
     return out
 
 
 def _tap_scatter_impl(idx, g, *, stride, ksize, pad, in_hw):
     G = _dilate_for_transpose(g, ksize, stride, 1, in_hw)
     I = _dilate_for_transpose(idx, ksize, stride, 1, in_hw, value=-1)
-    out = None
-    for i in range(ksize):
-        for j in range(ksize):
-            t = (ksize - 1 - i) * ksize + (ksize - 1 - j)
-            sl_g = _slice_hw(G, i, j, in_hw[0], in_hw[1], 1)
-            sl_i = _slice_hw(I, i, j, in_hw[0], in_hw[1], 1)
-            term = jnp.where(sl_i == t, sl_g, jnp.zeros((), g.dtype))
-            out = term if out is None else out + term
-    return out
+    zero = jnp.zeros((), g.dtype)
+    return _sum(jnp.where(sl_i == (ksize - 1 - i) * ksize + (ksize - 1 - j), sl_g, zero)
+                for (i, j, sl_g), (_, _, sl_i) in zip(_taps(G, ksize, 1, 1, in_hw), _taps(I, ksize, 1, 1, in_hw)))
 
 
 # ------------------------------------------------------------------------ primitives
@@ -167,9 +160,7 @@ def _primitive(name, impl, shape_fn):
 
 def _dw_shape(x, k, *, stride, dilation):
     K = k.shape[-2]
-    pad = same_pad(K, dilation)
-    return x.shape[:-3] + (out_size(x.shape[-3], K, stride, pad, dilation),
-                           out_size(x.shape[-2], K, stride, pad, dilation), x.shape[-1])
+    return x.shape[:-3] + _out_hw(x.shape, K, stride, same_pad(K, dilation), dilation) + x.shape[-1:]
 
 
 depthwise_p = _primitive("jaxdarts_depthwise", _depthwise_impl, _dw_shape)
@@ -242,7 +233,7 @@ _index_linear(tap_scatter_p, tap_select_p,
               lambda aval, p: dict(stride=p["stride"], ksize=p["ksize"], pad=p["pad"]))
 
 
-def _batch_rule(prim, n_leading):
+def _batch_rule(prim):
     """vmap: move batch axes to the front and broadcast unbatched operands; the impls accept
     any number of leading batch dimensions shared by all operands."""
 
@@ -256,7 +247,7 @@ def _batch_rule(prim, n_leading):
 
 
 for _p in (depthwise_p, depthwise_input_grad_p, depthwise_kernel_grad_p, tap_select_p, tap_scatter_p):
-    _batch_rule(_p, None)
+    _batch_rule(_p)
 
 
 # ------------------------------------------------------------------------ public API
@@ -278,10 +269,8 @@ def depthwise_conv(x: Array, kernel: Array, stride: int = 1, dilation: int = 1) 
 
 
 def _pool_taps(x, stride, pad, ksize=3):
-    ho = out_size(x.shape[-3], ksize, stride, pad, 1)
-    wo = out_size(x.shape[-2], ksize, stride, pad, 1)
     xp = _pad_hw(x, pad, pad, pad, pad, value=-jnp.inf)
-    return [(_slice_hw(xp, i, j, ho, wo, stride)) for i in range(ksize) for j in range(ksize)]
+    return [sl for _, _, sl in _taps(xp, ksize, stride, 1, _out_hw(x.shape, ksize, stride, pad, 1))]
 
 
 def max_pool_3x3(x: Array, stride: int) -> Array:

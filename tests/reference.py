@@ -4,13 +4,26 @@ Independent of the supernet's edge grouping/batching: it walks nodes and edges o
 one, slicing each edge's parameters out of the batched (vmapped) parameter stacks and
 applying an un-batched MixedOp (``discrete=False``), or only the genotype's ops
 (``discrete=True``), and assembles cells as the DARTS reference does.
+
+Also the depthwise convolution written with ``lax.conv_general_dilated``'s
+``feature_group_count`` (the reference for :mod:`jaxdarts.kernels`' tap primitives).
 """
 
 import jax
 import jax.numpy as jnp
 from flax import linen as nn
+from jax import lax
 
 from jaxdarts import ops, spaces, supernet
+
+
+def grouped_conv_depthwise(x, w, stride, dilation):
+    """Depthwise conv of NHWC ``x`` with ``(k, k, C)`` filters, DARTS padding."""
+    k = w.shape[0]
+    p = dilation * (k - 1) // 2
+    return lax.conv_general_dilated(x, w[:, :, None, :], (stride, stride), [(p, p), (p, p)],
+                                    rhs_dilation=(dilation, dilation), dimension_numbers=("NHWC", "HWIO", "NHWC"),
+                                    feature_group_count=x.shape[-1])
 
 
 def _group_of(space, cell_type, reduction, e):
