@@ -4,8 +4,11 @@ time and peak memory, on the DARTS supernet.
     python benchmarks/search_step.py                       # C=16, 8 cells, batch 64, 32x32 (paper size)
     python benchmarks/search_step.py --C 8 --layers 3 --batch 32 --size 16 --estimators first_order,amended
 
-Each estimator runs in a fresh subprocess (so peak RSS is its own). Prints one JSON line
-per estimator; copy the figures into benchmarks/RESULTS.md with machine and date.
+Each estimator runs in a fresh subprocess (so peak RSS / device memory is its own). Prints
+one JSON line per estimator; copy the figures into benchmarks/RESULTS.md with machine and
+date. On a GPU, `peak_device_gb` is the allocator's peak (``memory_stats``) and
+`temp_gb` XLA's buffer assignment for the step's temporaries; `--depthwise conv` (cuDNN
+grouped convolution) is the form to use there.
 """
 
 import argparse
@@ -45,24 +48,38 @@ def one(args):
         s.images = np.repeat(s.images, 3, axis=-1)
     task.ds_info = task.ds_info.__class__("fashion_mnist3", 10, (0.286,) * 3, (0.353,) * 3)
     state = task.init_state()
-    tb, vb = task.train_stream.batch(0, 0), task.val_stream.batch(0, 0)
+    tb, vb = jax.device_put((task.train_stream.batch(0, 0), task.val_stream.batch(0, 0)))
     sched = task.schedule_values(0)
-    step = jax.jit(task.search_step)
+    step = jax.jit(task.search_step, donate_argnums=0)
     t0 = time.time()
     lowered = step.lower(state, tb, vb, sched)
     t1 = time.time()
     compiled = lowered.compile()
     t2 = time.time()
+    try:
+        temp_gb = round(compiled.memory_analysis().temp_size_in_bytes / 2 ** 30, 2)
+    except Exception:  # noqa: BLE001 - not every backend reports it
+        temp_gb = None
+    print(f"trace {t1 - t0:.1f} s, compile {t2 - t1:.1f} s", file=sys.stderr, flush=True)
+    lock = open(args.lock, "a") if args.lock else None
+    if lock:  # compiles may overlap, timed steps never do
+        import fcntl
+        fcntl.flock(lock, fcntl.LOCK_EX)
     times = []
     for i in range(args.steps):
         t = time.time()
         state, m = compiled(state, tb, vb, sched)
         jax.block_until_ready(m)
         times.append(time.time() - t)
-    print(json.dumps({"estimator": args.estimator, "C": args.C, "layers": args.layers, "batch": args.batch,
+    if lock:
+        lock.close()
+    dev = jax.devices()[0]
+    stats = dev.memory_stats() or {}
+    print(json.dumps({"device": dev.device_kind, "estimator": args.estimator, "C": args.C, "layers": args.layers, "batch": args.batch,
                       "size": args.size, "depthwise": args.depthwise, "remat": args.remat, "trace_s": round(t1 - t0, 2),
                       "compile_s": round(t2 - t1, 2), "median_step_s": round(float(np.median(times[1:] or times)), 3),
-                      "steps": args.steps,
+                      "steps": args.steps, "temp_gb": temp_gb,
+                      "peak_device_gb": round(stats["peak_bytes_in_use"] / 2 ** 30, 2) if stats else None,
                       "peak_rss_gb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2 ** 20, 2)}))
 
 
@@ -77,6 +94,8 @@ def main():
     ap.add_argument("--remat", action="store_true", help="rematerialise each cell in the backward pass")
     ap.add_argument("--steps", type=int, default=4)
     ap.add_argument("--cg_iters", type=int, default=5)
+    ap.add_argument("--lock", default="", help="file lock held while timing (parallel compiles, serial timing)")
+    ap.add_argument("--timeout", type=int, default=0, help="seconds per estimator subprocess (0: none)")
     ap.add_argument("--estimators", default="first_order,unrolled,finite_difference,amended,implicit")
     ap.add_argument("--estimator", default=None, help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -86,9 +105,12 @@ def main():
         cmd = [sys.executable, __file__, "--estimator", est] + [
             f"--{k}={v}" for k, v in vars(args).items()
             if k not in ("estimator", "estimators") and not isinstance(v, bool)] + (["--remat"] if args.remat else [])
-        r = subprocess.run(cmd, capture_output=True, text=True)
-        print(r.stdout.strip() or json.dumps({"estimator": est, "error": r.stderr.strip().splitlines()[-1:]}),
-              flush=True)
+        try:
+            r = subprocess.run(cmd, capture_output=True, text=True, timeout=args.timeout or None)
+            out, err = r.stdout.strip(), r.stderr.strip().splitlines()[-1:]
+        except subprocess.TimeoutExpired:
+            out, err = "", [f"timed out after {args.timeout} s"]
+        print(out or json.dumps({"estimator": est, "C": args.C, "batch": args.batch, "error": err}), flush=True)
 
 
 if __name__ == "__main__":

@@ -154,17 +154,20 @@ def main():
     ap.add_argument("--size", type=int, default=32)
     ap.add_argument("--steps", type=int, default=4)
     ap.add_argument("--threads", type=int, default=0, help="0: torch default")
+    ap.add_argument("--device", default="cpu", help="cpu or cuda")
     a = ap.parse_args()
     if a.threads:
         torch.set_num_threads(a.threads)
     torch.manual_seed(0)
-    net = Network(a.C, 10, a.layers)
+    dev = torch.device(a.device)
+    net = Network(a.C, 10, a.layers).to(dev)
     n_params = sum(p.numel() for p in net.weights())
     w_opt = torch.optim.SGD(net.weights(), 0.025, momentum=0.9, weight_decay=3e-4)
     a_opt = torch.optim.Adam(net.arch_parameters(), 3e-4, betas=(0.5, 0.999), weight_decay=1e-3)
 
     def batch():
-        return torch.randn(a.batch, 3, a.size, a.size), torch.randint(0, 10, (a.batch,))
+        return (torch.randn(a.batch, 3, a.size, a.size, device=dev),
+                torch.randint(0, 10, (a.batch,), device=dev))
 
     def arch_step(xt, yt, xv, yv):
         a_opt.zero_grad()
@@ -207,14 +210,20 @@ def main():
         nn.utils.clip_grad_norm_(net.weights(), 5.0)
         w_opt.step()
 
+    sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)
     times = []
     for _ in range(a.steps + 2):
+        sync()
         t = time.perf_counter()
         step()
+        sync()
         times.append(time.perf_counter() - t)
     print(json.dumps({"framework": "pytorch", "torch": torch.__version__, "mode": a.mode, "C": a.C,
                       "layers": a.layers, "batch": a.batch, "size": a.size, "threads": torch.get_num_threads(),
                       "params": n_params, "median_step_s": round(statistics.median(times[2:]), 3),
+                      "device": torch.cuda.get_device_name() if dev.type == "cuda" else "cpu",
+                      "peak_device_gb": (round(torch.cuda.max_memory_allocated() / 2**30, 2)
+                                         if dev.type == "cuda" else None),
                       "peak_rss_gb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 2)}))
 
 
