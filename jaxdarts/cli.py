@@ -2,10 +2,46 @@
 
 from __future__ import annotations
 
+import os
 import sys
 
 USAGE = ("usage: search.py --config configs/X.py[:variant] --workdir DIR [--config.FIELD=VALUE ...] "
-         "[--max_epochs N]")
+         "[--max_epochs N] [--compilation_cache DIR|none]")
+DEFAULT_CACHE = "~/.cache/jaxdarts/xla"
+
+
+XLA_GPU_WORKAROUNDS = ("--xla_gpu_enable_triton_gemm=false",)
+"""XLA flags the CLI adds unless ``XLA_FLAGS`` already sets them: with Triton GEMM fusion
+on, XLA in jaxlib 0.11.2 aborts while compiling the DARTS search step on an H100
+(``triton_tiling_propagation.cc:703 Check failed: subdim_size_accumulator == dim_size``,
+2026-11-22). Harmless on CPU. Library users on GPU set the flag themselves before JAX
+starts (see README)."""
+
+
+def add_xla_workarounds() -> None:
+    """Appends :data:`XLA_GPU_WORKAROUNDS` to ``XLA_FLAGS`` (before the backend starts)."""
+    flags = os.environ.get("XLA_FLAGS", "")
+    for f in XLA_GPU_WORKAROUNDS:
+        if f.split("=")[0] not in flags:
+            flags = (flags + " " + f).strip()
+    os.environ["XLA_FLAGS"] = flags
+
+
+def enable_compilation_cache(path: str | None) -> str | None:
+    """Turns on JAX's persistent compilation cache at ``path`` (``None``/``"none"``: off),
+    so re-running a command (resuming) or a config with the same shapes skips XLA's
+    compile of the search step (minutes for the supernet). Leaves a cache directory the
+    user configured already untouched. Returns the directory in use."""
+    import jax
+
+    current = jax.config.jax_compilation_cache_dir
+    if current or not path or path == "none":
+        return current or None
+    path = os.path.expanduser(path)
+    os.makedirs(path, exist_ok=True)
+    jax.config.update("jax_compilation_cache_dir", path)
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 1.0)
+    return path
 
 
 def _fail(msg: str, code: int = 2):
@@ -15,6 +51,7 @@ def _fail(msg: str, code: int = 2):
 
 def main(argv=None) -> int:
     argv = list(sys.argv if argv is None else argv)
+    add_xla_workarounds()
     from absl import flags
     from ml_collections import config_flags
 
@@ -22,6 +59,8 @@ def main(argv=None) -> int:
     config_flags.DEFINE_config_file("config", None, "config file[:variant]", flag_values=fv, lock_config=True)
     flags.DEFINE_string("workdir", None, "run directory (re-running resumes)", flag_values=fv)
     flags.DEFINE_integer("max_epochs", None, "stop after this many epochs of this invocation", flag_values=fv)
+    flags.DEFINE_string("compilation_cache", os.environ.get("JAXDARTS_COMPILATION_CACHE", DEFAULT_CACHE),
+                        "persistent XLA compilation cache directory ('none': off)", flag_values=fv)
     try:
         fv(argv)
     except flags.Error as e:
@@ -41,6 +80,8 @@ def main(argv=None) -> int:
         _fail(str(e))
     from jaxdarts import data as data_lib
     from jaxdarts import search
+
+    enable_compilation_cache(fv.compilation_cache)
 
     try:
         if cfg.runner == "rdarts":

@@ -31,6 +31,7 @@ import operator
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax import lax
 from jax.extend.core import Primitive
 from jax.interpreters import ad, batching, mlir
@@ -285,10 +286,19 @@ def max_pool_3x3(x: Array, stride: int) -> Array:
     return tap_select_p.bind(idx, x, stride=int(stride), ksize=3, pad=1)
 
 
+def avg_pool_count(h: int, w: int, stride: int) -> np.ndarray:
+    """``(H_out, W_out)`` number of in-image pixels in each 3x3 window (padding 1): the
+    divisor of an average pool with ``count_include_pad=False``. A constant."""
+
+    def one(n):
+        starts = np.arange(out_size(n, 3, stride, 1, 1)) * stride - 1
+        return np.minimum(starts + 3, n) - np.maximum(starts, 0)
+
+    return np.outer(one(h), one(w)).astype(np.float32)
+
+
 def avg_pool_3x3(x: Array, stride: int) -> Array:
     """3x3 average pool, padding 1, padding not counted (``count_include_pad=False``)."""
     ones_k = jnp.ones((3, 3, x.shape[-1]), x.dtype)
     total = depthwise_conv(x, ones_k, stride, 1)
-    ones = jnp.ones((1, x.shape[-3], x.shape[-2], 1), x.dtype)
-    count = _depthwise_impl(ones, jnp.ones((3, 3, 1), x.dtype), stride=stride, dilation=1)
-    return total / count
+    return total / avg_pool_count(x.shape[-3], x.shape[-2], stride).astype(x.dtype)[:, :, None]

@@ -55,10 +55,14 @@ NB201_PRIMITIVES = ("none", "skip_connect", "nor_conv_1x1", "nor_conv_3x3", "avg
 _torch_init = nn.initializers.variance_scaling(1.0 / 3.0, "fan_in", "uniform")
 
 
-def batch_norm(train: bool, affine: bool, name: str | None = None) -> nn.BatchNorm:
-    """PyTorch-equivalent BatchNorm2d (momentum 0.1, eps 1e-5) over NHWC channels."""
+def batch_norm(train: bool, affine: bool, name: str | None = None, axis: int | tuple[int, ...] = -1) -> nn.BatchNorm:
+    """PyTorch-equivalent BatchNorm2d (momentum 0.1, eps 1e-5) over NHWC channels.
+
+    ``axis`` names the feature axes: ``(0, -1)`` normalises a stack ``(G, N, H, W, C)`` of
+    G independent BatchNorm2d inputs at once (statistics per ``(g, c)``)."""
     return nn.BatchNorm(
         use_running_average=not train,
+        axis=axis,
         momentum=0.9,
         epsilon=1e-5,
         use_scale=affine,
@@ -70,6 +74,22 @@ def batch_norm(train: bool, affine: bool, name: str | None = None) -> nn.BatchNo
 depthwise_conv = kernels.depthwise_conv
 max_pool_3x3 = kernels.max_pool_3x3
 avg_pool_3x3 = kernels.avg_pool_3x3
+
+
+def native_max_pool_3x3(x: Array, stride: int) -> Array:
+    """3x3 max pool, padding 1, as one ``reduce_window`` (the ``'conv'`` lowering: one
+    HLO op forward, ``select_and_scatter_add`` backward, which also routes a tied window's
+    gradient to its first maximum)."""
+    return lax.reduce_window(x, -jnp.inf, lax.max, (1, 3, 3, 1), (1, stride, stride, 1),
+                             [(0, 0), (1, 1), (1, 1), (0, 0)])
+
+
+def native_avg_pool_3x3(x: Array, stride: int) -> Array:
+    """3x3 average pool, padding 1, padding not counted, as one ``reduce_window`` sum
+    divided by a constant count (the ``'conv'`` lowering)."""
+    total = lax.reduce_window(x, 0.0, lax.add, (1, 3, 3, 1), (1, stride, stride, 1),
+                              [(0, 0), (1, 1), (1, 1), (0, 0)])
+    return total / kernels.avg_pool_count(x.shape[-3], x.shape[-2], stride).astype(x.dtype)[:, :, None]
 
 
 class PointwiseConv(nn.Module):
@@ -90,9 +110,11 @@ import os as _os
 
 DEPTHWISE_IMPLS = ("taps", "conv")
 DEPTHWISE_IMPL = _os.environ.get("JAXDARTS_DEPTHWISE", "taps")
-"""How depthwise convolutions are lowered (read at trace time): ``'taps'`` (shifted
-slices; on XLA:CPU ~20x faster forward, ~3x slower to compile) or ``'conv'``
-(``feature_group_count`` convolution). Numerically equal (tested)."""
+"""How depthwise convolutions and 3x3 pools are lowered (read at trace time): ``'taps'``
+(:mod:`jaxdarts.kernels` primitives, shifted slices; on XLA:CPU ~20x faster forward, ~3x
+slower to compile) or ``'conv'`` (XLA's own ops: ``feature_group_count`` convolution and
+``reduce_window`` pools; the form for GPUs/TPUs and for compile time). Numerically equal
+(tested)."""
 
 
 def set_depthwise_impl(name: str) -> None:
@@ -130,6 +152,7 @@ class ReLUConvBN(nn.Module):
     kernel_size: int = 1
     stride: int = 1
     affine: bool = True
+    final_bn: bool = True  # False: return the pre-BN tensor (the caller normalises; see MixedOp)
 
     @nn.compact
     def __call__(self, x: Array, train: bool) -> Array:
@@ -140,7 +163,7 @@ class ReLUConvBN(nn.Module):
             p = (self.kernel_size - 1) // 2
             x = nn.Conv(self.C_out, (self.kernel_size,) * 2, self.stride, padding=[(p, p), (p, p)],
                         use_bias=False, kernel_init=_torch_init)(x)
-        return batch_norm(train, self.affine)(x)
+        return batch_norm(train, self.affine)(x) if self.final_bn else x
 
 
 class DilConv(nn.Module):
@@ -151,13 +174,14 @@ class DilConv(nn.Module):
     stride: int
     dilation: int
     affine: bool = True
+    final_bn: bool = True
 
     @nn.compact
     def __call__(self, x: Array, train: bool) -> Array:
         x = nn.relu(x)
         x = DepthwiseConv(self.kernel_size, self.stride, self.dilation)(x)
         x = PointwiseConv(self.C_out)(x)
-        return batch_norm(train, self.affine)(x)
+        return batch_norm(train, self.affine)(x) if self.final_bn else x
 
 
 class SepConv(nn.Module):
@@ -168,11 +192,12 @@ class SepConv(nn.Module):
     kernel_size: int
     stride: int
     affine: bool = True
+    final_bn: bool = True  # the second block's BN only
 
     @nn.compact
     def __call__(self, x: Array, train: bool) -> Array:
         x = DilConv(x.shape[-1], self.kernel_size, self.stride, 1, self.affine)(x, train)
-        return DilConv(self.C_out, self.kernel_size, 1, 1, self.affine)(x, train)
+        return DilConv(self.C_out, self.kernel_size, 1, 1, self.affine, self.final_bn)(x, train)
 
 
 class FactorizedReduce(nn.Module):
@@ -182,6 +207,7 @@ class FactorizedReduce(nn.Module):
 
     C_out: int
     affine: bool = True
+    final_bn: bool = True
 
     @nn.compact
     def __call__(self, x: Array, train: bool) -> Array:
@@ -193,7 +219,8 @@ class FactorizedReduce(nn.Module):
         if x.shape[1] % 2 or x.shape[2] % 2:
             shifted = jnp.pad(shifted, ((0, 0), (0, x.shape[1] % 2), (0, x.shape[2] % 2), (0, 0)))
         b = PointwiseConv(self.C_out // 2, 2)(shifted)
-        return batch_norm(train, self.affine)(jnp.concatenate([a, b], axis=-1))
+        x = jnp.concatenate([a, b], axis=-1)
+        return batch_norm(train, self.affine)(x) if self.final_bn else x
 
 
 class Zero(nn.Module):
@@ -221,7 +248,10 @@ class Pool(nn.Module):
 
     @nn.compact
     def __call__(self, x: Array, train: bool) -> Array:
-        x = max_pool_3x3(x, self.stride) if self.kind == "max" else avg_pool_3x3(x, self.stride)
+        if DEPTHWISE_IMPL == "conv":
+            x = native_max_pool_3x3(x, self.stride) if self.kind == "max" else native_avg_pool_3x3(x, self.stride)
+        else:
+            x = max_pool_3x3(x, self.stride) if self.kind == "max" else avg_pool_3x3(x, self.stride)
         if self.bn:
             x = batch_norm(train, affine=False)(x)
         return x
@@ -247,7 +277,7 @@ def _nb201_pool(C_in: int, C_out: int, stride: int, affine: bool, name) -> nn.Mo
 
 
 def make_op(name: str, C_in: int, C_out: int, stride: int, affine: bool, family: str = "darts",
-            module_name: str | None = None) -> nn.Module:
+            module_name: str | None = None, final_bn: bool = True) -> nn.Module:
     """Builds the operation ``name``.
 
     Args:
@@ -258,26 +288,46 @@ def make_op(name: str, C_in: int, C_out: int, stride: int, affine: bool, family:
         True in evaluation networks.
       family: ``'darts'`` or ``'nb201'`` (NAS-Bench-201 pools have no BN).
       module_name: Flax submodule name.
+      final_bn: False leaves out the op's last BatchNorm (only for ops where
+        :func:`ends_with_bn` is true): the search supernet normalises all such outputs of
+        an edge in one stacked BatchNorm (same statistics, one op instead of up to 7).
     """
     if name not in _OPS:
         raise ValueError(f"unknown op {name!r}; accepted: {', '.join(OP_NAMES)}")
-    return _OPS[name](C_in, C_out, stride, affine, family, module_name)
+    if not final_bn and not ends_with_bn(name, stride, affine, family):
+        raise ValueError(f"op {name!r} (stride {stride}, affine {affine}, {family}) has no parameter-free final "
+                         "BatchNorm to leave out")
+    return _OPS[name](C_in, C_out, stride, affine, family, module_name, final_bn)
 
 
-_OPS: dict[str, Callable[..., nn.Module]] = {
-    "none": lambda ci, co, s, a, f, n: Zero(co, s, name=n),
-    "max_pool_3x3": lambda ci, co, s, a, f, n: Pool("max", s, bn=(not a and f == "darts"), name=n),
-    "avg_pool_3x3": lambda ci, co, s, a, f, n: (
-        Pool("avg", s, bn=not a, name=n) if f == "darts" else _nb201_pool(ci, co, s, a, n)),
-    "skip_connect": lambda ci, co, s, a, f, n: Identity(name=n) if s == 1 else FactorizedReduce(co, a, name=n),
-    "sep_conv_3x3": lambda ci, co, s, a, f, n: SepConv(co, 3, s, a, name=n),
-    "sep_conv_5x5": lambda ci, co, s, a, f, n: SepConv(co, 5, s, a, name=n),
-    "sep_conv_7x7": lambda ci, co, s, a, f, n: SepConv(co, 7, s, a, name=n),
-    "dil_conv_3x3": lambda ci, co, s, a, f, n: DilConv(co, 3, s, 2, a, name=n),
-    "dil_conv_5x5": lambda ci, co, s, a, f, n: DilConv(co, 5, s, 2, a, name=n),
-    "noise": lambda ci, co, s, a, f, n: Noise(s, name=n),
-    "nor_conv_1x1": lambda ci, co, s, a, f, n: ReLUConvBN(co, 1, s, a, name=n),
-    "nor_conv_3x3": lambda ci, co, s, a, f, n: ReLUConvBN(co, 3, s, a, name=n),
+def ends_with_bn(name: str, stride: int, affine: bool, family: str = "darts") -> bool:
+    """Whether op ``name`` ends with a BatchNorm that has no parameters (``affine=False``),
+    so that its output can be normalised together with other ops' outputs."""
+    if affine:
+        return False
+    if name in ("sep_conv_3x3", "sep_conv_5x5", "sep_conv_7x7", "dil_conv_3x3", "dil_conv_5x5",
+                "nor_conv_1x1", "nor_conv_3x3", "max_pool_3x3"):
+        return name != "max_pool_3x3" or family == "darts"
+    if name == "avg_pool_3x3":
+        return family == "darts"
+    return name == "skip_connect" and stride == 2
+
+
+_OPS: dict[str, Callable[..., nn.Module]] = {  # (C_in, C_out, stride, affine, family, name, final_bn)
+    "none": lambda ci, co, s, a, f, n, b: Zero(co, s, name=n),
+    "max_pool_3x3": lambda ci, co, s, a, f, n, b: Pool("max", s, bn=(not a and f == "darts" and b), name=n),
+    "avg_pool_3x3": lambda ci, co, s, a, f, n, b: (
+        Pool("avg", s, bn=not a and b, name=n) if f == "darts" else _nb201_pool(ci, co, s, a, n)),
+    "skip_connect": lambda ci, co, s, a, f, n, b: (
+        Identity(name=n) if s == 1 else FactorizedReduce(co, a, b, name=n)),
+    "sep_conv_3x3": lambda ci, co, s, a, f, n, b: SepConv(co, 3, s, a, b, name=n),
+    "sep_conv_5x5": lambda ci, co, s, a, f, n, b: SepConv(co, 5, s, a, b, name=n),
+    "sep_conv_7x7": lambda ci, co, s, a, f, n, b: SepConv(co, 7, s, a, b, name=n),
+    "dil_conv_3x3": lambda ci, co, s, a, f, n, b: DilConv(co, 3, s, 2, a, b, name=n),
+    "dil_conv_5x5": lambda ci, co, s, a, f, n, b: DilConv(co, 5, s, 2, a, b, name=n),
+    "noise": lambda ci, co, s, a, f, n, b: Noise(s, name=n),
+    "nor_conv_1x1": lambda ci, co, s, a, f, n, b: ReLUConvBN(co, 1, s, a, b, name=n),
+    "nor_conv_3x3": lambda ci, co, s, a, f, n, b: ReLUConvBN(co, 3, s, a, b, name=n),
 }
 OP_NAMES: tuple[str, ...] = tuple(_OPS)
 

@@ -27,13 +27,14 @@ import math
 import os
 import sys
 import time
-from typing import Any, Callable
+from typing import Any
 
 import flax
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+from jax.extend.core import jaxpr_as_fun
 
 from jaxdarts import data as data_lib
 from jaxdarts import genotype as genotype_lib
@@ -239,10 +240,14 @@ class SearchTask:
         tb_arch = self.preprocess(jax.random.fold_in(k, 0), train_batch, True, 0.0)
         tb = self.preprocess(jax.random.fold_in(k, 0), train_batch, True, sched["cutout_prob"])
         vb = self.preprocess(jax.random.fold_in(k, 1), val_batch, self.cfg.data.augment_val)
-        arch = lambda s: self.arch_update(s, tb_arch, vb)
-        skipped = lambda s: (s, jax.tree.map(lambda x: jnp.zeros(x.shape, x.dtype), jax.eval_shape(arch, s)[1]))
-        # weight-only warm-up epochs skip the architecture step's compute
-        state, a_metrics = jax.lax.cond(sched["arch_update"] > 0, arch, skipped, state)
+        # Weight-only warm-up epochs skip the architecture step's compute. The arch step is
+        # traced once (the Python model code is the slow part of tracing) and replayed as a
+        # jaxpr inside the cond; the skipped branch needs only its output shapes.
+        closed, out_shape = jax.make_jaxpr(self.arch_update, return_shape=True)(state, tb_arch, vb)
+        arch = lambda s, t, v: jax.tree.unflatten(jax.tree.structure(out_shape),
+                                                  jaxpr_as_fun(closed)(*jax.tree.leaves((s, t, v))))
+        skipped = lambda s, t, v: (s, jax.tree.map(lambda x: jnp.zeros(x.shape, x.dtype), out_shape[1]))
+        state, a_metrics = jax.lax.cond(sched["arch_update"] > 0, arch, skipped, state, tb_arch, vb)
         state, w_metrics = self.weight_update(state, tb, sched["drop_prob"])
         return state.replace(step=state.step + 1), {**w_metrics, **a_metrics}
 

@@ -112,9 +112,17 @@ def edge_groups(space, cell_type: str, reduction: bool) -> tuple[EdgeGroup, ...]
 class MixedOp(nn.Module):
     """``sum_k w_k op_k(x)`` over one edge's (padded) op list.
 
-    ``None`` slots and the ``none`` op are skipped (they contribute zero). With
-    ``drop_prob > 0`` in training, per-sample drop-path is applied to each non-identity
-    op output (RobustDARTS search regularisation).
+    ``None`` slots and the ``none`` op are skipped (they contribute zero). With the
+    ``'conv'`` lowering (:data:`jaxdarts.ops.DEPTHWISE_IMPL`, the compact program for
+    GPUs/TPUs), ops that end with a parameter-free BatchNorm (every conv and pool of the
+    DARTS search network, and the strided skip) are computed without it and normalised
+    together: their outputs are stacked ``(G, N, H, W, C)`` and go through one BatchNorm
+    with per-``(g, c)`` statistics, the same function as G separate BatchNorms in a
+    fraction of the program XLA must compile (BatchNorm forward+backward was ~60% of a
+    mixed op's HLO). The ``'taps'`` lowering (XLA:CPU) keeps one BatchNorm per op: there
+    the stacked form compiled 25% faster but ran 22% slower (``benchmarks/RESULTS.md``).
+    With ``drop_prob > 0`` in training, per-sample drop-path is applied to each
+    non-identity op output (RobustDARTS search regularisation).
     """
 
     ops: tuple[str | None, ...]
@@ -127,14 +135,27 @@ class MixedOp(nn.Module):
     @nn.compact
     def __call__(self, x: Array, w: Array, drop_prob: Array | float = 0.0) -> Array:
         out = jnp.zeros(x.shape[:1] + self._out_hw(x) + (self.C,), x.dtype)
+        stacked_k, stacked_y = [], []
         for k, name in enumerate(self.ops):
             if name is None or name == "none":
                 continue
+            joint = ops_lib.DEPTHWISE_IMPL == "conv" and ops_lib.ends_with_bn(name, self.stride, self.affine,
+                                                                              self.family)
             y = ops_lib.make_op(name, x.shape[-1], self.C, self.stride, self.affine, self.family,
-                                module_name=name)(x, self.train)
+                                module_name=name, final_bn=not joint)(x, self.train)
+            if joint:
+                stacked_k.append(k)
+                stacked_y.append(y)
+                continue
             if self.train and not ops_lib.is_identity(name, self.stride) and name != "noise":
                 y = drop_path(self, y, drop_prob)
             out = out + w[k] * y
+        if stacked_y:
+            y = ops_lib.batch_norm(self.train, False, name="joint_bn", axis=(0, -1))(jnp.stack(stacked_y))
+            if self.train:
+                y = drop_path(self, y, drop_prob, batch_axes=2)
+            wk = jnp.stack([w[k] for k in stacked_k])  # static slices: no gather
+            out = out + jnp.tensordot(wk, y, axes=1)
         return out
 
     def _out_hw(self, x):
@@ -142,15 +163,18 @@ class MixedOp(nn.Module):
         return (-(-x.shape[1] // s), -(-x.shape[2] // s))
 
 
-def drop_path(module: nn.Module, x: Array, drop_prob: Array | float) -> Array:
+def drop_path(module: nn.Module, x: Array, drop_prob: Array | float, batch_axes: int = 1) -> Array:
     """Per-sample drop-path scaled by ``1/keep``; a no-op when ``drop_prob == 0`` or no
-    ``'dropout'`` RNG is given. ``drop_prob`` may be traced (schedules don't recompile)."""
+    ``'dropout'`` RNG is given. ``drop_prob`` may be traced (schedules don't recompile).
+    The mask is drawn per index of the leading ``batch_axes`` axes (2 for a stack of ops'
+    outputs ``(G, N, H, W, C)``: each op drops each sample independently)."""
     if isinstance(drop_prob, (int, float)) and drop_prob == 0.0:
         return x
     if not module.has_rng("dropout"):
         return x
     keep = 1.0 - jnp.asarray(drop_prob, x.dtype)
-    mask = jax.random.bernoulli(module.make_rng("dropout"), keep, (x.shape[0], 1, 1, 1))
+    shape = x.shape[:batch_axes] + (1,) * (x.ndim - batch_axes)
+    mask = jax.random.bernoulli(module.make_rng("dropout"), keep, shape)
     return jnp.where(mask, x / jnp.maximum(keep, 1e-12), 0.0)
 
 

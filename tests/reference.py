@@ -2,8 +2,9 @@
 
 Independent of the supernet's edge grouping/batching: it walks nodes and edges one by
 one, slicing each edge's parameters out of the batched (vmapped) parameter stacks and
-applying an un-batched MixedOp (``discrete=False``), or only the genotype's ops
-(``discrete=True``), and assembles cells as the DARTS reference does.
+applying every op of the edge as its own module with its own BatchNorm, weighted
+(``discrete=False``; the supernet normalises an edge's ops in one stacked BatchNorm), or
+only the genotype's ops (``discrete=True``), and assembles cells as the DARTS reference does.
 
 Also the depthwise convolution written with ``lax.conv_general_dilated``'s
 ``feature_group_count`` (the reference for :mod:`jaxdarts.kernels`' tap primitives).
@@ -75,9 +76,11 @@ def reference_logits(model: supernet.Supernet, variables, x, weights, genotype=N
                 pe = jax.tree.map(lambda a: a[j], pc.get(gname, {}))
                 be = jax.tree.map(lambda a: a[j], bc.get(gname, {}))
                 stride = 2 if reduction and inp < 2 else 1
-                if op_name is None:
-                    m = supernet.MixedOp(padded[e], C, stride, True)
-                    total = total + _apply(m, pe, be, states[inp], w[e], 0.0)
+                if op_name is None:  # sum_k w_k op_k(x), each op with its own BatchNorm
+                    for k, name in enumerate(padded[e]):
+                        if name is not None and name != "none":
+                            m = ops.make_op(name, C, C, stride, False)
+                            total = total + w[e][k] * _apply(m, pe.get(name), be.get(name), states[inp], True)
                 else:
                     m = ops.make_op(op_name, C, C, stride, False)
                     total = total + _apply(m, pe.get(op_name), be.get(op_name), states[inp], True)

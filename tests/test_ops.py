@@ -35,6 +35,47 @@ def test_pools_match_reference(stride):
         np.testing.assert_allclose(ops.avg_pool_3x3(x, 1)[:, 0, 0], x[:, :2, :2].mean((1, 2)), atol=1e-6)
 
 
+@pytest.mark.parametrize("stride,hw", [(1, (8, 7)), (2, (7, 8)), (2, (8, 8))])
+def test_native_pools_equal_tap_pools(x64, stride, hw):
+    """The 'conv' lowering's reduce_window pools equal the tap primitives in value,
+    gradient and Hessian-vector product (float64, CPU)."""
+    x = jax.random.normal(jax.random.key(0), (2, *hw, 3), jnp.float64)
+    v = jax.random.normal(jax.random.key(1), x.shape, jnp.float64)
+    for native, taps in ((ops.native_max_pool_3x3, ops.max_pool_3x3), (ops.native_avg_pool_3x3, ops.avg_pool_3x3)):
+        f = lambda p: (lambda x: jnp.sum(jnp.sin(p(x, stride)) * jnp.arange(1.0, 4.0)))
+        np.testing.assert_allclose(native(x, stride), taps(x, stride), rtol=1e-12, atol=1e-12)
+        np.testing.assert_allclose(jax.grad(f(native))(x), jax.grad(f(taps))(x), rtol=1e-12, atol=1e-12)
+        hvp = lambda p: jax.jvp(jax.grad(f(p)), (x,), (v,))[1]
+        np.testing.assert_allclose(hvp(native), hvp(taps), rtol=1e-10, atol=1e-10)
+
+
+def test_native_max_pool_ties_go_to_first_maximum():
+    g = jax.grad(lambda x: ops.native_max_pool_3x3(x, 2)[0, 0, 0, 0])(jnp.zeros((1, 3, 3, 1)))
+    np.testing.assert_array_equal(np.asarray(g)[0, :, :, 0], [[1, 0, 0], [0, 0, 0], [0, 0, 0]])
+
+
+def test_avg_pool_count_counts_in_image_pixels():
+    for h, w, s in ((8, 7, 1), (7, 8, 2), (5, 5, 2)):
+        ones = jnp.ones((1, h, w, 1))
+        direct = lax.reduce_window(ones, 0.0, lax.add, (1, 3, 3, 1), (1, s, s, 1), [(0, 0), (1, 1), (1, 1), (0, 0)])
+        np.testing.assert_array_equal(ops.kernels.avg_pool_count(h, w, s), np.asarray(direct)[0, :, :, 0])
+
+
+def test_final_bn_is_left_out_only_where_parameter_free():
+    x = jax.random.normal(jax.random.key(0), (4, 8, 8, 4)) * 3 + 1
+    for name, stride in (("sep_conv_3x3", 1), ("dil_conv_5x5", 2), ("max_pool_3x3", 1), ("avg_pool_3x3", 2),
+                         ("skip_connect", 2)):
+        full, raw = ops.make_op(name, 4, 4, stride, False), ops.make_op(name, 4, 4, stride, False, final_bn=False)
+        v = full.init(jax.random.key(1), x, True)
+        y = full.apply(v, x, True, mutable=["batch_stats"])[0]
+        r = raw.apply(v, x, True, mutable=["batch_stats"])[0]
+        mu, var = r.mean((0, 1, 2)), r.var((0, 1, 2))
+        np.testing.assert_allclose(y, (r - mu) / jnp.sqrt(var + 1e-5), rtol=1e-4, atol=1e-4)
+    for name, stride, affine in (("skip_connect", 1, False), ("sep_conv_3x3", 1, True), ("noise", 1, False)):
+        with pytest.raises(ValueError, match=name):
+            ops.make_op(name, 4, 4, stride, affine, final_bn=False)
+
+
 @pytest.mark.parametrize("name", ops.OP_NAMES)
 @pytest.mark.parametrize("stride", [1, 2])
 def test_op_shapes(name, stride):

@@ -228,3 +228,17 @@ def test_arch_warmup_keeps_alpha_fixed(tmp_path):
     np.testing.assert_array_equal(jax.device_get(runner.state.alpha)["normal"], a0["normal"])
     runner.run()
     assert not np.array_equal(jax.device_get(runner.state.alpha)["normal"], a0["normal"])
+
+
+def test_cli_turns_on_a_persistent_compilation_cache(tmp_path):
+    """Re-running a command (resume) finds the search step's executable in the cache."""
+    script = ("import sys, jax; from jaxdarts import cli; "
+              "print(cli.enable_compilation_cache(sys.argv[1]), cli.enable_compilation_cache('none'), "
+              "jax.config.jax_compilation_cache_dir)")
+    r = subprocess.run([sys.executable, "-c", script, str(tmp_path / "c")], capture_output=True, text=True,
+                       cwd=REPO, timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.split() == [str(tmp_path / "c")] * 3 and (tmp_path / "c").is_dir()
+    r = subprocess.run([sys.executable, "-c", "from jaxdarts import cli; print(cli.enable_compilation_cache('none'))"],
+                       capture_output=True, text=True, cwd=REPO, timeout=60)
+    assert r.stdout.strip() == "None", r.stderr

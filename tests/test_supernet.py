@@ -3,7 +3,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxdarts import Supernet, count_params, genotype, init_alpha, mixing_weights, spaces
+from jaxdarts import Supernet, count_params, genotype, init_alpha, mixing_weights, ops, spaces
 from jaxdarts.supernet import check_alpha
 
 from reference import reference_logits
@@ -33,8 +33,17 @@ def test_darts_supernet_parameter_count_matches_reference():
     assert float(jnp.abs(alpha["normal"]).max()) < 1e-2  # 1e-3 * N(0,1)
 
 
+@pytest.fixture(params=["taps", "conv"])
+def lowering(request):
+    """Runs a test with each depthwise/pool lowering (kernels primitives, XLA-native ops)."""
+    before = ops.DEPTHWISE_IMPL
+    ops.set_depthwise_impl(request.param)
+    yield request.param
+    ops.set_depthwise_impl(before)
+
+
 @pytest.mark.parametrize("space", ["darts", "s1"])
-def test_batched_supernet_equals_per_edge_reference(space):
+def test_batched_supernet_equals_per_edge_reference(space, lowering):
     model = Supernet(space, 10, C=4, layers=3)
     x = jax.random.normal(jax.random.key(3), (4, 8, 8, 3))
     alpha = init_alpha(space, jax.random.key(0), scale=1.0)

@@ -1,0 +1,84 @@
+"""Size of the program XLA must compile: StableHLO op count of the jitted search step
+(before XLA's optimisation), of one mixed op's forward+backward, and trace/lower time.
+Compile time grows with this count on every backend, and counting needs no compile, so
+it is a fast, platform-independent proxy to track.
+
+    python benchmarks/hlo_size.py                          # paper size, both lowerings
+    python benchmarks/hlo_size.py --C 8 --layers 3 --batch 32 --size 16 --estimators first_order,amended
+
+Prints one JSON line per (lowering, estimator).
+"""
+
+import argparse
+import json
+import os
+import sys
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.join(HERE, ".."))
+
+
+def stablehlo_ops(lowered) -> int:
+    return sum(1 for line in lowered.as_text().splitlines() if "=" in line and "stablehlo." in line)
+
+
+def mixed_op_ops(C=16, hw=32, batch=64) -> int:
+    import jax
+    import jax.numpy as jnp
+
+    from jaxdarts import ops, supernet
+
+    m = supernet.MixedOp(ops.PRIMITIVES, C, 1, True)
+    x = jnp.zeros((batch, hw, hw, C))
+    w = jnp.ones(len(ops.PRIMITIVES))
+    v = jax.eval_shape(lambda: m.init(jax.random.key(0), x, w))
+
+    def loss(p, x, bs):
+        return m.apply({"params": p, "batch_stats": bs}, x, w, mutable=["batch_stats"])[0].sum()
+
+    return stablehlo_ops(jax.jit(jax.grad(loss, (0, 1))).lower(v["params"], x, v.get("batch_stats", {})))
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--C", type=int, default=16)
+    ap.add_argument("--layers", type=int, default=8)
+    ap.add_argument("--batch", type=int, default=64)
+    ap.add_argument("--size", type=int, default=32)
+    ap.add_argument("--lowerings", default="conv,taps")
+    ap.add_argument("--estimators", default="first_order")
+    a = ap.parse_args()
+    import jax
+    import numpy as np
+
+    from jaxdarts import config as config_lib
+    from jaxdarts import ops, search
+
+    for lowering in a.lowerings.split(","):
+        ops.set_depthwise_impl(lowering)
+        mixed = mixed_op_ops()
+        for est in a.estimators.split(","):
+            c = config_lib.base()
+            c.dataset = "fashion_mnist"
+            c.data.image_size = a.size
+            c.data.max_examples = max(4 * a.batch, 256)
+            c.model.C, c.model.layers, c.model.depthwise = a.C, a.layers, lowering
+            c.batch_size = a.batch
+            c.estimator = est
+            task = search.SearchTask.from_config(c)
+            for s in (task.train_stream, task.val_stream):
+                s.images = np.repeat(s.images, 3, axis=-1)
+            task.ds_info = task.ds_info.__class__("fashion_mnist3", 10, (0.286,) * 3, (0.353,) * 3)
+            state = task.init_state()
+            tb, vb = task.train_stream.batch(0, 0), task.val_stream.batch(0, 0)
+            t = time.time()
+            lowered = jax.jit(task.search_step).lower(state, tb, vb, task.schedule_values(0))
+            print(json.dumps({"lowering": lowering, "estimator": est, "C": a.C, "layers": a.layers, "batch": a.batch,
+                              "size": a.size, "step_stablehlo_ops": stablehlo_ops(lowered),
+                              "trace_lower_s": round(time.time() - t, 2),
+                              "mixed_op_fwd_bwd_stablehlo_ops": mixed}), flush=True)
+
+
+if __name__ == "__main__":
+    main()
