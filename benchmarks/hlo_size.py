@@ -41,37 +41,21 @@ def mixed_op_ops(C=16, hw=32, batch=64) -> int:
 
 
 def main():
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--C", type=int, default=16)
-    ap.add_argument("--layers", type=int, default=8)
-    ap.add_argument("--batch", type=int, default=64)
-    ap.add_argument("--size", type=int, default=32)
+    from search_step import bench_task, size_args
+
+    ap = size_args(argparse.ArgumentParser())
     ap.add_argument("--lowerings", default="conv,taps")
     ap.add_argument("--estimators", default="first_order")
     a = ap.parse_args()
     import jax
-    import numpy as np
 
-    from jaxdarts import config as config_lib
-    from jaxdarts import ops, search
+    from jaxdarts import ops
 
     for lowering in a.lowerings.split(","):
         ops.set_depthwise_impl(lowering)
         mixed = mixed_op_ops()
         for est in a.estimators.split(","):
-            c = config_lib.base()
-            c.dataset = "fashion_mnist"
-            c.data.image_size = a.size
-            c.data.max_examples = max(4 * a.batch, 256)
-            c.model.C, c.model.layers, c.model.depthwise = a.C, a.layers, lowering
-            c.batch_size = a.batch
-            c.estimator = est
-            task = search.SearchTask.from_config(c)
-            for s in (task.train_stream, task.val_stream):
-                s.images = np.repeat(s.images, 3, axis=-1)
-            task.ds_info = task.ds_info.__class__("fashion_mnist3", 10, (0.286,) * 3, (0.353,) * 3)
-            state = task.init_state()
-            tb, vb = task.train_stream.batch(0, 0), task.val_stream.batch(0, 0)
+            task, state, tb, vb = bench_task(a.C, a.layers, a.batch, a.size, est, lowering)
             t = time.time()
             lowered = jax.jit(task.search_step).lower(state, tb, vb, task.schedule_values(0))
             print(json.dumps({"lowering": lowering, "estimator": est, "C": a.C, "layers": a.layers, "batch": a.batch,

@@ -23,8 +23,18 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, ".."))
 
 
-def one(args):
-    import jax
+def size_args(ap):
+    """The supernet/batch size flags (paper size by default)."""
+    ap.add_argument("--C", type=int, default=16)
+    ap.add_argument("--layers", type=int, default=8)
+    ap.add_argument("--batch", type=int, default=64)
+    ap.add_argument("--size", type=int, default=32)
+    return ap
+
+
+def bench_task(C, layers, batch, size, estimator, depthwise="taps", space="darts", remat=False, cg_iters=5):
+    """``(task, state, train_batch, val_batch)`` of a search on the embedded dataset with
+    CIFAR-like 3-channel ``size`` x ``size`` inputs (the grey channel tiled)."""
     import numpy as np
 
     from jaxdarts import config as config_lib
@@ -32,23 +42,29 @@ def one(args):
 
     c = config_lib.base()
     c.dataset = "fashion_mnist"
-    c.space = args.space
-    c.data.image_size = args.size
-    c.data.max_examples = max(4 * args.batch, 256)
-    c.model.C, c.model.layers, c.model.depthwise = args.C, args.layers, args.depthwise
-    c.model.remat = args.remat
-    c.batch_size = args.batch
-    c.estimator = args.estimator
-    if args.estimator == "implicit":
-        c.estimator_options.maxiter = args.cg_iters
+    c.space = space
+    c.data.image_size = size
+    c.data.max_examples = max(4 * batch, 256)
+    c.model.C, c.model.layers, c.model.depthwise, c.model.remat = C, layers, depthwise, remat
+    c.batch_size = batch
+    c.estimator = estimator
+    if estimator == "implicit":
+        c.estimator_options.maxiter = cg_iters
         c.estimator_options.damping = 1e-3
     task = search.SearchTask.from_config(c)
-    # 3-channel inputs like CIFAR: tile the grey channel
     for s in (task.train_stream, task.val_stream):
         s.images = np.repeat(s.images, 3, axis=-1)
     task.ds_info = task.ds_info.__class__("fashion_mnist3", 10, (0.286,) * 3, (0.353,) * 3)
-    state = task.init_state()
-    tb, vb = jax.device_put((task.train_stream.batch(0, 0), task.val_stream.batch(0, 0)))
+    return task, task.init_state(), task.train_stream.batch(0, 0), task.val_stream.batch(0, 0)
+
+
+def one(args):
+    import jax
+    import numpy as np
+
+    task, state, tb, vb = bench_task(args.C, args.layers, args.batch, args.size, args.estimator, args.depthwise,
+                                     args.space, args.remat, args.cg_iters)
+    tb, vb = jax.device_put((tb, vb))
     sched = task.schedule_values(0)
     step = jax.jit(task.search_step, donate_argnums=0)
     t0 = time.time()
@@ -84,11 +100,7 @@ def one(args):
 
 
 def main():
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--C", type=int, default=16)
-    ap.add_argument("--layers", type=int, default=8)
-    ap.add_argument("--batch", type=int, default=64)
-    ap.add_argument("--size", type=int, default=32)
+    ap = size_args(argparse.ArgumentParser())
     ap.add_argument("--space", default="darts")
     ap.add_argument("--depthwise", default="taps", choices=("taps", "conv"))
     ap.add_argument("--remat", action="store_true", help="rematerialise each cell in the backward pass")

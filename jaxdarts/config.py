@@ -35,7 +35,7 @@ def base() -> ml_collections.ConfigDict:
     c.log_hypergrad_terms = False  # g1/g2 norms also for `unrolled` (one extra gradient)
 
     c.model = ml_collections.ConfigDict(dict(C=16, layers=8, auxiliary=False, aux_weight=0.4, remat=False,
-                                             depthwise="taps"))
+                                             depthwise="auto"))  # taps on CPU, conv on GPU/TPU
     c.data = ml_collections.ConfigDict(dict(
         data_dir=ml_collections.FieldReference(None, field_type=str), train_portion=0.5,
         max_examples=0, image_size=0, augment=True, augment_val=False, crop_padding=4,
@@ -104,7 +104,7 @@ def validate(cfg) -> None:
         raise ConfigError(f"config.data.train_portion={cfg.data.train_portion!r} must be in (0, 1)")
     if not 0 <= cfg.regularization.drop_path < 1:
         raise ConfigError(f"config.regularization.drop_path={cfg.regularization.drop_path!r} must be in [0, 1)")
-    _choice("model.depthwise", cfg.model.depthwise, ("taps", "conv"))
+    _choice("model.depthwise", cfg.model.depthwise, ("auto", "taps", "conv"))
     _choice("hessian_method", cfg.hessian_method, ("dense", "lanczos"))
     _choice("early_stopping.mode", cfg.early_stopping.mode, ("none", "paper", "code"))
     _choice("early_stopping.ada_target", cfg.early_stopping.ada_target, ("weight_decay", "drop_path"))

@@ -117,12 +117,16 @@ slower to compile) or ``'conv'`` (XLA's own ops: ``feature_group_count`` convolu
 (tested)."""
 
 
-def set_depthwise_impl(name: str) -> None:
-    """Selects the depthwise lowering for modules traced from now on."""
+def set_depthwise_impl(name: str) -> str:
+    """Selects the depthwise/pool lowering for modules traced from now on; ``'auto'`` picks
+    ``'taps'`` on CPU and ``'conv'`` on GPU/TPU. Returns the lowering chosen."""
     global DEPTHWISE_IMPL
+    if name == "auto":
+        name = "taps" if jax.default_backend() == "cpu" else "conv"
     if name not in DEPTHWISE_IMPLS:
-        raise ValueError(f"unknown depthwise implementation {name!r}; accepted: {', '.join(DEPTHWISE_IMPLS)}")
+        raise ValueError(f"unknown depthwise implementation {name!r}; accepted: {', '.join(DEPTHWISE_IMPLS)}, auto")
     DEPTHWISE_IMPL = name
+    return name
 
 
 class DepthwiseConv(nn.Module):
@@ -192,12 +196,19 @@ class SepConv(nn.Module):
     kernel_size: int
     stride: int
     affine: bool = True
-    final_bn: bool = True  # the second block's BN only
+    final_bn: bool = True  # the second block's BN
+    first_bn: bool = True  # the first block's BN
 
     @nn.compact
-    def __call__(self, x: Array, train: bool) -> Array:
-        x = DilConv(x.shape[-1], self.kernel_size, self.stride, 1, self.affine)(x, train)
-        return DilConv(self.C_out, self.kernel_size, 1, 1, self.affine, self.final_bn)(x, train)
+    def __call__(self, x: Array, train: bool, part: str = "all") -> Array:
+        """``part``: ``'all'``, or ``'first'`` / ``'second'`` block only (a caller that
+        normalises several ops' first blocks together runs them one block at a time)."""
+        if part != "second":
+            x = DilConv(x.shape[-1], self.kernel_size, self.stride, 1, self.affine, self.first_bn,
+                        name="DilConv_0")(x, train)
+            if part == "first":
+                return x
+        return DilConv(self.C_out, self.kernel_size, 1, 1, self.affine, self.final_bn, name="DilConv_1")(x, train)
 
 
 class FactorizedReduce(nn.Module):
@@ -330,6 +341,7 @@ _OPS: dict[str, Callable[..., nn.Module]] = {  # (C_in, C_out, stride, affine, f
     "nor_conv_3x3": lambda ci, co, s, a, f, n, b: ReLUConvBN(co, 3, s, a, b, name=n),
 }
 OP_NAMES: tuple[str, ...] = tuple(_OPS)
+SEP_KERNEL = {"sep_conv_3x3": 3, "sep_conv_5x5": 5, "sep_conv_7x7": 7}
 
 PARAMETER_FREE = frozenset({"none", "max_pool_3x3", "avg_pool_3x3", "noise"})
 """Ops without weights when unstrided (skip_connect is parameter-free only at stride 1)."""

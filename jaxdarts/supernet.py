@@ -117,7 +117,8 @@ class MixedOp(nn.Module):
     GPUs/TPUs), ops that end with a parameter-free BatchNorm (every conv and pool of the
     DARTS search network, and the strided skip) are computed without it and normalised
     together: their outputs are stacked ``(G, N, H, W, C)`` and go through one BatchNorm
-    with per-``(g, c)`` statistics, the same function as G separate BatchNorms in a
+    with per-``(g, c)`` statistics (likewise the separable convs' first blocks), the same
+    function as G separate BatchNorms in a
     fraction of the program XLA must compile (BatchNorm forward+backward was ~60% of a
     mixed op's HLO). The ``'taps'`` lowering (XLA:CPU) keeps one BatchNorm per op: there
     the stacked form compiled 25% faster but ran 22% slower (``benchmarks/RESULTS.md``).
@@ -136,13 +137,24 @@ class MixedOp(nn.Module):
     def __call__(self, x: Array, w: Array, drop_prob: Array | float = 0.0) -> Array:
         out = jnp.zeros(x.shape[:1] + self._out_hw(x) + (self.C,), x.dtype)
         stacked_k, stacked_y = [], []
+        compact = ops_lib.DEPTHWISE_IMPL == "conv"
+        # separable convs: first blocks of all of them, one BatchNorm, then second blocks
+        seps = {k: ops_lib.SepConv(self.C, ops_lib.SEP_KERNEL[name], self.stride, False, False, False, name=name)
+                for k, name in enumerate(self.ops)
+                if compact and name in ops_lib.SEP_KERNEL and ops_lib.ends_with_bn(name, self.stride, self.affine)}
+        if seps:
+            h = jnp.stack([m(x, self.train, part="first") for m in seps.values()])
+            h = ops_lib.batch_norm(self.train, False, name="joint_bn_first", axis=(0, -1))(h)
+            seps = {k: m(h[i], self.train, part="second") for i, (k, m) in enumerate(seps.items())}
         for k, name in enumerate(self.ops):
             if name is None or name == "none":
                 continue
-            joint = ops_lib.DEPTHWISE_IMPL == "conv" and ops_lib.ends_with_bn(name, self.stride, self.affine,
-                                                                              self.family)
-            y = ops_lib.make_op(name, x.shape[-1], self.C, self.stride, self.affine, self.family,
-                                module_name=name, final_bn=not joint)(x, self.train)
+            joint = compact and ops_lib.ends_with_bn(name, self.stride, self.affine, self.family)
+            if k in seps:
+                y = seps[k]
+            else:
+                y = ops_lib.make_op(name, x.shape[-1], self.C, self.stride, self.affine, self.family,
+                                    module_name=name, final_bn=not joint)(x, self.train)
             if joint:
                 stacked_k.append(k)
                 stacked_y.append(y)

@@ -108,6 +108,20 @@ def test_implicit_equals_exact_ridge_hypergradient_at_w_star():
             assert float(aux["residual"]) < 1e-6
 
 
+def test_inverse_hvp_reports_its_true_residual_when_not_converged():
+    """The residual each solver reports (CG's recursive one, Neumann's next term) equals
+    ``||v - H q|| / ||v||`` computed from an explicit Hessian."""
+    prob = RidgeProblem.random(2)
+    w = prob.w_star()
+    H = jax.hessian(lambda w: prob.train_loss(w, prob.alpha, None))(w)
+    v = jax.random.normal(jax.random.key(5), w.shape, w.dtype)
+    for solver, opts in [("cg", dict(maxiter=2)), ("neumann", dict(maxiter=5, neumann_scale=0.1))]:
+        q, res = hypergrad.inverse_hvp(prob.train_loss, w, prob.alpha, None, v, solver=solver, damping=0.3, **opts)
+        true = np.linalg.norm(v - (H + 0.3 * np.eye(len(w))) @ q) / np.linalg.norm(v)
+        assert 1e-4 < true < 1.0, (solver, true)  # not converged: the check means something
+        np.testing.assert_allclose(float(res), true, rtol=1e-6)
+
+
 def test_amended_term_matches_closed_form():
     prob = RidgeProblem.random(1)
     g, aux = hypergrad.amended(prob.train_loss, prob.val_loss, prob.w_star(), prob.alpha, None, None, eta=0.1,

@@ -120,5 +120,10 @@ def test_noise_op_is_independent_of_input_and_standard_normal():
 def test_unknown_op_names_accepted_values():
     with pytest.raises(ValueError, match="unknown op 'sep_conv_9x9'.*sep_conv_3x3"):
         ops.make_op("sep_conv_9x9", 4, 4, 1, False)
-    with pytest.raises(ValueError, match="unknown depthwise implementation 'fft'"):
+    with pytest.raises(ValueError, match="unknown depthwise implementation 'fft'.*taps, conv, auto"):
         ops.set_depthwise_impl("fft")
+    before = ops.DEPTHWISE_IMPL
+    try:  # 'auto': the CPU-tuned primitives on CPU, XLA's own ops on accelerators
+        assert ops.set_depthwise_impl("auto") == ("taps" if jax.default_backend() == "cpu" else "conv")
+    finally:
+        ops.set_depthwise_impl(before)
