@@ -297,8 +297,13 @@ def avg_pool_count(h: int, w: int, stride: int) -> np.ndarray:
     return np.outer(one(h), one(w)).astype(np.float32)
 
 
+def divide_by_window_count(total: Array, in_shape, stride: int) -> Array:
+    """3x3 window sums ``total`` (of an input shaped ``in_shape``) -> averages over the
+    in-image pixels of each window."""
+    return total / avg_pool_count(in_shape[-3], in_shape[-2], stride).astype(total.dtype)[:, :, None]
+
+
 def avg_pool_3x3(x: Array, stride: int) -> Array:
     """3x3 average pool, padding 1, padding not counted (``count_include_pad=False``)."""
     ones_k = jnp.ones((3, 3, x.shape[-1]), x.dtype)
-    total = depthwise_conv(x, ones_k, stride, 1)
-    return total / avg_pool_count(x.shape[-3], x.shape[-2], stride).astype(x.dtype)[:, :, None]
+    return divide_by_window_count(depthwise_conv(x, ones_k, stride, 1), x.shape, stride)

@@ -26,6 +26,7 @@ Batch norm uses PyTorch's defaults (momentum 0.1 -> Flax momentum 0.9, eps 1e-5)
 
 from __future__ import annotations
 
+import contextlib
 from typing import Callable, Sequence
 
 import jax
@@ -89,7 +90,7 @@ def native_avg_pool_3x3(x: Array, stride: int) -> Array:
     divided by a constant count (the ``'conv'`` lowering)."""
     total = lax.reduce_window(x, 0.0, lax.add, (1, 3, 3, 1), (1, stride, stride, 1),
                               [(0, 0), (1, 1), (1, 1), (0, 0)])
-    return total / kernels.avg_pool_count(x.shape[-3], x.shape[-2], stride).astype(x.dtype)[:, :, None]
+    return kernels.divide_by_window_count(total, x.shape, stride)
 
 
 class PointwiseConv(nn.Module):
@@ -127,6 +128,18 @@ def set_depthwise_impl(name: str) -> str:
         raise ValueError(f"unknown depthwise implementation {name!r}; accepted: {', '.join(DEPTHWISE_IMPLS)}, auto")
     DEPTHWISE_IMPL = name
     return name
+
+
+@contextlib.contextmanager
+def depthwise_impl_as(name: str):
+    """``with depthwise_impl_as('conv'): ...`` traces the block with that lowering and
+    restores the previous one afterwards."""
+    before = DEPTHWISE_IMPL
+    set_depthwise_impl(name)
+    try:
+        yield DEPTHWISE_IMPL
+    finally:
+        set_depthwise_impl(before)
 
 
 class DepthwiseConv(nn.Module):
@@ -316,12 +329,19 @@ def ends_with_bn(name: str, stride: int, affine: bool, family: str = "darts") ->
     so that its output can be normalised together with other ops' outputs."""
     if affine:
         return False
-    if name in ("sep_conv_3x3", "sep_conv_5x5", "sep_conv_7x7", "dil_conv_3x3", "dil_conv_5x5",
-                "nor_conv_1x1", "nor_conv_3x3", "max_pool_3x3"):
-        return name != "max_pool_3x3" or family == "darts"
-    if name == "avg_pool_3x3":
-        return family == "darts"
-    return name == "skip_connect" and stride == 2
+    if name in ("max_pool_3x3", "avg_pool_3x3"):
+        return family == "darts"  # NAS-Bench-201 pools have no BatchNorm
+    if name == "skip_connect":
+        return stride == 2  # FactorizedReduce
+    return name in SEP_KERNEL or name in ("dil_conv_3x3", "dil_conv_5x5", "nor_conv_1x1", "nor_conv_3x3")
+
+
+SEP_KERNEL = {"sep_conv_3x3": 3, "sep_conv_5x5": 5, "sep_conv_7x7": 7}
+"""Kernel size of each separable-conv op."""
+
+
+def _sep(k):
+    return lambda ci, co, s, a, f, n, b: SepConv(co, k, s, a, b, name=n)
 
 
 _OPS: dict[str, Callable[..., nn.Module]] = {  # (C_in, C_out, stride, affine, family, name, final_bn)
@@ -331,9 +351,7 @@ _OPS: dict[str, Callable[..., nn.Module]] = {  # (C_in, C_out, stride, affine, f
         Pool("avg", s, bn=not a and b, name=n) if f == "darts" else _nb201_pool(ci, co, s, a, n)),
     "skip_connect": lambda ci, co, s, a, f, n, b: (
         Identity(name=n) if s == 1 else FactorizedReduce(co, a, b, name=n)),
-    "sep_conv_3x3": lambda ci, co, s, a, f, n, b: SepConv(co, 3, s, a, b, name=n),
-    "sep_conv_5x5": lambda ci, co, s, a, f, n, b: SepConv(co, 5, s, a, b, name=n),
-    "sep_conv_7x7": lambda ci, co, s, a, f, n, b: SepConv(co, 7, s, a, b, name=n),
+    **{name: _sep(k) for name, k in SEP_KERNEL.items()},
     "dil_conv_3x3": lambda ci, co, s, a, f, n, b: DilConv(co, 3, s, 2, a, b, name=n),
     "dil_conv_5x5": lambda ci, co, s, a, f, n, b: DilConv(co, 5, s, 2, a, b, name=n),
     "noise": lambda ci, co, s, a, f, n, b: Noise(s, name=n),
@@ -341,7 +359,6 @@ _OPS: dict[str, Callable[..., nn.Module]] = {  # (C_in, C_out, stride, affine, f
     "nor_conv_3x3": lambda ci, co, s, a, f, n, b: ReLUConvBN(co, 3, s, a, b, name=n),
 }
 OP_NAMES: tuple[str, ...] = tuple(_OPS)
-SEP_KERNEL = {"sep_conv_3x3": 3, "sep_conv_5x5": 5, "sep_conv_7x7": 7}
 
 PARAMETER_FREE = frozenset({"none", "max_pool_3x3", "avg_pool_3x3", "noise"})
 """Ops without weights when unstrided (skip_connect is parameter-free only at stride 1)."""

@@ -123,7 +123,6 @@ def test_unknown_op_names_accepted_values():
     with pytest.raises(ValueError, match="unknown depthwise implementation 'fft'.*taps, conv, auto"):
         ops.set_depthwise_impl("fft")
     before = ops.DEPTHWISE_IMPL
-    try:  # 'auto': the CPU-tuned primitives on CPU, XLA's own ops on accelerators
-        assert ops.set_depthwise_impl("auto") == ("taps" if jax.default_backend() == "cpu" else "conv")
-    finally:
-        ops.set_depthwise_impl(before)
+    with ops.depthwise_impl_as("auto") as chosen:  # CPU-tuned primitives on CPU, XLA's own ops elsewhere
+        assert chosen == ("taps" if jax.default_backend() == "cpu" else "conv") == ops.DEPTHWISE_IMPL
+    assert ops.DEPTHWISE_IMPL == before

@@ -12,11 +12,8 @@ from reference import reference_logits
 @pytest.fixture(autouse=True)
 def fast_compiling_depthwise():
     """Grouped-conv depthwise compiles ~3x faster; the taps form is checked equal in test_ops."""
-    from jaxdarts import ops
-    old = ops.DEPTHWISE_IMPL
-    ops.set_depthwise_impl("conv")
-    yield
-    ops.set_depthwise_impl(old)
+    with ops.depthwise_impl_as("conv"):
+        yield
 
 
 def _init(model, alpha, x):
@@ -37,12 +34,8 @@ def test_darts_supernet_parameter_count_matches_reference():
 def test_batched_supernet_equals_per_edge_reference(space, lowering):
     """Edge grouping, and in the 'conv' lowering the stacked BatchNorms, against one module
     (and one BatchNorm) per op and edge; ragged S1 in the compact lowering only (CI time)."""
-    before = ops.DEPTHWISE_IMPL
-    ops.set_depthwise_impl(lowering)
-    try:
+    with ops.depthwise_impl_as(lowering):
         _check_against_reference(space)
-    finally:
-        ops.set_depthwise_impl(before)
 
 
 def _check_against_reference(space):
