@@ -4,7 +4,9 @@ Commands and expected cost/result:
 
 * ``python bin/search.py --config configs/darts.py:quick --workdir /tmp/darts_quick``
   Embedded Fashion-MNIST (16x16), C=8, 3 cells, 4 epochs x 20 steps of batch 32, first
-  order: about 1-2 minutes on 2 CPU cores (most of it compilation); val accuracy ~0.6-0.75.
+  order: about 3 minutes on 2 CPU cores (2 min 44 s from a fresh clone with a cold
+  compilation cache; 4.2 GB peak RSS; benchmarks/RESULTS.md);
+  val accuracy ~0.6-0.7 after the 4th epoch.
 * ``python bin/search.py --config configs/darts.py --workdir /tmp/darts``
   CIFAR-10 (prepared TFDS), first order, 50 epochs of 390 steps, batch 64: the paper's
   1.5 GPU-days version is the second order one; see benchmarks/RESULTS.md for step times.
