@@ -10,10 +10,10 @@ Commands and expected cost/result:
 
 * ``python bin/search.py --config configs/amended.py:quick --workdir /tmp/amended_quick``
   amended_s1 space on embedded Fashion-MNIST 16x16, C=8, 3 cells, 4 x 20 steps. On 2 CPU
-  cores: ~2 min 40 s of XLA compilation of the step (a Hessian-vector product and a mixed
-  second derivative through the 8-op supernet), then ~10 s per step; ~18 min in all
-  (benchmarks/RESULTS.md). metrics.jsonl has ``g1_norm`` and ``g2_norm`` (the amending
-  term) per epoch.
+  cores: 5 min 25 s in all from a fresh clone with a cold compilation cache, most of it
+  compiling the step (a Hessian-vector product and a mixed second derivative through the
+  8-op supernet), then ~1 step/s; 8.2 GB peak RSS (benchmarks/RESULTS.md). metrics.jsonl
+  has ``g1_norm`` and ``g2_norm`` (the amending term) per epoch; val accuracy ~0.55.
 * ``--config configs/amended.py:s1`` / ``:s2`` on prepared CIFAR-10: the paper's runs (a GPU
   is needed; CPU step times in benchmarks/RESULTS.md).
 * add ``--config.diagnose=True`` to log each estimator's cosine to ``implicit`` per epoch.
