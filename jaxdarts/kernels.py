@@ -359,7 +359,8 @@ def avg_pool_3x3(x: Array, stride: int) -> Array:
 
 def _materialize_cpu(x):
     """Identity that XLA cannot fuse through: a while loop whose trip count (0 or 1 by a
-    NaN test on one element) XLA cannot know statically, with an identity body."""
+    NaN test on one element) XLA cannot know statically, with body ``x * 1`` (with a plain
+    identity body XLA hoists ``x`` out of the loop and deletes it)."""
     if x.size == 0:
         return x
     flat = x.reshape(-1)
