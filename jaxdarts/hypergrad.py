@@ -13,7 +13,9 @@ and ``alpha`` are arbitrary pytrees. The bilevel problem is
 ``first_order``           ``g1 = d_alpha L_val(w, alpha)`` (DARTS first order)
 ``one_level``             ``d_alpha L_train(w, alpha)`` on the training batch (StacNAS)
 ``unrolled``              exact ``d_alpha L_val(w'(alpha), alpha)`` through ``inner_steps``
-                          SGD(-momentum, weight-decay) steps, by ``jax.grad``
+                          SGD(-momentum, weight-decay) steps (one step: its two terms,
+                          ``g1 - lr * d2_{alpha,w} L_train . d_w L_val(w')``; more: ``jax.grad``
+                          through the steps)
 ``finite_difference``     DARTS second order: the mixed term by central differences
 ``amended``               Amended-DARTS Eq. 7: ``g1 - eta * d2_{alpha,w} L_train . H . v``
 ``implicit``              implicit function theorem (Eq. 6), ``(H + damping I)^-1 v`` by
@@ -21,9 +23,9 @@ and ``alpha`` are arbitrary pytrees. The bilevel problem is
 ========================  =================================================================
 
 (``v = d_w L_val``, ``H = d2_w L_train``.) No estimator materialises a matrix: second
-derivatives enter through Hessian-vector products (forward-over-reverse, ``jax.jvp`` of
-``jax.grad``) and mixed vector-Jacobian products
-(``d_alpha <d_w L_train(w, alpha), stop_gradient(u)>``). All are ``jit``-able.
+derivatives enter through Hessian-vector products and mixed products
+``d2_{alpha,w} L_train . u = d_alpha <d_w L_train(w, alpha), stop_gradient(u)>``, both
+forward-over-reverse (``jax.jvp`` of ``jax.grad``). All are ``jit``-able.
 
 With ``has_aux=True`` each returns ``(grad, aux)``; ``aux`` holds ``g1`` and the second
 term ``g2`` (so ``grad = g1 + g2``) and, for ``implicit``, ``residual`` (relative
@@ -73,9 +75,15 @@ def hvp(loss: Loss, params, alpha, batch, v):
 
 
 def mixed_vjp(loss: Loss, params, alpha, batch, u):
-    """``d2_{alpha,w} loss . u = d_alpha <d_w loss(w, alpha), u>`` (u held constant)."""
+    """``d2_{alpha,w} loss . u = d_alpha <d_w loss(w, alpha), u>`` (u held constant).
+
+    Computed forward-over-reverse, as the derivative of ``d_alpha loss`` along ``u`` in
+    ``w`` (the same number by symmetry of second derivatives): with a rematerialised
+    network (``model.remat``) it keeps one cell's intermediates at a time, where
+    reverse-over-reverse would keep every cell's backward pass."""
     u = jax.lax.stop_gradient(u)
-    return jax.grad(lambda a: tree_dot(jax.grad(loss)(params, a, batch), u))(alpha)
+    grad_alpha = lambda p: jax.grad(loss, argnums=1)(p, alpha, batch)
+    return jax.jvp(grad_alpha, (params,), (u,))[1]
 
 
 def sgd_step(loss: Loss, params, alpha, batch, lr, momentum: float = 0.0, momentum_buffer=None,
@@ -86,6 +94,14 @@ def sgd_step(loss: Loss, params, alpha, batch, lr, momentum: float = 0.0, moment
     if momentum_buffer is not None and momentum:
         d = jax.tree.map(lambda di, bi: momentum * bi + di, d, momentum_buffer)
     return jax.tree.map(lambda wi, di: wi - lr * di, params, d), d
+
+
+def _after(tree, dep):
+    """``tree``, but computed only once ``dep`` (a pytree) is: makes XLA recompute what
+    depends on it instead of sharing (and keeping alive) an identical earlier computation."""
+    from jaxdarts import kernels
+    d = jax.tree.leaves(dep)[0]
+    return jax.tree.map(lambda x: kernels.after(x, d), tree)
 
 
 def _result(g1, g2, has_aux, **extra):
@@ -109,11 +125,31 @@ def one_level(train_loss, val_loss, params, alpha, train_batch, val_batch, *, ha
 
 
 def unrolled(train_loss, val_loss, params, alpha, train_batch, val_batch, *, inner_lr, inner_steps: int = 1,
-             momentum: float = 0.0, momentum_buffer=None, weight_decay: float = 0.0, has_aux=False, **_):
+             momentum: float = 0.0, momentum_buffer=None, weight_decay: float = 0.0, recompute: bool = False,
+             has_aux=False, **_):
     """Exact gradient of ``L_val(w'(alpha), alpha)`` where ``w'`` is ``inner_steps``
     SGD steps on ``L_train`` from ``params`` (DARTS's virtual step
     ``w - lr * (mu * buf + g + wd * w)``, all on ``train_batch``), by ``jax.grad``
-    through the steps. ``g1`` in the aux is the direct term at ``w'``."""
+    through the steps. ``g1`` in the aux is the direct term at ``w'``.
+
+    With one inner step (DARTS) the same gradient is assembled from its two terms,
+    ``g1 - lr * d2_{alpha,w} L_train(w) . d_w L_val(w')`` (``w'`` depends on ``alpha`` only
+    through ``lr * d_w L_train``; momentum buffer and weight decay are constants), each
+    one derivative pass plus one forward-over-reverse product: no reverse pass through a
+    reverse pass, so a rematerialised network keeps one cell's intermediates at a time.
+
+    ``recompute=True`` (set from ``model.remat`` by the search loop) makes the second
+    derivative products recompute their forward and backward passes at ``w`` instead of
+    letting XLA share them with an identical earlier pass (common-subexpression
+    elimination, loop-invariant hoisting): sharing saves one pass but keeps every cell's
+    intermediates alive until the product, which undoes rematerialisation."""
+    if inner_steps == 1:
+        w1, _ = sgd_step(train_loss, params, alpha, train_batch, inner_lr, momentum, momentum_buffer,
+                         weight_decay)
+        v, g1 = jax.grad(val_loss, argnums=(0, 1))(jax.lax.stop_gradient(w1), alpha, val_batch)
+        w = _after(params, v) if recompute else params
+        g2 = tree_scale(-inner_lr, mixed_vjp(train_loss, w, alpha, train_batch, v))
+        return _result(g1, g2, has_aux)
 
     def outer(a):
         w, buf = params, momentum_buffer
@@ -149,18 +185,19 @@ def finite_difference(train_loss, val_loss, params, alpha, train_batch, val_batc
 
 
 def amended(train_loss, val_loss, params, alpha, train_batch, val_batch, *, eta: float = 0.1,
-            has_aux=False, **_):
+            recompute: bool = False, has_aux=False, **_):
     """Amended-DARTS (Eq. 7): ``g1 + g2'`` with
     ``g2' = -eta * d2_{alpha,w} L_train . H . v``, one HVP and one mixed VJP at the
-    current ``w``."""
+    current ``w``. ``recompute``: see :func:`unrolled`."""
     v, g1 = jax.grad(val_loss, argnums=(0, 1))(params, alpha, val_batch)
     u = hvp(train_loss, params, alpha, train_batch, v)
-    g2 = tree_scale(-eta, mixed_vjp(train_loss, params, alpha, train_batch, u))
+    w = _after(params, u) if recompute else params
+    g2 = tree_scale(-eta, mixed_vjp(train_loss, w, alpha, train_batch, u))
     return _result(g1, g2, has_aux)
 
 
 def inverse_hvp(train_loss, params, alpha, batch, v, *, solver: str = "cg", maxiter: int = 20,
-                damping: float = 0.0, tol: float = 1e-10, neumann_scale: float = 0.01):
+                damping: float = 0.0, tol: float = 1e-10, neumann_scale: float = 0.01, recompute: bool = False):
     """Approximately solves ``(H + damping I) q = v``; returns ``(q, relative residual)``
     with the residual ``||v - (H + damping I) q|| / ||v||``.
 
@@ -175,8 +212,9 @@ def inverse_hvp(train_loss, params, alpha, batch, v, *, solver: str = "cg", maxi
     holds a single HVP (``jax.scipy.sparse.linalg.cg`` plus an explicit residual check
     held three, which on the supernet tripled compile time and memory).
     """
-    def matvec(x):
-        return tree_axpy(damping, x, hvp(train_loss, params, alpha, batch, x))
+    def matvec(x):  # recompute: no loop-invariant primal pass hoisted out (and kept alive)
+        w = _after(params, x) if recompute else params
+        return tree_axpy(damping, x, hvp(train_loss, w, alpha, batch, x))
 
     vv = tree_dot(v, v)
     if solver == "cg":
@@ -209,13 +247,15 @@ def inverse_hvp(train_loss, params, alpha, batch, v, *, solver: str = "cg", maxi
 
 def implicit(train_loss, val_loss, params, alpha, train_batch, val_batch, *, solver: str = "cg",
              maxiter: int = 20, damping: float = 0.0, tol: float = 1e-10, neumann_scale: float = 0.01,
-             has_aux=False, **_):
+             recompute: bool = False, has_aux=False, **_):
     """Implicit-function-theorem hypergradient (Amended-DARTS Eq. 6), exact at a
-    stationary ``w``: ``g1 - d2_{alpha,w} L_train . (H + damping I)^-1 . v``."""
+    stationary ``w``: ``g1 - d2_{alpha,w} L_train . (H + damping I)^-1 . v``.
+    ``recompute``: see :func:`unrolled`."""
     v, g1 = jax.grad(val_loss, argnums=(0, 1))(params, alpha, val_batch)
     q, res = inverse_hvp(train_loss, params, alpha, train_batch, v, solver=solver, maxiter=maxiter,
-                         damping=damping, tol=tol, neumann_scale=neumann_scale)
-    g2 = tree_scale(-1.0, mixed_vjp(train_loss, params, alpha, train_batch, q))
+                         damping=damping, tol=tol, neumann_scale=neumann_scale, recompute=recompute)
+    w = _after(params, q) if recompute else params
+    g2 = tree_scale(-1.0, mixed_vjp(train_loss, w, alpha, train_batch, q))
     return _result(g1, g2, has_aux, residual=res)
 
 
@@ -229,6 +269,8 @@ ESTIMATORS: dict[str, Callable] = {
 }
 NEEDS_INNER_STEP = frozenset({"unrolled", "finite_difference"})
 """Estimators that take ``inner_lr``/``momentum``/``weight_decay`` of the weight optimiser."""
+TAKES_RECOMPUTE = frozenset({"unrolled", "amended", "implicit"})
+"""Estimators with a ``recompute`` option (set from ``model.remat`` by the search loop)."""
 
 
 def get(name: str) -> Callable:

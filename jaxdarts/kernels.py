@@ -22,6 +22,9 @@ the backward reads the cotangent once per tap inside a single fusion:
 
 * ``materialize(x)``: the identity, computed into its own buffer on XLA:CPU (forward and
   cotangent), so that XLA does not fuse one long producer chain into each of its consumers.
+* ``after(x, dep)``: the identity in ``x``, computed only once ``dep`` is (a data
+  dependency XLA cannot remove or reorder), and ``checkpoint(fun)``: rematerialisation
+  built on it that saves memory on XLA:CPU, where ``jax.checkpoint`` does not.
 
 On XLA:CPU the kernel gradient runs as a loop over slabs of the batch (cache-resident
 reductions); ``benchmarks/RESULTS.md`` has the measurements behind both CPU lowerings.
@@ -384,3 +387,129 @@ def materialize(x: Array) -> Array:
     long producer chain (e.g. the sum of a mixed op's input gradients) into each of its
     consumers, which recomputes it per consumer, in transposed order for dot operands."""
     return materialize_p.bind(jnp.asarray(x))
+
+
+# --------------------------------------------------------------- rematerialisation
+
+
+def _after_cpu(x, s):
+    """``x``, computed once the scalar ``s`` is: a while loop whose trip count (0 or 1) is a
+    NaN test on ``s``, with body ``x * 1`` (see :func:`_materialize_cpu`)."""
+    if x.size == 0:
+        return x
+    start = (s != s).astype(jnp.int32)
+    body = lambda c: (c[0] * (c[1] + 1).astype(x.dtype), c[1] + 1)
+    return lax.while_loop(lambda c: c[1] < 1, body, (x, start))[0]
+
+
+after_p = Primitive("jaxdarts_after")
+after_p.def_impl(lambda x, s: x)
+after_p.def_abstract_eval(lambda x, s: x)
+mlir.register_lowering(after_p, mlir.lower_fun(lambda x, s: lax.optimization_barrier((x, s))[0],
+                                               multiple_results=False))
+mlir.register_lowering(after_p, mlir.lower_fun(_after_cpu, multiple_results=False), platform="cpu")
+
+
+def _after_jvp(primals, tangents):
+    (x, s), (tx, _) = primals, tangents
+    out = after_p.bind(x, s)
+    if type(tx) is ad.Zero:
+        return out, ad.Zero.from_primal_value(out)
+    return out, after_p.bind(ad.instantiate_zeros(tx), s)
+
+
+def _after_transpose(ct, x, s):
+    assert not ad.is_undefined_primal(s)
+    if type(ct) is ad.Zero:
+        return ad.Zero(x.aval.to_ct_aval()), None
+    return after_p.bind(ct, s), None
+
+
+def _after_batch(args, dims):
+    (x, s), (dx, ds) = args, dims
+    if ds is not None:  # any element of s is a dependency on all of it
+        s = lax.index_in_dim(s, 0, ds, keepdims=False)
+    if dx is None:
+        return after_p.bind(x, s), None
+    return after_p.bind(x, s), dx
+
+
+ad.primitive_jvps[after_p] = _after_jvp
+ad.primitive_transposes[after_p] = _after_transpose
+batching.primitive_batchers[after_p] = _after_batch
+
+
+def after(x: Array, dep: Array) -> Array:
+    """``x`` (identity in value and in ``x``'s derivative; ``dep`` gets none), computed only
+    after ``dep`` is: a data dependency XLA cannot see through or reorder (a while loop on
+    XLA:CPU, ``optimization_barrier`` elsewhere)."""
+    dep = jnp.asarray(dep)
+    s = lax.stop_gradient(dep.reshape(-1)[0] if dep.size else jnp.zeros((), jnp.float32))
+    return after_p.bind(jnp.asarray(x), s)
+
+
+def _is_float(x) -> bool:
+    return jnp.issubdtype(jnp.result_type(x), jnp.inexact)
+
+
+def checkpoint(fun):
+    """``fun`` rematerialised in its backward pass, in a form that also saves memory on
+    XLA:CPU (``jax.checkpoint`` does not there: the CPU pipeline drops the optimisation
+    barriers and schedules the recomputation next to the forward pass, so every residual
+    stays alive; ``benchmarks/RESULTS.md``).
+
+    A ``jax.custom_vjp`` whose forward keeps only ``fun``'s inputs and whose backward
+    recomputes ``fun`` from inputs that pass through :func:`after` the output cotangent, so
+    the recomputation cannot run before the backward pass reaches it. The backward itself is
+    again a ``checkpoint``-ed function, so reverse-over-reverse (``grad`` of ``grad``) keeps
+    one call's intermediates at a time as well; forward-over-reverse (``jvp`` of ``grad``,
+    Hessian-vector products) and ``vmap`` work. Not supported: forward mode on ``fun``
+    without an inner reverse pass (``jax.jvp`` of the loss itself), as for any
+    ``custom_vjp``. Non-float inputs (integers, PRNG keys) get ``float0`` cotangents.
+    """
+
+    def wrapped(*args):
+        leaves, tree = jax.tree.flatten(args)
+        # traced once: forward and recomputation replay the same jaxpr (Python side effects
+        # such as Flax's RNG counters would otherwise differ between the two traces); values
+        # ``fun`` closes over become explicit inputs, so their derivatives are not lost
+        converted, consts = jax.closure_convert(lambda *xs: fun(*jax.tree.unflatten(tree, xs)), *leaves)
+        leaves = list(leaves) + list(consts)
+        is_f = [_is_float(x) for x in leaves]
+
+        def call(float_leaves, others):
+            it_f, it_o = iter(float_leaves), iter(others)
+            return converted(*[next(it_f) if f else next(it_o) for f in is_f])
+
+        others = [x for x, f in zip(leaves, is_f) if not f]
+
+        @jax.custom_vjp
+        def g(float_leaves, others):
+            return call(float_leaves, others)
+
+        def fwd(float_leaves, others):
+            return call(float_leaves, others), (float_leaves, others)
+
+        def bwd(res, ct):
+            float_leaves, others = res
+            return _checkpointed_vjp(call)(float_leaves, others, ct)
+
+        g.defvjp(fwd, bwd)
+        return g([x for x, f in zip(leaves, is_f) if f], others)
+
+    return wrapped
+
+
+def _checkpointed_vjp(call):
+    def vjp_of_call(float_leaves, others, ct):
+        ct_leaves = [c for c in jax.tree.leaves(ct) if _is_float(c) and np.size(c)]
+        if ct_leaves:  # recompute only once the cotangent exists
+            dep = ct_leaves[0]
+            float_leaves = [after(x, dep) for x in float_leaves]
+        _, vjp = jax.vjp(lambda fl: call(fl, others), float_leaves)
+        (ct_float,) = vjp(ct)
+        ct_others = [np.zeros(np.shape(o), jax.dtypes.float0) for o in others]
+        return ct_float, ct_others
+
+    # jax.checkpoint, not checkpoint: an outer jvp (Hessian-vector products) must pass through
+    return jax.checkpoint(vjp_of_call)

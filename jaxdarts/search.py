@@ -192,6 +192,8 @@ class SearchTask:
             opts.setdefault("momentum", o.momentum)
             opts.setdefault("weight_decay", optim.hyperparam(state.w_opt, "weight_decay"))
             opts.setdefault("momentum_buffer", optim.momentum_buffer(state.w_opt))
+        if self.cfg.estimator in hypergrad.TAKES_RECOMPUTE:
+            opts.setdefault("recompute", bool(self.cfg.model.remat))
         return opts
 
     def arch_update(self, state: SearchState, train_batch, val_batch):

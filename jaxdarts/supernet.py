@@ -20,6 +20,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import linen as nn
+from flax.core import lift
 
 from jaxdarts import kernels
 from jaxdarts import ops as ops_lib
@@ -250,6 +251,33 @@ class SearchCell(nn.Module):
         return states[-1]
 
 
+def _lift_checkpoint(fn, variables=True, rngs=True):
+    """Flax lifting of :func:`jaxdarts.kernels.checkpoint` (as ``flax.core.lift.checkpoint``
+    lifts ``jax.checkpoint``): the module's variables and RNGs become explicit inputs of a
+    pure function, and mutated collections (BatchNorm statistics) explicit outputs."""
+
+    def inner(scope_fn, repack_fn, variable_groups, rng_groups, *args):
+        def pure(variable_groups, rng_groups, *args):
+            scope = scope_fn(variable_groups, rng_groups)
+            y = fn(scope, *args)
+            return y, repack_fn(scope)
+
+        return kernels.checkpoint(pure)(variable_groups, rng_groups, *args)
+
+    return lift.pack(inner, (variables,), (variables,), (rngs,), name="remat")
+
+
+def remat(module_cls):
+    """``module_cls`` rematerialised in the backward pass with :func:`jaxdarts.kernels.checkpoint`
+    (which, unlike ``nn.remat``, also saves memory on XLA:CPU). Positional call arguments
+    only; Hessian-vector products (``jvp`` of ``grad``) and ``grad`` of ``grad`` work, a
+    forward-mode ``jvp`` of the network itself does not."""
+    return nn.transforms.lift_transform(_lift_checkpoint, module_cls)
+
+
+RematSearchCell = remat(SearchCell)
+
+
 class AuxiliaryHeadCIFAR(nn.Module):
     """CIFAR auxiliary head (input 8x8 at 32px): ReLU, avgpool 5/3, 1x1 conv 128, BN, ReLU,
     2x2 conv 768, BN, ReLU, dense. ``bn_after_768=False`` gives the ImageNet variant."""
@@ -303,7 +331,10 @@ class Supernet(nn.Module):
       steps, multiplier, stem_multiplier: as in DARTS (``steps`` is taken from the space).
       auxiliary: add the CIFAR auxiliary head after cell ``2*layers//3`` (Amended-DARTS
         search); training calls then return ``(logits, aux_logits)``.
-      remat: rematerialise each cell in the backward pass (memory for compute).
+      remat: rematerialise each cell in the backward pass with
+        :func:`jaxdarts.kernels.checkpoint` (memory for compute; effective on XLA:CPU too).
+        Gradients, Hessian-vector products and ``grad`` of ``grad`` work; a forward-mode
+        ``jax.jvp`` of the network alone (no inner ``grad``) does not.
 
     ``__call__(x, alpha, *, train, normalized=False, drop_prob=0.0)``:
       x: ``(N, H, W, C_in)`` float images (NHWC).
@@ -335,7 +366,7 @@ class Supernet(nn.Module):
             weights = alpha
         else:
             weights = mixing_weights(space, alpha)
-        cell_cls = nn.remat(SearchCell, static_argnums=()) if self.remat else SearchCell
+        cell_cls = RematSearchCell if self.remat else SearchCell
         if space.macro == "nb201":
             return self._nb201(x, weights, train, drop_prob, space, cell_cls)
 

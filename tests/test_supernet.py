@@ -123,3 +123,36 @@ def test_nb201_supernet_runs_and_alpha_gradient_flows():
     v = _init(model, alpha, x)
     g = jax.jit(jax.grad(lambda a: jnp.sum(model.apply(v, x, a, train=True, mutable=["batch_stats"])[0] ** 2)))(alpha)
     assert g["normal"].shape == (6, 5) and float(jnp.abs(g["normal"]).sum()) > 0
+
+
+def test_remat_supernet_same_outputs_and_derivatives(x64):
+    """``remat=True`` (``kernels.checkpoint`` per cell) changes nothing but memory: logits,
+    BatchNorm statistics, drop-path masks, gradients, Hessian-vector and mixed products."""
+    from jaxdarts import hypergrad
+
+    x = jax.random.normal(jax.random.key(3), (4, 8, 8, 3), jnp.float64)
+    labels = jnp.arange(4) % 10
+    alpha = init_alpha("s2", jax.random.key(0), scale=1.0)
+    plain, rematted = (Supernet("s2", 10, C=4, layers=3, remat=r) for r in (False, True))
+    v = jax.tree.map(lambda a: a.astype(jnp.float64), _init(plain, alpha, x))
+    rngs = {"dropout": jax.random.key(5), "noise": jax.random.key(6)}
+
+    def loss_fn(model):
+        def loss(params, a, x):
+            out, mut = model.apply({"params": params, "batch_stats": v["batch_stats"]}, x, a, train=True,
+                                   drop_prob=0.3, rngs=rngs, mutable=["batch_stats"])
+            return jnp.mean(optax_ce(out, labels)) + 1e-3 * sum(jnp.sum(b) for b in jax.tree.leaves(mut))
+        return loss
+
+    def derivatives(model):
+        loss = loss_fn(model)
+        p = v["params"]
+        return jax.jit(lambda p, a: (loss(p, a, x), jax.grad(loss, argnums=(0, 1))(p, a, x),
+                                     hypergrad.hvp(loss, p, a, x, p), hypergrad.mixed_vjp(loss, p, a, x, p)))(p, alpha)
+
+    for got, want in zip(jax.tree.leaves(derivatives(rematted)), jax.tree.leaves(derivatives(plain))):
+        np.testing.assert_allclose(got, want, rtol=1e-9, atol=1e-12)
+
+
+def optax_ce(logits, labels):
+    return -jnp.take_along_axis(jax.nn.log_softmax(logits), labels[:, None], axis=1)[:, 0]
