@@ -40,6 +40,8 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from jaxdarts import kernels
+
 Loss = Callable[[Any, Any, Any], jax.Array]
 
 
@@ -99,7 +101,6 @@ def sgd_step(loss: Loss, params, alpha, batch, lr, momentum: float = 0.0, moment
 def _after(tree, dep):
     """``tree``, but computed only once ``dep`` (a pytree) is: makes XLA recompute what
     depends on it instead of sharing (and keeping alive) an identical earlier computation."""
-    from jaxdarts import kernels
     d = jax.tree.leaves(dep)[0]
     return jax.tree.map(lambda x: kernels.after(x, d), tree)
 

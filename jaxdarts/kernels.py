@@ -360,16 +360,20 @@ def avg_pool_3x3(x: Array, stride: int) -> Array:
 # ------------------------------------------------------------------ materialisation
 
 
-def _materialize_cpu(x):
-    """Identity that XLA cannot fuse through: a while loop whose trip count (0 or 1 by a
-    NaN test on one element) XLA cannot know statically, with body ``x * 1`` (with a plain
-    identity body XLA hoists ``x`` out of the loop and deletes it)."""
+def _after_cpu(x, s):
+    """``x``, computed once the scalar ``s`` is, into its own buffer: a while loop whose trip
+    count (0 or 1, by a NaN test on ``s``) XLA cannot know statically, with body ``x * 1``
+    (with a plain identity body XLA hoists ``x`` out of the loop and deletes it)."""
     if x.size == 0:
         return x
-    flat = x.reshape(-1)
-    start = (flat[0] != flat[0]).astype(jnp.int32)
+    start = (s != s).astype(jnp.int32)
     body = lambda c: (c[0] * (c[1] + 1).astype(x.dtype), c[1] + 1)  # x * 1: not invariant
     return lax.while_loop(lambda c: c[1] < 1, body, (x, start))[0]
+
+
+def _materialize_cpu(x):
+    """Identity that XLA cannot fuse through: :func:`_after_cpu` on one element of ``x``."""
+    return x if x.size == 0 else _after_cpu(x, x.reshape(-1)[0])
 
 
 materialize_p = Primitive("jaxdarts_materialize")
@@ -390,16 +394,6 @@ def materialize(x: Array) -> Array:
 
 
 # --------------------------------------------------------------- rematerialisation
-
-
-def _after_cpu(x, s):
-    """``x``, computed once the scalar ``s`` is: a while loop whose trip count (0 or 1) is a
-    NaN test on ``s``, with body ``x * 1`` (see :func:`_materialize_cpu`)."""
-    if x.size == 0:
-        return x
-    start = (s != s).astype(jnp.int32)
-    body = lambda c: (c[0] * (c[1] + 1).astype(x.dtype), c[1] + 1)
-    return lax.while_loop(lambda c: c[1] < 1, body, (x, start))[0]
 
 
 after_p = Primitive("jaxdarts_after")
@@ -429,8 +423,6 @@ def _after_batch(args, dims):
     (x, s), (dx, ds) = args, dims
     if ds is not None:  # any element of s is a dependency on all of it
         s = lax.index_in_dim(s, 0, ds, keepdims=False)
-    if dx is None:
-        return after_p.bind(x, s), None
     return after_p.bind(x, s), dx
 
 
@@ -460,10 +452,12 @@ def checkpoint(fun):
 
     A ``jax.custom_vjp`` whose forward keeps only ``fun``'s inputs and whose backward
     recomputes ``fun`` from inputs that pass through :func:`after` the output cotangent, so
-    the recomputation cannot run before the backward pass reaches it. The backward itself is
-    again a ``checkpoint``-ed function, so reverse-over-reverse (``grad`` of ``grad``) keeps
-    one call's intermediates at a time as well; forward-over-reverse (``jvp`` of ``grad``,
-    Hessian-vector products) and ``vmap`` work. Not supported: forward mode on ``fun``
+    the recomputation cannot run before the backward pass reaches it. Forward-over-reverse
+    (``jvp`` of ``grad``, Hessian-vector products) keeps one call's intermediates at a time
+    too. The backward is wrapped in ``jax.checkpoint`` (a nested ``custom_vjp`` would refuse
+    the outer ``jvp``), so reverse-over-reverse (``grad`` of ``grad``) works but, on XLA:CPU,
+    saves little memory; :mod:`jaxdarts.hypergrad` uses forward-over-reverse for that reason.
+    ``vmap`` works. Not supported: forward mode on ``fun``
     without an inner reverse pass (``jax.jvp`` of the loss itself), as for any
     ``custom_vjp``. Non-float inputs (integers, PRNG keys) get ``float0`` cotangents.
     """

@@ -129,6 +129,7 @@ def test_remat_supernet_same_outputs_and_derivatives(x64):
     """``remat=True`` (``kernels.checkpoint`` per cell) changes nothing but memory: logits,
     BatchNorm statistics, drop-path masks, gradients and (forward-over-reverse) mixed products."""
     from jaxdarts import hypergrad
+    from jaxdarts.search import cross_entropy
 
     x = jax.random.normal(jax.random.key(3), (4, 8, 8, 3), jnp.float64)
     labels = jnp.arange(4) % 10
@@ -141,7 +142,7 @@ def test_remat_supernet_same_outputs_and_derivatives(x64):
         def loss(params, a, x):
             out, mut = model.apply({"params": params, "batch_stats": v["batch_stats"]}, x, a, train=True,
                                    drop_prob=0.3, rngs=rngs, mutable=["batch_stats"])
-            return jnp.mean(optax_ce(out, labels)) + 1e-3 * sum(jnp.sum(b) for b in jax.tree.leaves(mut))
+            return cross_entropy(out, labels) + 1e-3 * sum(jnp.sum(b) for b in jax.tree.leaves(mut))
         return loss
 
     def derivatives(model):
@@ -153,7 +154,3 @@ def test_remat_supernet_same_outputs_and_derivatives(x64):
 
     for got, want in zip(jax.tree.leaves(derivatives(rematted)), jax.tree.leaves(derivatives(plain))):
         np.testing.assert_allclose(got, want, rtol=1e-9, atol=1e-12)
-
-
-def optax_ce(logits, labels):
-    return -jnp.take_along_axis(jax.nn.log_softmax(logits), labels[:, None], axis=1)[:, 0]
