@@ -32,7 +32,7 @@ def base() -> ml_collections.ConfigDict:
     c.steps_per_epoch = 0  # 0 = the whole weight split
     c.alpha_init_scale = 1e-3
     c.arch_start_epoch = 0  # epochs of weight-only warm-up
-    c.log_hypergrad_terms = False  # g1/g2 norms also for `unrolled` (one extra gradient)
+    c.log_hypergrad_terms = False  # g1/g2 norms also for `unrolled` (an extra gradient only with inner_steps > 1)
 
     c.model = ml_collections.ConfigDict(dict(C=16, layers=8, auxiliary=False, aux_weight=0.4, remat=False,
                                              depthwise="auto"))  # taps on CPU, conv on GPU/TPU
