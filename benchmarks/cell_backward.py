@@ -15,7 +15,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 
-from jaxdarts import ops, spaces, supernet  # noqa: E402
+from jaxdarts import kernels, spaces, supernet  # noqa: E402
 
 
 def main():
@@ -24,13 +24,12 @@ def main():
     ap.add_argument("--C", type=int, default=16)
     ap.add_argument("--batch", type=int, default=64)
     ap.add_argument("--size", type=int, default=32)
-    ap.add_argument("--depthwise", default="taps", choices=ops.DEPTHWISE_IMPLS)
+    ap.add_argument("--depthwise", default="taps", choices=kernels.LOWERINGS)
     ap.add_argument("--reduction", action="store_true")
     a = ap.parse_args()
-    ops.set_depthwise_impl(a.depthwise)
     sp = spaces.get(a.space)
     ctype = "reduce" if a.reduction else "normal"
-    cell = supernet.SearchCell(sp, ctype, a.C, a.reduction, False, 4, True)
+    cell = supernet.SearchCell(sp, ctype, a.C, a.reduction, False, 4, True, a.depthwise)
     x = jax.random.normal(jax.random.key(0), (a.batch, a.size, a.size, 4 * a.C))
     w = jax.nn.softmax(jnp.zeros((sp.num_edges, sp.num_ops)), -1)
     v = cell.init(jax.random.key(1), x, x, w)

@@ -23,13 +23,13 @@ def stablehlo_ops(lowered) -> int:
     return sum(1 for line in lowered.as_text().splitlines() if "=" in line and "stablehlo." in line)
 
 
-def mixed_op_ops(C=16, hw=32, batch=64) -> int:
+def mixed_op_ops(lowering: str, C=16, hw=32, batch=64) -> int:
     import jax
     import jax.numpy as jnp
 
     from jaxdarts import ops, supernet
 
-    m = supernet.MixedOp(ops.PRIMITIVES, C, 1, True)
+    m = supernet.MixedOp(ops.PRIMITIVES, C, 1, True, lowering=lowering)
     x = jnp.zeros((batch, hw, hw, C))
     w = jnp.ones(len(ops.PRIMITIVES))
     v = jax.eval_shape(lambda: m.init(jax.random.key(0), x, w))
@@ -49,11 +49,8 @@ def main():
     a = ap.parse_args()
     import jax
 
-    from jaxdarts import ops
-
     for lowering in a.lowerings.split(","):
-        ops.set_depthwise_impl(lowering)
-        mixed = mixed_op_ops()
+        mixed = mixed_op_ops(lowering)
         for est in a.estimators.split(","):
             task, state, tb, vb = bench_task(a.C, a.layers, a.batch, a.size, est, lowering)
             t = time.time()

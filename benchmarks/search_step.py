@@ -38,7 +38,7 @@ def bench_task(C, layers, batch, size, estimator, depthwise="taps", space="darts
     import numpy as np
 
     from jaxdarts import config as config_lib
-    from jaxdarts import search
+    from jaxdarts import data, search
 
     c = config_lib.base()
     c.dataset = "fashion_mnist"
@@ -51,10 +51,11 @@ def bench_task(C, layers, batch, size, estimator, depthwise="taps", space="darts
     if estimator == "implicit":
         c.estimator_options.maxiter = cg_iters
         c.estimator_options.damping = 1e-3
-    task = search.SearchTask.from_config(c)
-    for s in (task.train_stream, task.val_stream):
-        s.images = np.repeat(s.images, 3, axis=-1)
-    task.ds_info = task.ds_info.__class__("fashion_mnist3", 10, (0.286,) * 3, (0.353,) * 3)
+    config_lib.validate(c)
+    splits = data.load_search_data(c.dataset, None, c.data.max_examples, size, c.data.train_portion)
+    rgb = [(np.repeat(x, 3, axis=-1), y) for x, y in splits]
+    info = data.DatasetInfo("fashion_mnist3", 10, (0.286,) * 3, (0.353,) * 3)
+    task = search.SearchTask.from_arrays(c, *rgb, info)
     return task, task.init_state(), task.train_stream.batch(0, 0), task.val_stream.batch(0, 0)
 
 

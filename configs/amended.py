@@ -29,9 +29,7 @@ from jaxdarts import config as config_lib  # noqa: E402
 
 
 def get_config(arg: str = ""):
-    c = config_lib.base()
-    c.estimator = "amended"
-    c.estimator_options.eta = 0.1
+    c = config_lib.base("amended")  # estimator 'amended', eta = 0.1
     c.batch_size = 96
     c.epochs = 100
     for v in [v for v in arg.split(",") if v]:

@@ -1,9 +1,12 @@
 """RobustDARTS (Zela et al., 2020): eigenvalue tracking, DARTS-ES, DARTS-ADA, R-DARTS.
 
-Reference-script defaults: spaces S1-S4, second order (here: exact ``unrolled``), cutout
-16 during search, the dominant Hessian eigenvalue every 2 epochs, early stopping with the
-reference code's rule (window 5, every 2 epochs, from epoch 10, delta 4, factor 1.3;
-``early_stopping.mode='paper'`` for Section 4.2's rule), 50 epochs, batch 64.
+Method ``robustdarts`` (:mod:`jaxdarts.methods.robustdarts`; its section is
+``config.robustdarts``). Reference-script defaults: spaces S1-S4, second order (here:
+exact ``unrolled``), cutout 16 during search, the dominant Hessian eigenvalue every 2
+epochs, early stopping with the reference code's rule (window 5, every 2 epochs, from
+epoch 10, delta 4, factor 1.3; ``robustdarts.early_stopping.mode='paper'`` for Section
+4.2's rule), 50 epochs, batch 64. The R-DARTS sweeps (``dp``, ``l2``) run without
+eigenvalue tracking (hooks act on one search).
 
 Variants, combinable with commas: ``es`` (DARTS-ES), ``ada`` (DARTS-ADA on weight
 decay: x10 per trigger, from 3e-4 up to 3e-2), ``dp`` (R-DARTS over drop-path
@@ -19,7 +22,8 @@ Commands and expected cost/result:
   holds the architecture of the epoch ES returns.
 * ``python bin/search.py --config configs/rdarts.py:dp,quick --workdir /tmp/rdarts_dp``
   four searches in one vmapped program plus selection by 2-epoch retraining; writes
-  rdarts.json (a few minutes).
+  rdarts.json (a few minutes). Re-running the command resumes the sweep (and the
+  selection); ``--max_epochs N`` stops after N more search epochs.
 * ``python bin/search.py --config configs/rdarts.py:es,s3,cifar100 --workdir ...``: the paper.
 """
 
@@ -36,7 +40,8 @@ DATASETS = ("cifar10", "cifar100", "svhn")
 
 
 def get_config(arg: str = ""):
-    c = config_lib.base()
+    c = config_lib.base("robustdarts")
+    r = c.robustdarts
     c.space = "s1"
     c.estimator = "unrolled"
     c.data.cutout = 16
@@ -44,16 +49,14 @@ def get_config(arg: str = ""):
     is_quick = False
     for v in [v for v in arg.split(",") if v]:
         if v == "es":
-            c.early_stopping.mode = "code"
+            r.early_stopping.mode = "code"
         elif v == "ada":
-            c.early_stopping.mode = "code"
-            c.early_stopping.ada = True
+            r.early_stopping.mode = "code"
+            r.early_stopping.ada = True
         elif v == "dp":
-            c.runner = "rdarts"
-            c.rdarts.target, c.rdarts.grid = "drop_path", (0.0, 0.2, 0.4, 0.6)
+            r.sweep.target, r.sweep.grid = "drop_path", (0.0, 0.2, 0.4, 0.6)
         elif v == "l2":
-            c.runner = "rdarts"
-            c.rdarts.target, c.rdarts.grid = "weight_decay", tuple(3e-4 * 3 ** i for i in range(5))
+            r.sweep.target, r.sweep.grid = "weight_decay", tuple(3e-4 * 3 ** i for i in range(5))
         elif v in SPACES:
             c.space = v
         elif v in DATASETS:
@@ -71,6 +74,8 @@ def get_config(arg: str = ""):
         c.epochs = 6
         c.steps_per_epoch = 10
         c.hessian_every = 1
-        c.early_stopping.update(dict(window=2, delta=1, start_epoch=1, factor=1.05))
-        c.rdarts.select_epochs, c.rdarts.select_C, c.rdarts.select_layers = 2, 8, 3
+        r.early_stopping.update(dict(window=2, delta=1, start_epoch=1, factor=1.05))
+        r.select.update(dict(epochs=2, C=8, layers=3))
+    if r.sweep.target != "none":
+        c.hessian_every = 0  # the sweep runs without per-epoch hooks
     return c

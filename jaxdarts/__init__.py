@@ -3,7 +3,9 @@
 Public API (stable): ``jaxdarts.spaces.get``, :class:`Supernet`, :func:`init_alpha`,
 :func:`mixing_weights`, ``jaxdarts.genotype`` (``Genotype``, ``derive``, ``to_alpha``),
 :class:`NetworkCIFAR`, :class:`NetworkImageNet`, ``jaxdarts.hypergrad`` (estimators),
-``jaxdarts.analysis`` (Hessians, eigenvalues), ``jaxdarts.search`` (the search loop).
+``jaxdarts.analysis`` (Hessians, eigenvalues), ``jaxdarts.search`` (the engine: task,
+step, runner, hook events, programs), ``jaxdarts.methods`` (the method registry:
+``methods.get(name)``).
 """
 
 from jaxdarts import genotype, hypergrad, ops, spaces

@@ -103,12 +103,14 @@ def eigenvalues(loss_fn: Callable, alpha, k: int | None = 1, method: str = "dens
     raise ValueError(f"unknown eigenvalue method {method!r}; accepted: dense, lanczos")
 
 
-def discretization_gap(runner, genotype) -> dict:
+def discretization_gap(evaluate: Callable, space, genotype) -> dict:
     """Validation accuracy of the continuous supernet vs the same weights with the
-    one-hot alpha of ``genotype`` (eval-mode BN, the runner's evaluation split)."""
+    one-hot alpha of ``genotype``. ``evaluate(alpha=None, normalized=False, prefix=...)``
+    returns ``{prefix_loss, prefix_acc}`` (e.g. :meth:`jaxdarts.search.Runner.evaluate`:
+    eval-mode BN on the architecture split)."""
     from jaxdarts import genotype as genotype_lib
 
-    onehot = genotype_lib.to_alpha(runner.task.space, genotype)
-    cont = runner.evaluate(prefix="continuous")
-    disc = runner.evaluate(alpha=onehot, normalized=True, prefix="discrete")
+    onehot = genotype_lib.to_alpha(space, genotype)
+    cont = evaluate(prefix="continuous")
+    disc = evaluate(alpha=onehot, normalized=True, prefix="discrete")
     return {**cont, **disc, "accuracy_drop": cont["continuous_acc"] - disc["discrete_acc"]}

@@ -3,15 +3,32 @@
 Orbax writes each checkpoint into a temporary directory and renames it when complete,
 so a kill during a save leaves the previous checkpoint intact (tested). The state is
 stored as its Flax state dict and restored into a template of the same structure.
+
+A checkpoint that does not restore (a truncated data file after a disk error or a partial
+copy) is moved aside into ``<directory>_unrestorable/`` (kept, not deleted) and the next
+older one is tried (:meth:`Checkpointer.restore_latest`); when none restores,
+:class:`CheckpointError` names the directory.
 """
 
 from __future__ import annotations
 
 import os
+import shutil
+import time
+from typing import Callable
 
 import flax
 import jax
 import orbax.checkpoint as ocp
+
+
+class CheckpointError(RuntimeError):
+    """No checkpoint of a directory restores."""
+
+
+def _first_line(e: BaseException) -> str:
+    text = str(e).strip().splitlines()
+    return f"{type(e).__name__}: {text[0][:200]}" if text else type(e).__name__
 
 
 class Checkpointer:
@@ -31,9 +48,16 @@ class Checkpointer:
                                                         meta=ocp.args.JsonSave(meta)), force=True)
         self.manager.wait_until_finished()
 
-    def latest_step(self):
+    def all_steps(self) -> list[int]:
         self.manager.reload()
-        return self.manager.latest_step()
+        return sorted(self.manager.all_steps())
+
+    def latest_step(self):
+        steps = self.all_steps()
+        return steps[-1] if steps else None
+
+    def read_meta(self, step: int) -> dict:
+        return self.manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"]
 
     def restore(self, step: int, template):
         target = flax.serialization.to_state_dict(template)
@@ -42,8 +66,39 @@ class Checkpointer:
                                                                meta=ocp.args.JsonRestore()))
         return flax.serialization.from_state_dict(template, r["state"]), r["meta"]
 
-    def restore_latest(self, template):
-        step = self.latest_step()
-        if step is None:
-            return None
-        return self.restore(step, template)
+    def set_aside(self, step: int) -> str:
+        """Moves checkpoint ``step`` out of the managed directory; returns where it went."""
+        aside = f"{self.directory}_unrestorable"
+        os.makedirs(aside, exist_ok=True)
+        dest = os.path.join(aside, f"{step}-{time.strftime('%Y%m%d-%H%M%S')}")
+        shutil.move(os.path.join(self.directory, str(step)), dest)
+        self.manager.reload()
+        return dest
+
+    def restore_latest(self, template: Callable[[dict], object] | object, log=print):
+        """Restores the newest checkpoint that restores: ``(state, meta)``, or None when
+        the directory holds none. ``template`` is a state of the right structure, or a
+        function of the checkpoint's metadata returning one (which may raise to refuse the
+        checkpoint: that error propagates, the checkpoint is left where it is).
+
+        A checkpoint whose metadata or arrays fail to read is moved aside
+        (:meth:`set_aside`) with one log line saying which and why; if all fail,
+        :class:`CheckpointError` names the directory."""
+        steps = self.all_steps()
+        for step in reversed(steps):
+            try:
+                meta = self.read_meta(step)
+            except Exception as e:  # noqa: BLE001 - any read failure means this one is unusable
+                log(f"skipped checkpoint {self.directory}/{step} ({_first_line(e)}); "
+                    f"moved to {self.set_aside(step)}")
+                continue
+            tmpl = template(meta) if callable(template) else template
+            try:
+                return self.restore(step, tmpl)
+            except Exception as e:  # noqa: BLE001
+                log(f"skipped checkpoint {self.directory}/{step} ({_first_line(e)}); "
+                    f"moved to {self.set_aside(step)}")
+        if steps:
+            raise CheckpointError(f"no checkpoint in {self.directory} restores (epochs {steps} tried, moved to "
+                                  f"{self.directory}_unrestorable); use a new --workdir or remove the directory")
+        return None

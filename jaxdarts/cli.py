@@ -78,24 +78,23 @@ def main(argv=None) -> int:
         config_lib.validate(cfg)
     except config_lib.ConfigError as e:
         _fail(str(e))
+    from jaxdarts import checkpoint as ckpt_lib
     from jaxdarts import data as data_lib
     from jaxdarts import search
 
     enable_compilation_cache(fv.compilation_cache)
 
     try:
-        if cfg.runner == "rdarts":
-            from jaxdarts import rdarts
-
-            out = rdarts.run(cfg, fv.workdir)
-        else:
-            out = search.run(cfg, fv.workdir, max_epochs=fv.max_epochs)
-    except data_lib.DatasetNotPreparedError as e:
-        _fail(str(e), 1)
-    except search.NonFiniteLossError as e:
+        out = search.run(cfg, fv.workdir, max_epochs=fv.max_epochs)
+    except (data_lib.DatasetNotPreparedError, search.NonFiniteLossError, ckpt_lib.CheckpointError,
+            search.HookConflictError) as e:
         _fail(str(e), 1)
     except ValueError as e:  # e.g. resuming a workdir with another config
         _fail(str(e), 2)
+    if not out.get("finished", True):
+        print(f"stopped after {out['epochs_run']} of {cfg.epochs} epochs (--max_epochs); re-run the command to "
+              f"continue from {fv.workdir}")
+        return 0
     print(f"genotype written to {fv.workdir}/genotype.json")
     if "genotype_str" in out:
         print(out["genotype_str"])

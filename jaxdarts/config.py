@@ -1,16 +1,23 @@
-"""Search configuration: defaults (DARTS ``train_search.py``) and validation.
+"""Search configuration: shared defaults (DARTS ``train_search.py``) and validation.
 
-Config files in ``configs/`` start from :func:`base` and override fields. :func:`validate`
-checks every field before anything is built or compiled and raises :class:`ConfigError`
-with one line naming the field and the accepted values.
+Config files in ``configs/`` start from :func:`base` (``base("robustdarts")`` adds that
+method's own section ``cfg.robustdarts``) and override fields. The shared sections are
+the engine's: data, model, optimisers, regularisation, evaluation, analyses (Hessian
+eigenvalues, estimator diagnostics), checkpoints and logging. :func:`validate` checks
+every shared field, then hands the config to the method's own ``validate``, before
+anything is built or compiled, and raises :class:`ConfigError` with one line naming the
+field and the accepted values.
 """
 
 from __future__ import annotations
 
 import ml_collections
 
+import inspect
+
 from jaxdarts import data as data_lib
 from jaxdarts import hypergrad
+from jaxdarts import kernels
 from jaxdarts import spaces as spaces_lib
 
 
@@ -18,10 +25,12 @@ class ConfigError(ValueError):
     pass
 
 
-def base() -> ml_collections.ConfigDict:
-    """DARTS search defaults on CIFAR-10 (first order)."""
+def base(method: str = "darts") -> ml_collections.ConfigDict:
+    """DARTS search defaults on CIFAR-10 (first order), for ``method`` (with its section)."""
+    from jaxdarts import methods as methods_lib
+
     c = ml_collections.ConfigDict()
-    c.runner = "search"  # search | rdarts (R-DARTS sweep + selection)
+    c.method = method  # jaxdarts.methods.names()
     c.dataset = "cifar10"
     c.space = "darts"
     c.estimator = "first_order"
@@ -29,6 +38,7 @@ def base() -> ml_collections.ConfigDict:
     c.epochs = 50
     c.batch_size = 64
     c.seed = 2
+    c.num_seeds = 1  # > 1: seeds seed, seed+1, ... searched together as one vmapped program
     c.steps_per_epoch = 0  # 0 = the whole weight split
     c.alpha_init_scale = 1e-3
     c.arch_start_epoch = 0  # epochs of weight-only warm-up
@@ -45,19 +55,10 @@ def base() -> ml_collections.ConfigDict:
         arch_lr=3e-4, arch_betas=(0.5, 0.999), arch_weight_decay=1e-3))
     c.regularization = ml_collections.ConfigDict(dict(drop_path=0.0, ramp=True, ramp_cutout=False))
 
-    # Hessian eigenvalue tracking and DARTS-ES / DARTS-ADA (RobustDARTS).
-    c.hessian_every = 0
+    # analyses any method can log (jaxdarts.hooks)
+    c.hessian_every = 0  # dominant eigenvalue of the validation-loss Hessian w.r.t. alpha every N epochs
     c.hessian_topk = 1
     c.hessian_method = "dense"
-    c.early_stopping = ml_collections.ConfigDict(dict(
-        mode="none", window=5, factor=1.3, delta=4, start_epoch=10, threshold=0.75,
-        ada=False, ada_factor=10.0, ada_max=3e-2, ada_target="weight_decay"))
-
-    # R-DARTS (bin/rdarts.py): one search per value, selection by short retraining.
-    c.rdarts = ml_collections.ConfigDict(dict(
-        target="drop_path", grid=(0.0, 0.2, 0.4, 0.6), mode="batched", select_epochs=10, select_C=16,
-        select_layers=8))
-
     c.diagnose = False
     c.discretization_gap = False
     c.eval_batches = 0  # 0 = whole architecture split
@@ -67,62 +68,87 @@ def base() -> ml_collections.ConfigDict:
     c.donate = True
     c.log_every = 10
     c.progress = "auto"  # auto | bar | log
+    m = methods_lib.get(method)
+    if m.config is not None:
+        c[method] = m.config()
+    if m.defaults is not None:
+        m.defaults(c)
     return c
 
 
-def _choice(field, value, accepted):
+def check_choice(field, value, accepted):
+    """ConfigError unless ``value`` is one of ``accepted``."""
     if value not in accepted:
         raise ConfigError(f"config.{field}={value!r} is not accepted; accepted: {', '.join(map(str, accepted))}")
 
 
-def _positive(field, value, allow_zero=False):
+def check_positive(field, value, allow_zero=False, integer=False):
+    """ConfigError unless ``value`` is a positive (or non-negative) number (an integer if asked)."""
     ok = isinstance(value, (int, float)) and not isinstance(value, bool) and (value >= 0 if allow_zero else value > 0)
     if not ok:
         raise ConfigError(f"config.{field}={value!r} must be a {'non-negative' if allow_zero else 'positive'} number")
+    if integer and isinstance(value, float):
+        raise ConfigError(f"config.{field}={value!r} must be an integer")
+
+
+def _get(cfg, field):
+    v = cfg
+    for p in field.split("."):
+        v = v[p]
+    return v
+
+
+def estimator_option_names() -> tuple[str, ...]:
+    """Keyword options the estimators of :mod:`jaxdarts.hypergrad` accept (read from their signatures)."""
+    skip = {"train_loss", "val_loss", "params", "alpha", "train_batch", "val_batch", "has_aux", "recompute",
+            "momentum_buffer", "_"}
+    names = set()
+    for fn in hypergrad.ESTIMATORS.values():
+        for p in inspect.signature(fn).parameters.values():
+            if p.kind == p.KEYWORD_ONLY and p.name not in skip:
+                names.add(p.name)
+    return tuple(sorted(names))
 
 
 def validate(cfg) -> None:
-    """Raises :class:`ConfigError` (one line) for the first bad field."""
-    _choice("runner", cfg.runner, ("search", "rdarts"))
-    _choice("dataset", cfg.dataset, tuple(data_lib.DATASETS))
-    _choice("space", cfg.space, spaces_lib.NAMES)
-    _choice("estimator", cfg.estimator, tuple(hypergrad.ESTIMATORS))
-    for f in ("epochs", "batch_size", "model.C", "model.layers", "log_every"):
-        v = cfg
-        for p in f.split("."):
-            v = v[p]
-        _positive(f, v)
-        if isinstance(v, float):
-            raise ConfigError(f"config.{f}={v!r} must be an integer")
+    """Raises :class:`ConfigError` (one line) for the first bad field, shared or the method's."""
+    from jaxdarts import methods as methods_lib
+
+    check_choice("method", cfg.get("method"), methods_lib.names())
+    method = methods_lib.get(cfg.method)
+    if method.config is not None and cfg.method not in cfg:
+        raise ConfigError(f"config.method={cfg.method!r} needs its section config.{cfg.method}; build the config "
+                          f"with jaxdarts.config.base({cfg.method!r}) (e.g. configs/ files do)")
+    check_choice("dataset", cfg.dataset, tuple(data_lib.DATASETS))
+    check_choice("space", cfg.space, spaces_lib.NAMES)
+    check_choice("estimator", cfg.estimator, tuple(hypergrad.ESTIMATORS))
+    for f in ("epochs", "batch_size", "model.C", "model.layers", "log_every", "num_seeds"):
+        check_positive(f, _get(cfg, f), integer=True)
     for f in ("optim.lr", "optim.arch_lr"):
-        _positive(f, cfg.optim[f.split(".")[1]])
+        check_positive(f, _get(cfg, f))
     for f in ("optim.weight_decay", "optim.arch_weight_decay", "optim.momentum", "regularization.drop_path",
               "steps_per_epoch", "arch_start_epoch", "hessian_every", "eval_batches", "data.cutout"):
-        a, *b = f.split(".")
-        _positive(f, cfg[a][b[0]] if b else cfg[a], allow_zero=True)
+        check_positive(f, _get(cfg, f), allow_zero=True)
     if not 0 < cfg.data.train_portion < 1:
         raise ConfigError(f"config.data.train_portion={cfg.data.train_portion!r} must be in (0, 1)")
     if not 0 <= cfg.regularization.drop_path < 1:
         raise ConfigError(f"config.regularization.drop_path={cfg.regularization.drop_path!r} must be in [0, 1)")
-    _choice("model.depthwise", cfg.model.depthwise, ("auto", "taps", "conv"))
-    _choice("hessian_method", cfg.hessian_method, ("dense", "lanczos"))
-    _choice("early_stopping.mode", cfg.early_stopping.mode, ("none", "paper", "code"))
-    _choice("early_stopping.ada_target", cfg.early_stopping.ada_target, ("weight_decay", "drop_path"))
-    _choice("progress", cfg.progress, ("auto", "bar", "log"))
-    _choice("rdarts.target", cfg.rdarts.target, ("drop_path", "weight_decay"))
-    _choice("rdarts.mode", cfg.rdarts.mode, ("batched", "sequential"))
-    if cfg.early_stopping.mode != "none" and not cfg.hessian_every:
-        raise ConfigError("config.early_stopping.mode needs config.hessian_every > 0 (eigenvalues to watch)")
+    check_choice("model.depthwise", cfg.model.depthwise, kernels.LOWERINGS + ("auto",))
+    check_choice("hessian_method", cfg.hessian_method, ("dense", "lanczos"))
+    check_choice("progress", cfg.progress, ("auto", "bar", "log"))
+    if cfg.num_seeds > 1 and (cfg.hessian_every or cfg.diagnose):
+        raise ConfigError(f"config.num_seeds={cfg.num_seeds} runs a vmapped seed sweep without per-epoch hooks; "
+                          "set hessian_every=0 and diagnose=False, or num_seeds=1")
     space = spaces_lib.get(cfg.space)
     if space.per_cell and cfg.model.layers != space.layers:
         raise ConfigError(f"config.model.layers={cfg.model.layers} but space {space.name!r} has one alpha per "
                           f"cell for exactly {space.layers} cells")
     est = cfg.estimator_options.to_dict() if hasattr(cfg.estimator_options, "to_dict") else dict(cfg.estimator_options)
-    known = {"eta", "solver", "maxiter", "damping", "tol", "neumann_scale", "inner_steps", "inner_lr", "r",
-             "momentum", "weight_decay"}
+    known = estimator_option_names()
     for k in est:
         if k not in known:
-            raise ConfigError(f"config.estimator_options.{k} is not an estimator option; accepted: "
-                              f"{', '.join(sorted(known))}")
+            raise ConfigError(f"config.estimator_options.{k} is not an estimator option; accepted: {', '.join(known)}")
     if "solver" in est:
-        _choice("estimator_options.solver", est["solver"], ("cg", "neumann"))
+        check_choice("estimator_options.solver", est["solver"], ("cg", "neumann"))
+    if method.validate is not None:
+        method.validate(cfg)

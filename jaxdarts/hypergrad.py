@@ -46,21 +46,16 @@ Loss = Callable[[Any, Any, Any], jax.Array]
 
 
 # ---------------------------------------------------------------- tree helpers
-def tree_dot(a, b) -> jax.Array:
-    return sum(jnp.vdot(x, y) for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)))
-
-
-def tree_norm(a) -> jax.Array:
-    return optax.tree.norm(a)
+tree_dot = optax.tree.vdot
+tree_norm = optax.tree.norm
 
 
 def tree_axpy(a, x, y):
     """``a * x + y`` on pytrees."""
-    return jax.tree.map(lambda u, v: a * u + v, x, y)
+    return optax.tree.add_scale(y, a, x)
 
 
-def tree_scale(a, x):
-    return jax.tree.map(lambda u: a * u, x)
+tree_scale = optax.tree.scale
 
 
 def cosine(a, b) -> jax.Array:
@@ -76,7 +71,7 @@ def hvp(loss: Loss, params, alpha, batch, v):
     return jax.jvp(grad_w, (params,), (v,))[1]
 
 
-def mixed_vjp(loss: Loss, params, alpha, batch, u):
+def mixed_product(loss: Loss, params, alpha, batch, u):
     """``d2_{alpha,w} loss . u = d_alpha <d_w loss(w, alpha), u>`` (u held constant).
 
     Computed forward-over-reverse, as the derivative of ``d_alpha loss`` along ``u`` in
@@ -149,7 +144,7 @@ def unrolled(train_loss, val_loss, params, alpha, train_batch, val_batch, *, inn
                          weight_decay)
         v, g1 = jax.grad(val_loss, argnums=(0, 1))(jax.lax.stop_gradient(w1), alpha, val_batch)
         w = _after(params, v) if recompute else params
-        g2 = tree_scale(-inner_lr, mixed_vjp(train_loss, w, alpha, train_batch, v))
+        g2 = tree_scale(-inner_lr, mixed_product(train_loss, w, alpha, train_batch, v))
         return _result(g1, g2, has_aux)
 
     def outer(a):
@@ -188,12 +183,12 @@ def finite_difference(train_loss, val_loss, params, alpha, train_batch, val_batc
 def amended(train_loss, val_loss, params, alpha, train_batch, val_batch, *, eta: float = 0.1,
             recompute: bool = False, has_aux=False, **_):
     """Amended-DARTS (Eq. 7): ``g1 + g2'`` with
-    ``g2' = -eta * d2_{alpha,w} L_train . H . v``, one HVP and one mixed VJP at the
+    ``g2' = -eta * d2_{alpha,w} L_train . H . v``, one HVP and one mixed product at the
     current ``w``. ``recompute``: see :func:`unrolled`."""
     v, g1 = jax.grad(val_loss, argnums=(0, 1))(params, alpha, val_batch)
     u = hvp(train_loss, params, alpha, train_batch, v)
     w = _after(params, u) if recompute else params
-    g2 = tree_scale(-eta, mixed_vjp(train_loss, w, alpha, train_batch, u))
+    g2 = tree_scale(-eta, mixed_product(train_loss, w, alpha, train_batch, u))
     return _result(g1, g2, has_aux)
 
 
@@ -256,7 +251,7 @@ def implicit(train_loss, val_loss, params, alpha, train_batch, val_batch, *, sol
     q, res = inverse_hvp(train_loss, params, alpha, train_batch, v, solver=solver, maxiter=maxiter,
                          damping=damping, tol=tol, neumann_scale=neumann_scale, recompute=recompute)
     w = _after(params, q) if recompute else params
-    g2 = tree_scale(-1.0, mixed_vjp(train_loss, w, alpha, train_batch, q))
+    g2 = tree_scale(-1.0, mixed_product(train_loss, w, alpha, train_batch, q))
     return _result(g1, g2, has_aux, residual=res)
 
 

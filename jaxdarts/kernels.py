@@ -23,8 +23,15 @@ the backward reads the cotangent once per tap inside a single fusion:
 * ``materialize(x)``: the identity, computed into its own buffer on XLA:CPU (forward and
   cotangent), so that XLA does not fuse one long producer chain into each of its consumers.
 * ``after(x, dep)``: the identity in ``x``, computed only once ``dep`` is (a data
-  dependency XLA cannot remove or reorder), and ``checkpoint(fun)``: rematerialisation
+  dependency XLA cannot remove or reorder), and ``remat(fun)``: rematerialisation
   built on it that saves memory on XLA:CPU, where ``jax.checkpoint`` does not.
+
+This module is the one place for backend-specific lowerings. The models receive the
+choice as a value, the ``lowering`` attribute (:data:`LOWERINGS`; ``'auto'`` resolved by
+:func:`resolve_lowering`): ``'taps'`` builds depthwise convs and pools from the primitives
+here (fastest on XLA:CPU), ``'conv'`` from XLA's own grouped convolutions and
+``reduce_window`` (GPU/TPU, compact programs). The fusion barriers pick their lowering per
+platform by themselves (identity off CPU).
 
 On XLA:CPU the kernel gradient runs as a loop over slabs of the batch (cache-resident
 reductions); ``benchmarks/RESULTS.md`` has the measurements behind both CPU lowerings.
@@ -46,6 +53,25 @@ from jax.extend.core import Primitive
 from jax.interpreters import ad, batching, mlir
 
 Array = jax.Array
+
+LOWERINGS = ("taps", "conv")
+"""Lowerings of depthwise convolutions and 3x3 pools (the ``lowering`` attribute of the
+models; ``config.model.depthwise``): ``'taps'`` (this module's primitives, shifted slices;
+on XLA:CPU ~20x faster forward, ~3x slower to compile) or ``'conv'`` (XLA's own
+``feature_group_count`` convolution and ``reduce_window`` pools, and one stacked BatchNorm
+per mixed op: the form for GPUs/TPUs and for compile time). Numerically equal (tested);
+the search supernet's ``batch_stats`` trees differ (stacked BatchNorms in ``'conv'``)."""
+
+
+def resolve_lowering(name: str, backend: str | None = None) -> str:
+    """``'auto'`` -> ``'taps'`` on CPU, ``'conv'`` on GPU/TPU (``backend`` defaults to
+    JAX's default backend); ``'taps'``/``'conv'`` are returned as they are. Raises
+    ValueError naming the accepted values otherwise."""
+    if name == "auto":
+        return "taps" if (backend or jax.default_backend()) == "cpu" else "conv"
+    if name not in LOWERINGS:
+        raise ValueError(f"unknown lowering {name!r}; accepted: {', '.join(LOWERINGS)}, auto")
+    return name
 
 
 def out_size(n: int, k: int, stride: int, pad: int, dilation: int) -> int:
@@ -444,7 +470,7 @@ def _is_float(x) -> bool:
     return jnp.issubdtype(jnp.result_type(x), jnp.inexact)
 
 
-def checkpoint(fun):
+def remat(fun):
     """``fun`` rematerialised in its backward pass, in a form that also saves memory on
     XLA:CPU (``jax.checkpoint`` does not there: the CPU pipeline drops the optimisation
     barriers and schedules the recomputation next to the forward pass, so every residual
@@ -505,5 +531,5 @@ def _checkpointed_vjp(call):
         ct_others = [np.zeros(np.shape(o), jax.dtypes.float0) for o in others]
         return ct_float, ct_others
 
-    # jax.checkpoint, not checkpoint: an outer jvp (Hessian-vector products) must pass through
+    # jax.checkpoint, not remat: an outer jvp (Hessian-vector products) must pass through
     return jax.checkpoint(vjp_of_call)

@@ -31,6 +31,7 @@ class EvalCell(nn.Module):
     reduction: bool
     reduction_prev: bool
     train: bool
+    lowering: str = "auto"
 
     @nn.compact
     def __call__(self, s0, s1, drop_prob=0.0):
@@ -45,7 +46,8 @@ class EvalCell(nn.Module):
             for j in (2 * node, 2 * node + 1):
                 name, inp = self.gene[j]
                 stride = 2 if self.reduction and inp < 2 else 1
-                op = ops_lib.make_op(name, self.C, self.C, stride, True, module_name=f"op{j}_{name}")
+                op = ops_lib.make_op(name, self.C, self.C, stride, True, module_name=f"op{j}_{name}",
+                                     lowering=self.lowering)
                 h = op(states[inp], self.train)
                 if self.train and not ops_lib.is_identity(name, stride):
                     h = drop_path(self, h, drop_prob)
@@ -63,7 +65,8 @@ def _cell_gene(genotype, ctype: str, counters: dict):
 class NetworkCIFAR(nn.Module):
     """DARTS CIFAR evaluation network (``model.py: NetworkCIFAR``).
 
-    Attributes: genotype, C (36), layers (20), auxiliary (True), num_classes (10).
+    Attributes: genotype, C (36), layers (20), auxiliary (True), num_classes (10),
+    lowering (``'auto'``; see :data:`jaxdarts.kernels.LOWERINGS`).
     """
 
     genotype: Any
@@ -72,6 +75,7 @@ class NetworkCIFAR(nn.Module):
     auxiliary: bool = True
     num_classes: int = 10
     stem_multiplier: int = 3
+    lowering: str = "auto"
 
     @nn.compact
     def __call__(self, x, *, train: bool, drop_prob=0.0):
@@ -89,7 +93,7 @@ class NetworkCIFAR(nn.Module):
                 C_curr *= 2
             concat = g.reduce_concat if reduction else g.normal_concat
             cell = EvalCell(_cell_gene(g, ctype, counters), concat, C_curr, reduction, reduction_prev,
-                            train, name=f"cell_{i}")
+                            train, self.lowering, name=f"cell_{i}")
             s0, s1 = s1, cell(s0, s1, drop_prob)
             reduction_prev = reduction
             if self.auxiliary and train and i == 2 * self.layers // 3:
@@ -107,6 +111,7 @@ class NetworkImageNet(nn.Module):
     layers: int = 14
     auxiliary: bool = True
     num_classes: int = 1000
+    lowering: str = "auto"
 
     @nn.compact
     def __call__(self, x, *, train: bool, drop_prob=0.0):
@@ -130,7 +135,7 @@ class NetworkImageNet(nn.Module):
                 C_curr *= 2
             concat = g.reduce_concat if reduction else g.normal_concat
             cell = EvalCell(_cell_gene(g, ctype, counters), concat, C_curr, reduction, reduction_prev,
-                            train, name=f"cell_{i}")
+                            train, self.lowering, name=f"cell_{i}")
             s0, s1 = s1, cell(s0, s1, drop_prob)
             reduction_prev = reduction
             if self.auxiliary and train and i == 2 * self.layers // 3:

@@ -26,7 +26,6 @@ Batch norm uses PyTorch's defaults (momentum 0.1 -> Flax momentum 0.9, eps 1e-5)
 
 from __future__ import annotations
 
-import contextlib
 from typing import Callable, Sequence
 
 import jax
@@ -109,53 +108,19 @@ class PointwiseConv(nn.Module):
         return kernels.materialize(jnp.einsum("nhwc,co->nhwo", x, kernel[0, 0]))
 
 
-import os as _os
-
-DEPTHWISE_IMPLS = ("taps", "conv")
-DEPTHWISE_IMPL = _os.environ.get("JAXDARTS_DEPTHWISE", "taps")
-"""How depthwise convolutions and 3x3 pools are lowered (read at trace time): ``'taps'``
-(:mod:`jaxdarts.kernels` primitives, shifted slices; on XLA:CPU ~20x faster forward, ~3x
-slower to compile) or ``'conv'`` (XLA's own ops: ``feature_group_count`` convolution and
-``reduce_window`` pools; the form for GPUs/TPUs and for compile time). Numerically equal
-(tested)."""
-
-
-def set_depthwise_impl(name: str) -> str:
-    """Selects the depthwise/pool lowering for modules traced from now on; ``'auto'`` picks
-    ``'taps'`` on CPU and ``'conv'`` on GPU/TPU. Returns the lowering chosen."""
-    global DEPTHWISE_IMPL
-    if name == "auto":
-        name = "taps" if jax.default_backend() == "cpu" else "conv"
-    if name not in DEPTHWISE_IMPLS:
-        raise ValueError(f"unknown depthwise implementation {name!r}; accepted: {', '.join(DEPTHWISE_IMPLS)}, auto")
-    DEPTHWISE_IMPL = name
-    return name
-
-
-@contextlib.contextmanager
-def depthwise_impl_as(name: str):
-    """``with depthwise_impl_as('conv'): ...`` traces the block with that lowering and
-    restores the previous one afterwards."""
-    before = DEPTHWISE_IMPL
-    set_depthwise_impl(name)
-    try:
-        yield DEPTHWISE_IMPL
-    finally:
-        set_depthwise_impl(before)
-
-
 class DepthwiseConv(nn.Module):
     """Depthwise kxk convolution without bias; kernel stored as ``(k, k, 1, C)`` (HWIO)."""
 
     kernel_size: int
     stride: int = 1
     dilation: int = 1
+    lowering: str = "auto"  # jaxdarts.kernels.LOWERINGS or 'auto'
 
     @nn.compact
     def __call__(self, x: Array) -> Array:
         k = self.kernel_size
         kernel = self.param("kernel", _torch_init, (k, k, 1, x.shape[-1]), x.dtype)
-        if DEPTHWISE_IMPL == "conv":
+        if kernels.resolve_lowering(self.lowering) == "conv":
             pad = self.dilation * (k - 1) // 2
             return lax.conv_general_dilated(x, kernel, (self.stride,) * 2, [(pad, pad)] * 2,
                                             rhs_dilation=(self.dilation,) * 2,
@@ -194,11 +159,12 @@ class DilConv(nn.Module):
     dilation: int
     affine: bool = True
     final_bn: bool = True
+    lowering: str = "auto"
 
     @nn.compact
     def __call__(self, x: Array, train: bool) -> Array:
         x = nn.relu(x)
-        x = DepthwiseConv(self.kernel_size, self.stride, self.dilation)(x)
+        x = DepthwiseConv(self.kernel_size, self.stride, self.dilation, self.lowering)(x)
         x = PointwiseConv(self.C_out)(x)
         return batch_norm(train, self.affine)(x) if self.final_bn else x
 
@@ -213,17 +179,19 @@ class SepConv(nn.Module):
     affine: bool = True
     final_bn: bool = True  # the second block's BN
     first_bn: bool = True  # the first block's BN
+    lowering: str = "auto"
 
     @nn.compact
     def __call__(self, x: Array, train: bool, part: str = "all") -> Array:
         """``part``: ``'all'``, or ``'first'`` / ``'second'`` block only (a caller that
         normalises several ops' first blocks together runs them one block at a time)."""
         if part != "second":
-            x = DilConv(x.shape[-1], self.kernel_size, self.stride, 1, self.affine, self.first_bn,
+            x = DilConv(x.shape[-1], self.kernel_size, self.stride, 1, self.affine, self.first_bn, self.lowering,
                         name="DilConv_0")(x, train)
             if part == "first":
                 return x
-        return DilConv(self.C_out, self.kernel_size, 1, 1, self.affine, self.final_bn, name="DilConv_1")(x, train)
+        return DilConv(self.C_out, self.kernel_size, 1, 1, self.affine, self.final_bn, self.lowering,
+                       name="DilConv_1")(x, train)
 
 
 class FactorizedReduce(nn.Module):
@@ -271,10 +239,11 @@ class Pool(nn.Module):
     kind: str
     stride: int = 1
     bn: bool = False
+    lowering: str = "auto"
 
     @nn.compact
     def __call__(self, x: Array, train: bool) -> Array:
-        if DEPTHWISE_IMPL == "conv":
+        if kernels.resolve_lowering(self.lowering) == "conv":
             x = native_max_pool_3x3(x, self.stride) if self.kind == "max" else native_avg_pool_3x3(x, self.stride)
         else:
             x = max_pool_3x3(x, self.stride) if self.kind == "max" else avg_pool_3x3(x, self.stride)
@@ -296,14 +265,14 @@ class Noise(nn.Module):
         return jax.random.normal(key, x.shape, x.dtype)
 
 
-def _nb201_pool(C_in: int, C_out: int, stride: int, affine: bool, name) -> nn.Module:
+def _nb201_pool(C_in: int, C_out: int, stride: int, affine: bool, name, lowering) -> nn.Module:
     if C_in != C_out:  # NAS-Bench-201 prepends a ReLUConvBN when channels change
         raise ValueError("nb201 avg_pool_3x3 with C_in != C_out is not used in the cell")
-    return Pool("avg", stride, bn=False, name=name)
+    return Pool("avg", stride, bn=False, lowering=lowering, name=name)
 
 
 def make_op(name: str, C_in: int, C_out: int, stride: int, affine: bool, family: str = "darts",
-            module_name: str | None = None, final_bn: bool = True) -> nn.Module:
+            module_name: str | None = None, final_bn: bool = True, lowering: str = "auto") -> nn.Module:
     """Builds the operation ``name``.
 
     Args:
@@ -317,13 +286,15 @@ def make_op(name: str, C_in: int, C_out: int, stride: int, affine: bool, family:
       final_bn: False leaves out the op's last BatchNorm (only for ops where
         :func:`ends_with_bn` is true): the search supernet normalises all such outputs of
         an edge in one stacked BatchNorm (same statistics, one op instead of up to 7).
+      lowering: depthwise convs and pools as :mod:`jaxdarts.kernels` primitives (``'taps'``)
+        or XLA's own ops (``'conv'``); ``'auto'``: see :func:`jaxdarts.kernels.resolve_lowering`.
     """
     if name not in _OPS:
         raise ValueError(f"unknown op {name!r}; accepted: {', '.join(OP_NAMES)}")
     if not final_bn and not ends_with_bn(name, stride, affine, family):
         raise ValueError(f"op {name!r} (stride {stride}, affine {affine}, {family}) has no parameter-free final "
                          "BatchNorm to leave out")
-    return _OPS[name](C_in, C_out, stride, affine, family, module_name, final_bn)
+    return _OPS[name](C_in, C_out, stride, affine, family, module_name, final_bn, lowering)
 
 
 def ends_with_bn(name: str, stride: int, affine: bool, family: str = "darts") -> bool:
@@ -343,27 +314,25 @@ SEP_KERNEL = {"sep_conv_3x3": 3, "sep_conv_5x5": 5, "sep_conv_7x7": 7}
 
 
 def _sep(k):
-    return lambda ci, co, s, a, f, n, b: SepConv(co, k, s, a, b, name=n)
+    return lambda ci, co, s, a, f, n, b, lw: SepConv(co, k, s, a, b, lowering=lw, name=n)
 
 
-_OPS: dict[str, Callable[..., nn.Module]] = {  # (C_in, C_out, stride, affine, family, name, final_bn)
-    "none": lambda ci, co, s, a, f, n, b: Zero(co, s, name=n),
-    "max_pool_3x3": lambda ci, co, s, a, f, n, b: Pool("max", s, bn=(not a and f == "darts" and b), name=n),
-    "avg_pool_3x3": lambda ci, co, s, a, f, n, b: (
-        Pool("avg", s, bn=not a and b, name=n) if f == "darts" else _nb201_pool(ci, co, s, a, n)),
-    "skip_connect": lambda ci, co, s, a, f, n, b: (
+_OPS: dict[str, Callable[..., nn.Module]] = {  # (C_in, C_out, stride, affine, family, name, final_bn, lowering)
+    "none": lambda ci, co, s, a, f, n, b, lw: Zero(co, s, name=n),
+    "max_pool_3x3": lambda ci, co, s, a, f, n, b, lw: Pool("max", s, bn=(not a and f == "darts" and b), lowering=lw,
+                                                           name=n),
+    "avg_pool_3x3": lambda ci, co, s, a, f, n, b, lw: (
+        Pool("avg", s, bn=not a and b, lowering=lw, name=n) if f == "darts" else _nb201_pool(ci, co, s, a, n, lw)),
+    "skip_connect": lambda ci, co, s, a, f, n, b, lw: (
         Identity(name=n) if s == 1 else FactorizedReduce(co, a, b, name=n)),
     **{name: _sep(k) for name, k in SEP_KERNEL.items()},
-    "dil_conv_3x3": lambda ci, co, s, a, f, n, b: DilConv(co, 3, s, 2, a, b, name=n),
-    "dil_conv_5x5": lambda ci, co, s, a, f, n, b: DilConv(co, 5, s, 2, a, b, name=n),
-    "noise": lambda ci, co, s, a, f, n, b: Noise(s, name=n),
-    "nor_conv_1x1": lambda ci, co, s, a, f, n, b: ReLUConvBN(co, 1, s, a, b, name=n),
-    "nor_conv_3x3": lambda ci, co, s, a, f, n, b: ReLUConvBN(co, 3, s, a, b, name=n),
+    "dil_conv_3x3": lambda ci, co, s, a, f, n, b, lw: DilConv(co, 3, s, 2, a, b, lw, name=n),
+    "dil_conv_5x5": lambda ci, co, s, a, f, n, b, lw: DilConv(co, 5, s, 2, a, b, lw, name=n),
+    "noise": lambda ci, co, s, a, f, n, b, lw: Noise(s, name=n),
+    "nor_conv_1x1": lambda ci, co, s, a, f, n, b, lw: ReLUConvBN(co, 1, s, a, b, name=n),
+    "nor_conv_3x3": lambda ci, co, s, a, f, n, b, lw: ReLUConvBN(co, 3, s, a, b, name=n),
 }
 OP_NAMES: tuple[str, ...] = tuple(_OPS)
-
-PARAMETER_FREE = frozenset({"none", "max_pool_3x3", "avg_pool_3x3", "noise"})
-"""Ops without weights when unstrided (skip_connect is parameter-free only at stride 1)."""
 
 
 def is_identity(name: str, stride: int) -> bool:

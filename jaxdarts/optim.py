@@ -11,8 +11,6 @@
 
 from __future__ import annotations
 
-import math
-
 import jax.numpy as jnp
 import optax
 
@@ -25,10 +23,6 @@ def cosine_epoch_schedule(lr: float, lr_min: float, epochs: int, steps_per_epoch
         return lr_min + (lr - lr_min) * (1 + jnp.cos(jnp.pi * epoch / epochs)) / 2
 
     return schedule
-
-
-def cosine_lr_at_epoch(lr: float, lr_min: float, epochs: int, epoch: int) -> float:
-    return lr_min + (lr - lr_min) * (1 + math.cos(math.pi * epoch / epochs)) / 2
 
 
 def sgd(learning_rate, momentum: float = 0.9, weight_decay=3e-4, clip: float | None = 5.0):
@@ -60,28 +54,15 @@ def adam(learning_rate=3e-4, b1: float = 0.5, b2: float = 0.999, weight_decay: f
 def momentum_buffer(opt_state):
     """The SGD momentum buffer (``optax.TraceState.trace``) inside an optimiser state,
     or None when there is none (needed to mirror the real update in the unrolled step)."""
-    found = []
-
-    def visit(s):
-        if isinstance(s, optax.TraceState):
-            found.append(s.trace)
-            return
-        if isinstance(s, (tuple, list)):
-            for x in s:
-                visit(x)
-        elif hasattr(s, "inner_state"):
-            visit(s.inner_state)
-
-    visit(opt_state)
-    return found[0] if found else None
+    return optax.tree.get(opt_state, "trace")
 
 
 def hyperparam(opt_state, name: str):
     """A hyperparameter of an ``inject_hyperparams`` optimiser state."""
-    return opt_state.hyperparams[name]
+    return optax.tree.get(opt_state, name)
 
 
 def set_hyperparam(opt_state, name: str, value):
-    hp = dict(opt_state.hyperparams)
-    hp[name] = jnp.asarray(value, jnp.asarray(hp[name]).dtype)
-    return opt_state._replace(hyperparams=hp)
+    """``opt_state`` with hyperparameter ``name`` set to ``value`` (dtype kept: no recompile)."""
+    old = optax.tree.get(opt_state, name)
+    return optax.tree.set(opt_state, **{name: jnp.asarray(value, jnp.asarray(old).dtype)})

@@ -1,33 +1,42 @@
-"""The bilevel search loop: state, jitted step, per-epoch hooks, checkpoints, metrics.
+"""The search engine: state, jitted step, epoch loop, hooks, checkpoints, metrics, programs.
+
+The engine knows no method. A method (:class:`Method`, one module per paper under
+:mod:`jaxdarts.methods`, found by the name in ``cfg.method``) is data the engine consumes:
+its architecture gradient, architecture optimiser, the mixing weights the weight step sees,
+the update order, the discretisation, per-epoch hooks and its program.
 
 Pieces (each usable on its own, e.g. from a notebook)::
 
-    task = SearchTask.from_config(cfg)           # model, optimisers, losses, data
+    task = SearchTask.from_config(cfg)           # or SearchTask.from_arrays(cfg, train, val, info)
     state = task.init_state()                    # SearchState pytree
-    step = jax.jit(task.search_step)             # arch update, then weight update
-    state, m = step(state, train_batch, val_batch, sched)
+    step = jax.jit(task.search_step)             # one architecture + one weight update
+    state, m = step(state, train_batch, val_batch, task.schedule_values(epoch))
 
-:func:`run` drives epochs: deterministic batches, one jitted step, evaluation, genotype
-derivation, ``metrics.jsonl`` (one JSON object per epoch), Orbax checkpoints every epoch,
-resume, and :class:`Hook` objects (Hessian eigenvalues, DARTS-ES/ADA, diagnostics) that
-see each epoch's state and may add metrics, stop the run or roll it back.
+:class:`Runner` drives epochs in a workdir: deterministic batches, one jitted step,
+evaluation, genotype derivation, ``metrics.jsonl`` (one JSON object per epoch), Orbax
+checkpoints every epoch, resume, and :class:`Hook` objects that see each epoch's state,
+may add metrics and return typed events (:class:`Stop`, :class:`Rollback`,
+:class:`SetHyperparam`). With a :class:`Sweep` the same runner advances several searches
+that differ in one value (a regularisation strength, the seed) as one ``vmap``-ed program.
 
-Conventions: the architecture step uses the estimator named in the config (see
-:mod:`jaxdarts.hypergrad`), the losses are ``loss(params, alpha, batch)`` closures over
-the BN running statistics; batch-norm statistics in training mode come from the batch
-(running averages are updated by the weight step only). Regularisers (drop-path, cutout
-ramp, weight decay) apply to the weight step only.
+Programs: :func:`run_single` (one search, or a seed sweep when ``cfg.num_seeds > 1``) and
+:func:`run_sweep`; a method may bring its own (R-DARTS: a sweep then selection by
+retraining). :func:`run` dispatches on ``cfg.method``.
+
+Conventions: the losses are ``loss(params, alpha, batch)`` closures over the BN running
+statistics; batch-norm statistics in training mode come from the batch (running averages
+are updated by the weight step only). Regularisers (drop-path, cutout ramp, weight decay)
+apply to the weight step only.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 import os
 import sys
 import time
-from typing import Any
+from typing import Any, Callable, Sequence
 
 import flax
 import jax
@@ -39,13 +48,23 @@ from jax.extend.core import jaxpr_as_fun
 from jaxdarts import data as data_lib
 from jaxdarts import genotype as genotype_lib
 from jaxdarts import hypergrad
+from jaxdarts import io as io_lib
+from jaxdarts import kernels
 from jaxdarts import optim
 from jaxdarts import spaces as spaces_lib
 from jaxdarts import supernet as supernet_lib
+from jaxdarts.losses import cross_entropy, with_auxiliary
+
+__all__ = ["SearchState", "SearchTask", "Method", "Runner", "Hook", "Stop", "Rollback", "SetHyperparam", "Sweep",
+           "run", "run_single", "run_sweep", "cross_entropy", "NonFiniteLossError", "HookConflictError"]
 
 
 class NonFiniteLossError(FloatingPointError):
     pass
+
+
+class HookConflictError(RuntimeError):
+    """Two hooks asked for incompatible things in the same epoch."""
 
 
 @flax.struct.dataclass
@@ -59,52 +78,143 @@ class SearchState:
     rng: jax.Array  # raw uint32 key data (checkpointable)
 
 
-def cross_entropy(logits, labels, label_smoothing: float = 0.0):
-    onehot = jax.nn.one_hot(labels, logits.shape[-1])
-    if label_smoothing:
-        onehot = optax.smooth_labels(onehot, label_smoothing)
-    return optax.softmax_cross_entropy(logits, onehot).mean()
-
-
-def _key(raw, *data):
+def fold_key(raw, *data):
+    """The PRNG key ``raw`` (raw key data, as in :attr:`SearchState.rng`) folded with ``data``."""
     k = jax.random.wrap_key_data(raw)
     for d in data:
         k = jax.random.fold_in(k, d)
     return k
 
 
-@dataclasses.dataclass
+# ------------------------------------------------------------------ methods
+UPDATE_ORDERS = ("alpha_first", "weights_first", "simultaneous")
+
+
+@dataclasses.dataclass(frozen=True)
+class Method:
+    """What a method supplies to the engine (every field has the DARTS default).
+
+    Attributes:
+      name: the ``cfg.method`` value (and the module ``jaxdarts.methods.<name>``).
+      config: ``() -> ConfigDict`` of the method's own section ``cfg.<name>``, or None.
+      defaults: ``(cfg) -> None`` setting the method's defaults of shared fields (e.g. its
+        estimator) when :func:`jaxdarts.config.base` builds a config for it.
+      validate: ``(cfg) -> None``; raises :class:`jaxdarts.config.ConfigError` (one line)
+        for a bad field of the method's section or a combination it refuses.
+      arch_grad: ``(task, state, train_batch, val_batch, key) -> (grad, metrics, tx_args)``,
+        the architecture gradient (batches preprocessed; ``tx_args`` are extra keyword
+        arguments of the architecture optimiser's ``update``, e.g. a key or squared
+        gradients for VAdam). None: :func:`estimator_arch_grad` (``cfg.estimator``).
+      arch_tx: ``(cfg) -> optax transformation`` over alpha; None: PyTorch Adam from
+        ``cfg.optim`` (:func:`jaxdarts.optim.adam`).
+      mix: ``(task, state, key, sched) -> mixing weights`` (``{cell_type: (E, K)}``, used
+        with ``normalized=True``) that the weight step sees instead of ``softmax(alpha)``
+        (perturbations of MS-DARTS/SDARTS), or None. Traced inside the step.
+      update_order: ``'alpha_first'`` (DARTS: architecture step, then the weight step at the
+        new alpha), ``'weights_first'`` (NAS-Bench-201's DARTS) or ``'simultaneous'`` (both
+        gradients at the same ``(w, alpha)``, then both updates: one-level StacNAS).
+      derive: ``(space, alpha) -> Genotype``; None: :func:`jaxdarts.genotype.derive`.
+      hooks: ``(cfg) -> list[Hook]`` appended after the engine's (eigenvalue tracking).
+      program: ``(cfg, workdir, *, log, max_epochs, hooks) -> summary`` (one search,
+        stages, a sweep); None: :func:`run_single`.
+    """
+
+    name: str
+    config: Callable[[], Any] | None = None
+    defaults: Callable[[Any], None] | None = None
+    validate: Callable[[Any], None] | None = None
+    arch_grad: Callable | None = None
+    arch_tx: Callable[[Any], optax.GradientTransformation] | None = None
+    mix: Callable | None = None
+    update_order: str = "alpha_first"
+    derive: Callable | None = None
+    hooks: Callable[[Any], list] | None = None
+    program: Callable | None = None
+
+    def __post_init__(self):
+        if self.update_order not in UPDATE_ORDERS:
+            raise ValueError(f"method {self.name!r}: update_order={self.update_order!r} is not accepted; "
+                             f"accepted: {', '.join(UPDATE_ORDERS)}")
+
+
+def estimator_arch_grad(task: "SearchTask", state: SearchState, train_batch, val_batch, key):
+    """The hypergradient estimator named in ``cfg.estimator`` with the options of
+    :meth:`SearchTask.estimator_options`; metrics ``g1_norm``/``g2_norm`` (and the solver
+    residual of ``implicit``)."""
+    cfg = task.cfg
+    train_loss, val_loss = task.losses(state.batch_stats)
+    est = hypergrad.get(cfg.estimator)
+    want_aux = cfg.estimator != "unrolled" or cfg.log_hypergrad_terms
+    out = est(train_loss, val_loss, state.params, state.alpha, train_batch, val_batch, has_aux=want_aux,
+              **task.estimator_options(state))
+    g, aux = out if want_aux else (out, {})
+    metrics = {}
+    if aux:
+        metrics = {"g1_norm": hypergrad.tree_norm(aux["g1"]), "g2_norm": hypergrad.tree_norm(aux["g2"])}
+        if "residual" in aux:
+            metrics["solver_residual"] = aux["residual"]
+    return g, metrics, {}
+
+
+def _zeros_like_struct(tree):
+    return jax.tree.map(lambda x: jnp.zeros(x.shape, x.dtype), tree)
+
+
+# --------------------------------------------------------------------- task
+@dataclasses.dataclass(frozen=True)
 class SearchTask:
-    """Everything static about a search: model, optimisers, estimator, data streams."""
+    """Everything static about a search: method, model, optimisers, data streams.
+
+    Build it with :meth:`from_config` (loads the dataset named in the config) or
+    :meth:`from_arrays` (in-memory arrays: notebooks, benchmarks, other JAX code). Frozen:
+    a changed piece is a new task (:meth:`with_lowering`)."""
 
     cfg: Any
+    method: Method
     space: spaces_lib.SearchSpace
     model: supernet_lib.Supernet
     train_stream: data_lib.BatchStream
     val_stream: data_lib.BatchStream
     eval_data: tuple[np.ndarray, np.ndarray]
     ds_info: data_lib.DatasetInfo
+    lowering: str
 
     # ------------------------------------------------------------ construction
     @classmethod
-    def from_config(cls, cfg) -> "SearchTask":
+    def from_config(cls, cfg, method: Method | None = None, lowering: str | None = None) -> "SearchTask":
+        """Validates ``cfg``, loads ``cfg.dataset`` and builds the task."""
         from jaxdarts import config as config_lib
 
         config_lib.validate(cfg)
-        from jaxdarts import ops as ops_lib
-
-        ops_lib.set_depthwise_impl(cfg.model.depthwise)
-        space = spaces_lib.get(cfg.space)
-        ds = data_lib.info(cfg.dataset)
         d = cfg.data
-        (tx, ty), (vx, vy) = data_lib.load_search_data(cfg.dataset, d.data_dir, d.max_examples, d.image_size,
-                                                       d.train_portion)
-        model = supernet_lib.Supernet(space, ds.num_classes, C=cfg.model.C, layers=cfg.model.layers,
-                                      auxiliary=cfg.model.auxiliary, remat=cfg.model.remat)
-        return cls(cfg, space, model,
-                   data_lib.BatchStream(tx, ty, cfg.batch_size, cfg.seed),
-                   data_lib.BatchStream(vx, vy, cfg.batch_size, cfg.seed + 7919),
-                   (vx, vy), ds)
+        train, val = data_lib.load_search_data(cfg.dataset, d.data_dir, d.max_examples, d.image_size,
+                                               d.train_portion)
+        return cls.from_arrays(cfg, train, val, data_lib.info(cfg.dataset), method=method, lowering=lowering)
+
+    @classmethod
+    def from_arrays(cls, cfg, train: tuple[np.ndarray, np.ndarray], val: tuple[np.ndarray, np.ndarray],
+                    info: data_lib.DatasetInfo, *, method: Method | None = None,
+                    lowering: str | None = None) -> "SearchTask":
+        """A task on in-memory data: ``train``/``val`` are ``(uint8 images NHWC, int labels)``
+        for the weights and the architecture; ``info`` gives classes, normalisation and
+        whether flips preserve labels. ``method`` defaults to ``cfg.method`` from the
+        registry; ``lowering`` to ``cfg.model.depthwise`` resolved for this backend."""
+        if method is None:
+            from jaxdarts import methods as methods_lib  # the registry (finds methods by name)
+
+            method = methods_lib.get(cfg.method)
+        lowering = kernels.resolve_lowering(lowering or cfg.model.depthwise)
+        space = spaces_lib.get(cfg.space)
+        model = supernet_lib.Supernet(space, info.num_classes, C=cfg.model.C, layers=cfg.model.layers,
+                                      auxiliary=cfg.model.auxiliary, remat=cfg.model.remat, lowering=lowering)
+        return cls(cfg, method, space, model,
+                   data_lib.BatchStream(*train, cfg.batch_size, cfg.seed),
+                   data_lib.BatchStream(*val, cfg.batch_size, cfg.seed + 7919),
+                   tuple(val), info, lowering)
+
+    def with_lowering(self, lowering: str) -> "SearchTask":
+        lowering = kernels.resolve_lowering(lowering)
+        return dataclasses.replace(self, model=self.model.clone(lowering=lowering), lowering=lowering)
 
     @property
     def steps_per_epoch(self) -> int:
@@ -120,8 +230,21 @@ class SearchTask:
         return optim.sgd_injectable(self.lr_schedule(), o.momentum, o.weight_decay, o.grad_clip or None)
 
     def arch_tx(self):
+        if self.method.arch_tx is not None:
+            return self.method.arch_tx(self.cfg)
         o = self.cfg.optim
         return optim.adam(o.arch_lr, o.arch_betas[0], o.arch_betas[1], o.arch_weight_decay)
+
+    def derive(self, alpha) -> genotype_lib.Genotype:
+        return (self.method.derive or genotype_lib.derive)(self.space, alpha)
+
+    def memo(self, key, build: Callable[[], Any]):
+        """``build()`` once per task and ``key``: jitted functions shared by every runner and
+        hook of this task (tracing the supernet costs seconds; each new ``jax.jit`` traces again)."""
+        cache = self.__dict__.setdefault("_memo", {})  # not a field: the task stays frozen
+        if key not in cache:
+            cache[key] = build()
+        return cache[key]
 
     def init_state(self, seed: int | None = None) -> SearchState:
         seed = self.cfg.seed if seed is None else seed
@@ -130,8 +253,9 @@ class SearchTask:
         alpha = supernet_lib.init_alpha(self.space, k_alpha, self.cfg.alpha_init_scale)
         x = jnp.zeros((2,) + self.train_stream.images.shape[1:], jnp.float32)
         # train=True so that training-only modules (the auxiliary head) get parameters
-        variables = jax.jit(lambda k: self.model.init({"params": k, "noise": k, "dropout": k}, x, alpha,
-                                                       train=True))(k_params)
+        init = self.memo("init", lambda: jax.jit(
+            lambda k, x, alpha: self.model.init({"params": k, "noise": k, "dropout": k}, x, alpha, train=True)))
+        variables = init(k_params, x, alpha)
         params = variables["params"]
         return SearchState(params=params, batch_stats=variables.get("batch_stats", {}), alpha=alpha,
                            w_opt=self.weight_tx().init(params), a_opt=self.arch_tx().init(alpha),
@@ -163,20 +287,22 @@ class SearchTask:
         logits, aux = out if isinstance(out, tuple) else (out, None)
         return logits, aux, new_bs
 
+    def train_loss_terms(self, params, batch_stats, alpha, batch, *, drop_prob=0.0, normalized=False):
+        """The training loss with the auxiliary head: ``(total, (main_loss, logits, new_batch_stats))``."""
+        logits, aux, new_bs = self.apply(params, batch_stats, alpha, batch, train=True, drop_prob=drop_prob,
+                                         normalized=normalized)
+        total, loss = with_auxiliary(logits, aux, batch["label"], self.cfg.model.aux_weight)
+        return total, (loss, logits, new_bs)
+
     def losses(self, batch_stats, drop_prob=0.0):
         """``(train_loss, val_loss)`` with the ``loss(params, alpha, batch)`` signature.
 
         The training loss includes the auxiliary head (weight ``aux_weight``) when the
         supernet has one; the validation loss uses the main head only.
         """
-        aux_w = self.cfg.model.aux_weight
 
         def train_loss(params, alpha, batch):
-            logits, aux, _ = self.apply(params, batch_stats, alpha, batch, train=True, drop_prob=drop_prob)
-            loss = cross_entropy(logits, batch["label"])
-            if aux is not None:
-                loss = loss + aux_w * cross_entropy(aux, batch["label"])
-            return loss
+            return self.train_loss_terms(params, batch_stats, alpha, batch, drop_prob=drop_prob)[0]
 
         def val_loss(params, alpha, batch):
             logits, _, _ = self.apply(params, batch_stats, alpha, batch, train=True)
@@ -184,45 +310,40 @@ class SearchTask:
 
         return train_loss, val_loss
 
-    def estimator_options(self, state: SearchState) -> dict:
-        opts = dict(self.cfg.estimator_options)
-        if self.cfg.estimator in hypergrad.NEEDS_INNER_STEP:
+    def estimator_options(self, state: SearchState, estimator: str | None = None) -> dict:
+        """Options of ``estimator`` (default ``cfg.estimator``) at ``state``: the config's
+        ``estimator_options`` (for the configured estimator), and for estimators with a
+        virtual step the weight optimiser's current learning rate, momentum, weight decay
+        and momentum buffer, so the virtual step is the real one; ``recompute`` from
+        ``model.remat``. The one place these are assembled (search step and diagnostics)."""
+        name = self.cfg.estimator if estimator is None else estimator
+        opts = dict(self.cfg.estimator_options) if name == self.cfg.estimator else {}
+        if name in hypergrad.NEEDS_INNER_STEP:
             o = self.cfg.optim
             opts.setdefault("inner_lr", self.lr_schedule()(state.step))
             opts.setdefault("momentum", o.momentum)
             opts.setdefault("weight_decay", optim.hyperparam(state.w_opt, "weight_decay"))
             opts.setdefault("momentum_buffer", optim.momentum_buffer(state.w_opt))
-        if self.cfg.estimator in hypergrad.TAKES_RECOMPUTE:
+        if name in hypergrad.TAKES_RECOMPUTE:
             opts.setdefault("recompute", bool(self.cfg.model.remat))
         return opts
 
-    def arch_update(self, state: SearchState, train_batch, val_batch):
-        """One architecture step (estimator + Adam). Returns ``(state, aux)``."""
-        train_loss, val_loss = self.losses(state.batch_stats)
-        est = hypergrad.get(self.cfg.estimator)
-        want_aux = self.cfg.estimator != "unrolled" or self.cfg.log_hypergrad_terms
-        out = est(train_loss, val_loss, state.params, state.alpha, train_batch, val_batch, has_aux=want_aux,
-                  **self.estimator_options(state))
-        g, aux = out if want_aux else (out, {})
-        metrics = {}
-        if aux:
-            metrics = {"g1_norm": hypergrad.tree_norm(aux["g1"]), "g2_norm": hypergrad.tree_norm(aux["g2"])}
-            if "residual" in aux:
-                metrics["solver_residual"] = aux["residual"]
-        updates, a_opt = self.arch_tx().update(g, state.a_opt, state.alpha)
+    def arch_update(self, state: SearchState, train_batch, val_batch, key=None):
+        """One architecture step (the method's gradient and optimiser). Returns ``(state, metrics)``."""
+        arch_grad = self.method.arch_grad or estimator_arch_grad
+        g, metrics, tx_args = arch_grad(self, state, train_batch, val_batch, key)
+        updates, a_opt = self.arch_tx().update(g, state.a_opt, state.alpha, **tx_args)
         alpha = optax.apply_updates(state.alpha, updates)
         return state.replace(alpha=alpha, a_opt=a_opt), metrics
 
-    def weight_update(self, state: SearchState, train_batch, drop_prob=0.0):
-        """One SGD step on the supernet weights. Returns ``(state, metrics)``."""
-        aux_w = self.cfg.model.aux_weight
+    def weight_update(self, state: SearchState, train_batch, drop_prob=0.0, weights=None):
+        """One SGD step on the supernet weights at ``softmax(alpha)``, or at the mixing
+        ``weights`` given (a method's ``mix``). Returns ``(state, metrics)``."""
+        mix, normalized = (state.alpha, False) if weights is None else (weights, True)
 
         def loss_fn(params):
-            logits, aux, new_bs = self.apply(params, state.batch_stats, state.alpha, train_batch, train=True,
-                                             drop_prob=drop_prob)
-            loss = cross_entropy(logits, train_batch["label"])
-            total = loss if aux is None else loss + aux_w * cross_entropy(aux, train_batch["label"])
-            return total, (loss, logits, new_bs)
+            return self.train_loss_terms(params, state.batch_stats, mix, train_batch, drop_prob=drop_prob,
+                                         normalized=normalized)
 
         (_, (loss, logits, new_bs)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
         updates, w_opt = self.weight_tx().update(grads, state.w_opt, state.params)
@@ -230,27 +351,43 @@ class SearchTask:
         acc = jnp.mean(jnp.argmax(logits, -1) == train_batch["label"])
         return state.replace(params=params, batch_stats=new_bs, w_opt=w_opt), {"train_loss": loss, "train_acc": acc}
 
+    def _arch_or_skip(self, state, tb, vb, key, do_update):
+        # Weight-only warm-up epochs skip the architecture step's compute. The arch step is
+        # traced once (the Python model code is the slow part of tracing) and replayed as a
+        # jaxpr inside the cond; the skipped branch needs only its output shapes.
+        closed, out_shape = jax.make_jaxpr(self.arch_update, return_shape=True)(state, tb, vb, key)
+        arch = lambda s, t, v, k: jax.tree.unflatten(jax.tree.structure(out_shape),
+                                                     jaxpr_as_fun(closed)(*jax.tree.leaves((s, t, v, k))))
+        skipped = lambda s, t, v, k: (s, _zeros_like_struct(out_shape[1]))
+        return jax.lax.cond(do_update > 0, arch, skipped, state, tb, vb, key)
+
+    def _weights(self, state, k, sched):
+        return None if self.method.mix is None else self.method.mix(self, state, jax.random.fold_in(k, 3), sched)
+
     def search_step(self, state: SearchState, train_batch, val_batch, sched):
-        """Architecture step then weight step (DARTS order).
+        """One architecture and one weight update in the method's order.
 
         ``train_batch``/``val_batch``: uint8 ``{'image', 'label'}``; ``sched``:
         ``{'drop_prob', 'cutout_prob', 'arch_update'}`` scalars (traced: schedules and
         the arch warm-up never recompile).
         """
-        k = _key(state.rng, state.step)
+        k = fold_key(state.rng, state.step)
         # same crop/flip for both steps; cutout (a weight-step regulariser) only for the weights
         tb_arch = self.preprocess(jax.random.fold_in(k, 0), train_batch, True, 0.0)
         tb = self.preprocess(jax.random.fold_in(k, 0), train_batch, True, sched["cutout_prob"])
         vb = self.preprocess(jax.random.fold_in(k, 1), val_batch, self.cfg.data.augment_val)
-        # Weight-only warm-up epochs skip the architecture step's compute. The arch step is
-        # traced once (the Python model code is the slow part of tracing) and replayed as a
-        # jaxpr inside the cond; the skipped branch needs only its output shapes.
-        closed, out_shape = jax.make_jaxpr(self.arch_update, return_shape=True)(state, tb_arch, vb)
-        arch = lambda s, t, v: jax.tree.unflatten(jax.tree.structure(out_shape),
-                                                  jaxpr_as_fun(closed)(*jax.tree.leaves((s, t, v))))
-        skipped = lambda s, t, v: (s, jax.tree.map(lambda x: jnp.zeros(x.shape, x.dtype), out_shape[1]))
-        state, a_metrics = jax.lax.cond(sched["arch_update"] > 0, arch, skipped, state, tb_arch, vb)
-        state, w_metrics = self.weight_update(state, tb, sched["drop_prob"])
+        k_arch = jax.random.fold_in(k, 2)
+        order = self.method.update_order
+        if order == "alpha_first":
+            state, a_metrics = self._arch_or_skip(state, tb_arch, vb, k_arch, sched["arch_update"])
+            state, w_metrics = self.weight_update(state, tb, sched["drop_prob"], self._weights(state, k, sched))
+        elif order == "weights_first":
+            state, w_metrics = self.weight_update(state, tb, sched["drop_prob"], self._weights(state, k, sched))
+            state, a_metrics = self._arch_or_skip(state, tb_arch, vb, k_arch, sched["arch_update"])
+        else:  # simultaneous: both gradients at the same (w, alpha)
+            a_state, a_metrics = self._arch_or_skip(state, tb_arch, vb, k_arch, sched["arch_update"])
+            state, w_metrics = self.weight_update(state, tb, sched["drop_prob"], self._weights(state, k, sched))
+            state = state.replace(alpha=a_state.alpha, a_opt=a_state.a_opt)
         return state.replace(step=state.step + 1), {**w_metrics, **a_metrics}
 
     def eval_step(self, state: SearchState, batch, alpha=None, normalized=False):
@@ -273,19 +410,48 @@ class SearchTask:
                 "arch_update": np.float32(epoch >= cfg.arch_start_epoch)}
 
 
-# ---------------------------------------------------------------------- hooks
+# ---------------------------------------------------------------- hooks/events
+@dataclasses.dataclass(frozen=True)
+class Stop:
+    """End the search after this epoch; ``genotype`` (a ``Genotype.to_dict()``) replaces
+    the last epoch's as the result (DARTS-ES returns an earlier architecture)."""
+
+    reason: str
+    genotype: dict | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class Rollback:
+    """Restore the state after epoch ``to_epoch`` (an in-memory snapshot) and continue from there."""
+
+    to_epoch: int
+
+
+@dataclasses.dataclass(frozen=True)
+class SetHyperparam:
+    """Set ``name`` (``'weight_decay'``, in the optimiser state, or ``'drop_path'``, the
+    maximum of the ramp) to ``value`` for the following epochs (applied after a rollback)."""
+
+    name: str
+    value: float
+
+
+HYPERPARAMS = ("weight_decay", "drop_path")
+
+
 class Hook:
-    """Per-epoch extension point. ``after_epoch`` may add entries to ``metrics`` and
-    return ``None``, ``("stop", reason)`` or ``("rollback", epoch, reg_target, reg_value)``
-    (restore the snapshot of ``epoch``, then set the regularisation); state it needs on
-    resume goes into ``state_dict``/``load_state_dict`` (JSON-able)."""
+    """Per-epoch extension point. ``after_epoch(runner, epoch, metrics)`` may add entries to
+    ``metrics`` and returns None or a sequence of events (:class:`Stop`,
+    :class:`Rollback`, :class:`SetHyperparam`). Every event of every hook is applied;
+    incompatible events in one epoch raise :class:`HookConflictError`. State a hook needs
+    on resume goes into ``state_dict``/``load_state_dict`` (JSON-able)."""
 
     name = "hook"
 
     def setup(self, runner: "Runner") -> None:
         pass
 
-    def after_epoch(self, runner: "Runner", epoch: int, metrics: dict):
+    def after_epoch(self, runner: "Runner", epoch: int, metrics: dict) -> Sequence | None:
         return None
 
     def state_dict(self) -> dict:
@@ -295,61 +461,123 @@ class Hook:
         pass
 
 
-class DiagnoseHook(Hook):
-    """Cosine/relative norm of each estimator vs ``implicit`` on the epoch's last batches."""
+def merge_events(events: list[tuple[str, Any]]) -> tuple[Stop | None, Rollback | None, dict[str, float]]:
+    """``[(hook_name, event)]`` -> ``(stop, rollback, {hyperparam: value})``. Identical
+    events from several hooks count once; anything else that cannot all be applied is a
+    :class:`HookConflictError` naming the hooks."""
+    stops, rollbacks, sets = [], [], {}
 
-    name = "diagnose"
+    def add(groups, ev, hook):  # events may hold dicts (a Stop's genotype): grouped by equality
+        for e, hooks in groups:
+            if e == ev:
+                hooks.append(hook)
+                return
+        groups.append((ev, [hook]))
 
-    def __init__(self, estimators=("first_order", "unrolled", "finite_difference", "amended"),
-                 reference_options=None):
-        self.estimators = tuple(estimators)
-        self.reference_options = reference_options or {"maxiter": 20, "damping": 1e-3}
-        self._fn = None
+    for hook, ev in events:
+        if isinstance(ev, Stop):
+            add(stops, ev, hook)
+        elif isinstance(ev, Rollback):
+            add(rollbacks, ev, hook)
+        elif isinstance(ev, SetHyperparam):
+            if ev.name not in HYPERPARAMS:
+                raise HookConflictError(f"hook {hook!r} sets unknown hyperparameter {ev.name!r}; accepted: "
+                                        f"{', '.join(HYPERPARAMS)}")
+            add(sets.setdefault(ev.name, []), float(ev.value), hook)
+        else:
+            raise HookConflictError(f"hook {hook!r} returned {ev!r}, not an event (Stop, Rollback, SetHyperparam)")
 
-    def after_epoch(self, runner, epoch, metrics):
-        task = runner.task
-        if self._fn is None:
-            def fn(state, tb, vb):
-                k = _key(state.rng, 12345)
-                tb_ = task.preprocess(jax.random.fold_in(k, 0), tb, False)
-                vb_ = task.preprocess(jax.random.fold_in(k, 1), vb, False)
-                tl, vl = task.losses(state.batch_stats)
-                specs = {}
-                for name in self.estimators:
-                    opts = dict(task.cfg.estimator_options) if name == task.cfg.estimator else {}
-                    if name in hypergrad.NEEDS_INNER_STEP:
-                        opts.setdefault("inner_lr", task.lr_schedule()(state.step))
-                    specs[name] = (name, opts)
-                return hypergrad.compare(specs, tl, vl, state.params, state.alpha, tb_, vb_,
-                                         reference=("implicit", self.reference_options))
-            self._fn = jax.jit(fn)
-        out = jax.device_get(self._fn(runner.state, runner.task.train_stream.batch(epoch, 0),
-                                      runner.task.val_stream.batch(epoch, 0)))
-        for name, d in out.items():
-            metrics[f"cos_{name}_vs_implicit"] = float(d["cosine"])
-            metrics[f"relnorm_{name}_vs_implicit"] = float(d["rel_norm"])
+    def who(groups):
+        return sorted({h for _, hs in groups for h in hs})
+
+    if len(stops) > 1:
+        raise HookConflictError(f"hooks {who(stops)} ask to stop with different results: {[e for e, _ in stops]}")
+    if len(rollbacks) > 1:
+        raise HookConflictError(f"hooks {who(rollbacks)} ask to roll back to different epochs: "
+                                f"{[e for e, _ in rollbacks]}")
+    if stops and rollbacks:
+        raise HookConflictError(f"hooks {who(stops)} ask to stop while {who(rollbacks)} ask to roll back")
+    for name, vals in sets.items():
+        if len(vals) > 1:
+            raise HookConflictError(f"hooks {who(vals)} set {name} to different values {sorted(v for v, _ in vals)}")
+    return (stops[0][0] if stops else None, rollbacks[0][0] if rollbacks else None,
+            {name: vals[0][0] for name, vals in sets.items()})
 
 
-# --------------------------------------------------------------------- runner
-def _jsonable(x):
-    if isinstance(x, dict):
-        return {k: _jsonable(v) for k, v in x.items()}
-    if isinstance(x, (list, tuple)):
-        return [_jsonable(v) for v in x]
-    if isinstance(x, (np.generic, jax.Array, np.ndarray)):
-        return np.asarray(x).tolist()
-    return x
+def engine_hooks(cfg) -> list[Hook]:
+    """The hooks every method gets from the shared config: Hessian eigenvalues
+    (``hessian_every``) and estimator diagnostics (``diagnose``)."""
+    from jaxdarts import hooks as hooks_lib
+
+    hooks: list[Hook] = []
+    if cfg.hessian_every:
+        hooks.append(hooks_lib.HessianHook(cfg.hessian_every, cfg.hessian_topk, cfg.hessian_method))
+    if cfg.diagnose:
+        hooks.append(hooks_lib.DiagnoseHook())
+    return hooks
+
+
+def default_hooks(cfg, method: Method | None = None) -> list[Hook]:
+    """Engine hooks, then the method's (which may read the engine's metrics, e.g. eigenvalues)."""
+    if method is None:
+        from jaxdarts import methods as methods_lib
+
+        method = methods_lib.get(cfg.method)
+    hooks = engine_hooks(cfg)
+    diagnose = [h for h in hooks if h.name == "diagnose"]
+    hooks = [h for h in hooks if h.name != "diagnose"]
+    return hooks + list(method.hooks(cfg) if method.hooks else []) + diagnose
+
+
+# ------------------------------------------------------------------- runner
+SWEEP_TARGETS = ("drop_path", "weight_decay", "seed")
+SWEEP_MODES = ("batched", "sequential")
+
+
+@dataclasses.dataclass(frozen=True)
+class Sweep:
+    """Several searches that differ only in ``target``, advanced together on the same batches.
+
+    ``target``: ``'drop_path'`` (maximum of the ramp), ``'weight_decay'`` (weight optimiser)
+    or ``'seed'`` (initialisation and per-step randomness; the batch order is shared).
+    ``mode='batched'``: one ``vmap``-ed step over the stacked states (one compiled
+    program); ``'sequential'``: the runs one after another, epoch by epoch (same numbers)."""
+
+    target: str
+    values: tuple
+    mode: str = "batched"
+
+    def __post_init__(self):
+        if self.target not in SWEEP_TARGETS:
+            raise ValueError(f"unknown sweep target {self.target!r}; accepted: {', '.join(SWEEP_TARGETS)}")
+        if self.mode not in SWEEP_MODES:
+            raise ValueError(f"unknown sweep mode {self.mode!r}; accepted: {', '.join(SWEEP_MODES)}")
+        if not self.values:
+            raise ValueError("a sweep needs at least one value")
+
+
+def _stack(trees):
+    return jax.tree.map(lambda *xs: jnp.stack(xs), *trees)
+
+
+def _index(tree, i):
+    return jax.tree.map(lambda a: a[i], tree)
 
 
 class Runner:
-    """Drives epochs for a :class:`SearchTask` in ``workdir``."""
+    """Drives epochs of a :class:`SearchTask` (or of a :class:`Sweep` of them) in ``workdir``."""
 
-    def __init__(self, task: SearchTask, workdir: str, hooks: list[Hook] | None = None, log=print):
+    def __init__(self, task: SearchTask, workdir: str, hooks: list[Hook] | None = None, log=print,
+                 sweep: Sweep | None = None):
+        if sweep is not None and hooks:
+            raise ValueError(f"hooks ({', '.join(h.name for h in hooks)}) act on one search; a sweep "
+                             f"({sweep.target}) runs without them")
         self.task = task
         self.cfg = task.cfg
         self.workdir = workdir
         self.hooks = list(hooks or [])
         self.log = log
+        self.sweep = sweep
         self.state: SearchState | None = None
         self.epoch = 0  # next epoch to run
         self.reg = {"drop_path": float(self.cfg.regularization.drop_path),
@@ -359,22 +587,78 @@ class Runner:
         self.extra: dict = {}
         os.makedirs(workdir, exist_ok=True)
         from jaxdarts import checkpoint as ckpt_lib
+
         self.ckpt = ckpt_lib.Checkpointer(os.path.join(workdir, "checkpoints"), keep=self.cfg.checkpoint_keep)
-        self._step = jax.jit(task.search_step, donate_argnums=(0,) if self.cfg.donate else ())
-        self._eval = jax.jit(task.eval_step, static_argnames=("normalized",))
+        self._compiled = None
         for h in self.hooks:
             h.setup(self)
 
+    @property
+    def num_runs(self) -> int:
+        return 1 if self.sweep is None else len(self.sweep.values)
+
+    # ------------------------------------------------------------ state
+    def init_state(self) -> SearchState:
+        if self.sweep is None:
+            return self.task.init_state()
+        s = self.sweep
+        if s.target == "seed":
+            return _stack([self.task.init_state(int(v)) for v in s.values])
+        base = self.task.init_state()
+        if s.target == "weight_decay":
+            return _stack([base.replace(w_opt=optim.set_hyperparam(base.w_opt, "weight_decay", v))
+                           for v in s.values])
+        return _stack([base] * len(s.values))
+
+    def _fns(self):
+        """The jitted step and evaluation (built once the lowering is settled)."""
+        if self._compiled is None:
+            task, donate = self.task, (0,) if self.cfg.donate else ()
+            batched = self.sweep is not None and self.sweep.mode == "batched"
+            step = jax.vmap(task.search_step, in_axes=(0, None, None, 0)) if batched else task.search_step
+            ev = task.eval_step
+            if self.sweep is not None:
+                def ev(state, batch, alpha=None, normalized=False):
+                    fn = lambda s: task.eval_step(s, batch, alpha, normalized=normalized)
+                    return jax.vmap(fn)(state)
+            self._compiled = (task.memo(("step", batched, donate), lambda: jax.jit(step, donate_argnums=donate)),
+                              task.memo(("eval", self.sweep is not None),
+                                        lambda: jax.jit(ev, static_argnames=("normalized",))))
+        return self._compiled
+
     # -------------------------------------------------------------- resume
+    def _backend_record(self) -> dict:
+        return {"backend": jax.default_backend(), "lowering": self.task.lowering,
+                "devices": [str(d) for d in jax.devices()], "jax": jax.__version__}
+
+    def _template_for(self, meta: dict):
+        """Checks the checkpoint's lowering against this run's and returns a template state.
+
+        ``model.depthwise='auto'`` follows the checkpoint (its ``batch_stats`` tree depends
+        on the lowering; both lowerings compute the same function); an explicit lowering that
+        differs from the checkpoint's is refused with a message."""
+        saved = meta.get("lowering")
+        if saved and saved != self.task.lowering:
+            if self.cfg.model.depthwise != "auto":
+                raise ValueError(f"workdir {self.workdir} was searched with the {saved!r} lowering; this run asks "
+                                 f"for config.model.depthwise={self.cfg.model.depthwise!r}, whose batch statistics "
+                                 f"do not match: resume with --config.model.depthwise={saved} (or auto)")
+            self.log(f"resuming with the {saved!r} lowering of the checkpoint (this backend, "
+                     f"{jax.default_backend()}, would pick {self.task.lowering!r}; same function, other program)")
+            self.task = self.task.with_lowering(saved)
+            self._compiled = None
+        return self.init_state()
+
     def restore_or_init(self):
-        template = self.task.init_state()
-        restored = self.ckpt.restore_latest(template)
+        if self.ckpt.all_steps():
+            self._check_config()
+        restored = self.ckpt.restore_latest(self._template_for, log=self.log)
         if restored is None:
-            self.state = template
+            self.state = self.init_state()
             self._write_config()
+            io_lib.write_json(os.path.join(self.workdir, "backend.json"), self._backend_record())
             self._truncate_metrics(0)
             return False
-        self._check_config()
         self.state, meta = restored
         self.epoch = meta["epoch"]
         self.reg = meta["reg"]
@@ -386,23 +670,20 @@ class Runner:
         return True
 
     def _config_json(self):
+        import json
+
         d = json.loads(self.cfg.to_json_best_effort())
         for k in ("log_every", "progress"):
             d.pop(k, None)
         return d
 
     def _write_config(self):
-        tmp = os.path.join(self.workdir, "config.json.tmp")
-        with open(tmp, "w") as f:
-            json.dump(self._config_json(), f, indent=1, sort_keys=True)
-        os.replace(tmp, os.path.join(self.workdir, "config.json"))
+        io_lib.write_json(os.path.join(self.workdir, "config.json"), self._config_json(), sort_keys=True)
 
     def _check_config(self):
-        path = os.path.join(self.workdir, "config.json")
-        if not os.path.exists(path):
+        old = io_lib.read_json(os.path.join(self.workdir, "config.json"))
+        if old is None:
             return
-        with open(path) as f:
-            old = json.load(f)
         new = self._config_json()
         diff = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
         if diff:
@@ -414,75 +695,103 @@ class Runner:
 
     def _truncate_metrics(self, epochs_done: int) -> list[dict]:
         """Keeps metrics lines of epochs < epochs_done (atomically rewritten)."""
-        path = self._metrics_path()
-        kept = []
-        if os.path.exists(path):
-            with open(path) as f:
-                for line in f:
-                    line = line.strip()
-                    if line:
-                        d = json.loads(line)
-                        if d.get("epoch", 0) < epochs_done:
-                            kept.append(d)
-        tmp = path + ".tmp"
-        with open(tmp, "w") as f:
-            for d in kept:
-                f.write(json.dumps(d) + "\n")
-        os.replace(tmp, path)
+        kept = [d for d in io_lib.read_jsonl(self._metrics_path()) if d.get("epoch", 0) < epochs_done]
+        io_lib.write_jsonl(self._metrics_path(), kept)
         return kept
 
     # -------------------------------------------------------------- epochs
-    def set_regularization(self, target: str, value: float):
+    def set_hyperparam(self, name: str, value: float):
         """Sets ``weight_decay`` (in the optimiser state) or ``drop_path`` (max probability)."""
-        self.reg[target] = float(value)
-        if target == "weight_decay":
+        if name not in HYPERPARAMS:
+            raise ValueError(f"unknown hyperparameter {name!r}; accepted: {', '.join(HYPERPARAMS)}")
+        self.reg[name] = float(value)
+        if name == "weight_decay":
             self.state = self.state.replace(w_opt=optim.set_hyperparam(self.state.w_opt, "weight_decay", value))
 
-    def run_epoch(self, epoch: int) -> dict:
+    def _sched(self, epoch: int):
+        task = self.task
+        if self.sweep is None:
+            return task.schedule_values(epoch, self.reg)
+        per_run = [task.schedule_values(epoch, {**self.reg, "drop_path": v} if self.sweep.target == "drop_path"
+                                        else self.reg) for v in self.sweep.values]
+        return {k: np.stack([s[k] for s in per_run]) for k in per_run[0]}
+
+    def _train(self, epoch: int, sched, progress):
+        """Runs the epoch's steps; returns per-step metrics (arrays over runs for a sweep)."""
         task, cfg = self.task, self.cfg
-        sched = task.schedule_values(epoch, self.reg)
+        step, _ = self._fns()
         spe = task.steps_per_epoch
-        t0 = time.time()
-        sums: dict[str, float] = {}
-        count = 0
-        pending = []
-        progress = Progress(spe, epoch, cfg.epochs, cfg.progress, self.log)
-        val_batches = task.val_stream.epoch(epoch, 0, spe)
-        for i, tb in enumerate(task.train_stream.epoch(epoch, 0, spe)):
-            vb = next(val_batches)
-            self.state, m = self._step(self.state, tb, vb, sched)
+        pairs = lambda: zip(task.train_stream.epoch(epoch, 0, spe), task.val_stream.epoch(epoch, 0, spe))
+        if self.sweep is not None and self.sweep.mode == "sequential":
+            states, per_run = [], []
+            for r in range(self.num_runs):
+                st, s_r, ms = _index(self.state, r), {k: v[r] for k, v in sched.items()}, []
+                for tb, vb in pairs():
+                    st, m = step(st, tb, vb, s_r)
+                    ms.append(m)
+                states.append(st)
+                per_run.append(jax.device_get(ms))
+                progress.update(spe * (r + 1) // self.num_runs, 0.0, 0.0)
+            self.state = _stack(states)
+            return [jax.tree.map(lambda *xs: np.stack(xs), *ms) for ms in zip(*per_run)]
+        out, pending = [], []
+        for i, (tb, vb) in enumerate(pairs()):
+            self.state, m = step(self.state, tb, vb, sched)
             pending.append(m)
             if (i + 1) % cfg.log_every == 0 or i + 1 == spe:
-                for mm in jax.device_get(pending):
-                    for k, v in mm.items():
-                        sums[k] = sums.get(k, 0.0) + float(v)
-                    count += 1
+                out += jax.device_get(pending)
                 pending = []
-                if not math.isfinite(sums.get("train_loss", 0.0)):
+                loss = np.mean([np.mean(m["train_loss"]) for m in out])
+                if not math.isfinite(loss):
                     raise NonFiniteLossError(
                         f"non-finite training loss at epoch {epoch} step {i}; stopped. The last good checkpoint "
                         f"(epoch {epoch - 1}) is kept in {self.ckpt.directory}")
-                progress.update(i + 1, sums["train_loss"] / count, sums["train_acc"] / count)
+                progress.update(i + 1, loss, np.mean([np.mean(m["train_acc"]) for m in out]))
+        return out
+
+    def run_epoch(self, epoch: int) -> dict:
+        task, cfg = self.task, self.cfg
+        sched = self._sched(epoch)
+        spe = task.steps_per_epoch
+        t0 = time.time()
+        progress = Progress(spe, epoch, cfg.epochs, cfg.progress, self.log)
+        steps = self._train(epoch, sched, progress)
         train_time = time.time() - t0
-        metrics = {"epoch": epoch, **{k: v / max(count, 1) for k, v in sums.items()}}
+        means = {k: sum(np.asarray(m[k], np.float64) for m in steps) / len(steps) for k in steps[0]}
+        metrics = {"epoch": epoch, **{k: _scalar_or_list(v) for k, v in means.items()}}
         metrics["lr"] = float(task.lr_schedule()(epoch * spe))
-        metrics.update({k: float(v) for k, v in sched.items()})
+        metrics.update({k: _scalar_or_list(v) for k, v in sched.items()})
         metrics["weight_decay"] = self.reg["weight_decay"]
+        if self.sweep is not None:
+            metrics["sweep"] = {"target": self.sweep.target, "values": list(self.sweep.values)}
+            if self.sweep.target == "weight_decay":
+                metrics["weight_decay"] = list(self.sweep.values)
         metrics.update(self.evaluate())
-        g = genotype_lib.derive(task.space, self.state.alpha)
-        metrics["genotype"] = g.to_dict()
-        if not g.per_cell and task.space.macro == "darts":
-            metrics["genotype_str"] = g.to_pytorch_str()
-        metrics["alpha_softmax"] = _jsonable(supernet_lib.mixing_weights(task.space, self.state.alpha))
-        metrics["skip_connect_normal"] = sum(op == "skip_connect" for op, _ in g.all_genes("normal"))
+        runs = [self.state.alpha] if self.sweep is None else [_index(self.state.alpha, r)
+                                                              for r in range(self.num_runs)]
+        summaries = [self._alpha_summary(a) for a in runs]
+        for k in summaries[0]:
+            metrics[k] = summaries[0][k] if self.sweep is None else [s[k] for s in summaries]
         metrics["train_time"] = train_time
-        metrics["steps_per_sec"] = spe / train_time
+        metrics["steps_per_sec"] = spe * self.num_runs / train_time
         progress.done(metrics)
         return metrics
 
+    def _alpha_summary(self, alpha) -> dict:
+        task = self.task
+        g = task.derive(alpha)
+        out = {"genotype": g.to_dict()}
+        if not g.per_cell and task.space.macro == "darts":
+            out["genotype_str"] = g.to_pytorch_str()
+        out["alpha_softmax"] = io_lib.jsonable(supernet_lib.mixing_weights(task.space, alpha))
+        out["skip_connect_normal"] = sum(op == "skip_connect" for op, _ in g.all_genes("normal"))
+        return out
+
     def evaluate(self, alpha=None, normalized=False, prefix="val") -> dict:
-        """Eval-mode loss/accuracy of the supernet on the architecture split."""
+        """Eval-mode loss/accuracy of the supernet on the architecture split (lists over
+        runs for a sweep)."""
         task, cfg = self.task, self.cfg
+        _, ev = self._fns()
         x, y = task.eval_data
         bs = cfg.eval_batch_size or cfg.batch_size
         nb = len(x) // bs
@@ -491,23 +800,20 @@ class Runner:
         loss = correct = 0.0
         for i in range(nb):
             b = {"image": x[i * bs:(i + 1) * bs], "label": y[i * bs:(i + 1) * bs]}
-            l, c = self._eval(self.state, b, alpha, normalized=normalized)
+            l, c = ev(self.state, b, alpha, normalized=normalized)
             loss, correct = loss + l, correct + c
         n = max(nb * bs, 1)
-        return {f"{prefix}_loss": float(loss) / n, f"{prefix}_acc": float(correct) / n}
+        loss, correct = np.asarray(loss, np.float64), np.asarray(correct, np.float64)
+        return {f"{prefix}_loss": _scalar_or_list(loss / n), f"{prefix}_acc": _scalar_or_list(correct / n)}
 
     def save(self, epochs_done: int):
-        meta = {"epoch": epochs_done, "reg": self.reg, "extra": self.extra,
-                "hooks": {h.name: h.state_dict() for h in self.hooks},
-                "data_position": {"epoch": epochs_done, "step": 0}}
+        meta = {"epoch": epochs_done, "reg": self.reg, "extra": self.extra, "lowering": self.task.lowering,
+                "hooks": {h.name: h.state_dict() for h in self.hooks}}
         self.ckpt.save(epochs_done, self.state, meta)
 
     def append_metrics(self, metrics: dict):
         self.history.append(metrics)
-        with open(self._metrics_path(), "a") as f:
-            f.write(json.dumps(_jsonable(metrics)) + "\n")
-            f.flush()
-            os.fsync(f.fileno())
+        io_lib.append_jsonl(self._metrics_path(), metrics)
 
     def rollback(self, to_epoch: int):
         """Restores the in-memory snapshot taken after epoch ``to_epoch`` (bit-identical)
@@ -518,6 +824,19 @@ class Runner:
         self.epoch = to_epoch + 1
         self.history = self._truncate_metrics(self.epoch)
         self.snapshots = {e: s for e, s in self.snapshots.items() if e <= to_epoch}
+
+    def _apply_events(self, events) -> str | None:
+        stop, rollback, sets = merge_events(events)
+        if rollback is not None:
+            self.rollback(rollback.to_epoch)
+        for name, value in sets.items():
+            self.set_hyperparam(name, value)
+        if stop is not None:
+            self.extra["stop_reason"] = stop.reason
+            if stop.genotype is not None:
+                self.extra["final_genotype"] = stop.genotype
+            return stop.reason
+        return None
 
     def run(self, max_epochs: int | None = None) -> dict:
         """Runs (or resumes) to ``cfg.epochs``; returns a summary with the genotype."""
@@ -530,42 +849,49 @@ class Runner:
                 break
             epoch = self.epoch
             metrics = self.run_epoch(epoch)
-            self.snapshots[epoch] = jax.tree.map(lambda x: jnp.array(x, copy=True), self.state)
-            keep = self.cfg.snapshot_window
-            self.snapshots = {e: s for e, s in self.snapshots.items() if e > epoch - keep}
-            action = None
+            if self.hooks:
+                self.snapshots[epoch] = jax.tree.map(lambda x: jnp.array(x, copy=True), self.state)
+                keep = self.cfg.snapshot_window
+                self.snapshots = {e: s for e, s in self.snapshots.items() if e > epoch - keep}
+            events = []
             for h in self.hooks:
-                a = h.after_epoch(self, epoch, metrics)
-                action = action or a
+                events += [(h.name, ev) for ev in (h.after_epoch(self, epoch, metrics) or ())]
             self.append_metrics(metrics)
             self.epoch = epoch + 1
-            if action and action[0] == "stop":
-                stop_reason = action[1]
-                self.extra["stop_reason"] = stop_reason
-            elif action and action[0] == "rollback":
-                _, to_epoch, target, value = action
-                self.rollback(to_epoch)
-                self.set_regularization(target, value)
+            stop_reason = self._apply_events(events)
             self.save(self.epoch)
         return self.finish()
 
+    @property
+    def finished(self) -> bool:
+        return self.epoch >= self.cfg.epochs or self.extra.get("stop_reason") is not None
+
     def finish(self) -> dict:
-        g = genotype_lib.derive(self.task.space, self.state.alpha)
+        if self.sweep is not None:
+            gs = [self.task.derive(_index(self.state.alpha, r)) for r in range(self.num_runs)]
+            out = {"sweep": {"target": self.sweep.target, "values": list(self.sweep.values)},
+                   "genotypes": [g.to_dict() for g in gs], "epochs_run": self.epoch, "finished": self.finished}
+            io_lib.write_json(os.path.join(self.workdir, "genotype.json"), out)
+            return out
+        g = self.task.derive(self.state.alpha)
         chosen = self.extra.get("final_genotype")
         final = genotype_lib.Genotype.from_json(chosen) if chosen else g
         out = {"genotype": final.to_dict(), "last_genotype": g.to_dict(), "epochs_run": self.epoch,
-               "stop_reason": self.extra.get("stop_reason")}
+               "stop_reason": self.extra.get("stop_reason"), "finished": self.finished}
         if not final.per_cell and self.task.space.macro == "darts":
             out["genotype_str"] = final.to_pytorch_str()
         if self.cfg.discretization_gap:
             from jaxdarts import analysis
-            out["discretization"] = analysis.discretization_gap(self, final)
-        tmp = os.path.join(self.workdir, "genotype.json.tmp")
-        with open(tmp, "w") as f:
-            json.dump(_jsonable(out), f, indent=1)
-        os.replace(tmp, os.path.join(self.workdir, "genotype.json"))
+
+            out["discretization"] = analysis.discretization_gap(self.evaluate, self.task.space, final)
+        io_lib.write_json(os.path.join(self.workdir, "genotype.json"), out)
         self.log("final genotype:\n" + final.render())
         return out
+
+
+def _scalar_or_list(v):
+    v = np.asarray(v)
+    return float(v) if v.ndim == 0 else v.tolist()
 
 
 class Progress:
@@ -591,27 +917,36 @@ class Progress:
     def done(self, m):
         if self.tty:
             sys.stderr.write("\n")
-        self.log(f"epoch {m['epoch'] + 1}/{self.epochs}: train loss {m['train_loss']:.4f} acc {m['train_acc']:.3f} | "
-                 f"val loss {m['val_loss']:.4f} acc {m['val_acc']:.3f} | lr {m['lr']:.5f} | "
+        f = lambda k: float(np.mean(m[k]))
+        self.log(f"epoch {m['epoch'] + 1}/{self.epochs}: train loss {f('train_loss'):.4f} acc {f('train_acc'):.3f} | "
+                 f"val loss {f('val_loss'):.4f} acc {f('val_acc'):.3f} | lr {m['lr']:.5f} | "
                  f"skip(normal) {m['skip_connect_normal']} | {m['steps_per_sec']:.2f} steps/s")
 
 
-def default_hooks(cfg) -> list[Hook]:
-    """Hooks implied by the config (eigenvalues, early stopping/ADA, diagnostics)."""
-    hooks: list[Hook] = []
-    if cfg.hessian_every:
-        from jaxdarts import rdarts
-        hooks.append(rdarts.HessianHook(cfg.hessian_every, cfg.hessian_topk, cfg.hessian_method))
-    if cfg.early_stopping.mode != "none":
-        from jaxdarts import rdarts
-        hooks.append(rdarts.EarlyStopHook.from_config(cfg))
-    if cfg.diagnose:
-        hooks.append(DiagnoseHook())
-    return hooks
+# ------------------------------------------------------------------ programs
+def run_single(cfg, workdir: str, *, log=print, max_epochs: int | None = None, hooks: list[Hook] | None = None,
+               task: SearchTask | None = None) -> dict:
+    """One search (the engine hooks and the method's), resumable; with
+    ``cfg.num_seeds > 1`` a seed sweep (seeds ``cfg.seed, cfg.seed + 1, ...``) in one
+    ``vmap``-ed program instead."""
+    task = SearchTask.from_config(cfg) if task is None else task
+    if cfg.num_seeds > 1:
+        return run_sweep(task, workdir, Sweep("seed", tuple(cfg.seed + i for i in range(cfg.num_seeds))), log=log,
+                         max_epochs=max_epochs)
+    runner = Runner(task, workdir, default_hooks(cfg, task.method) + list(hooks or []), log=log)
+    return runner.run(max_epochs=max_epochs)
+
+
+def run_sweep(task: SearchTask, workdir: str, sweep: Sweep, *, log=print, max_epochs: int | None = None) -> dict:
+    """The searches of ``sweep`` in ``workdir`` (resumable, ``max_epochs`` as for one search)."""
+    return Runner(task, workdir, log=log, sweep=sweep).run(max_epochs=max_epochs)
 
 
 def run(cfg, workdir: str, hooks: list[Hook] | None = None, log=print, max_epochs: int | None = None) -> dict:
-    """Builds the task from ``cfg`` and runs/resumes the search in ``workdir``."""
-    task = SearchTask.from_config(cfg)
-    runner = Runner(task, workdir, default_hooks(cfg) + list(hooks or []), log=log)
-    return runner.run(max_epochs=max_epochs)
+    """Runs (or resumes) the program of ``cfg.method`` in ``workdir``."""
+    from jaxdarts import config as config_lib
+    from jaxdarts import methods as methods_lib
+
+    config_lib.validate(cfg)
+    program = methods_lib.get(cfg.method).program or run_single
+    return program(cfg, workdir, log=log, max_epochs=max_epochs, hooks=hooks)

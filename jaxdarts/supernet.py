@@ -115,7 +115,7 @@ class MixedOp(nn.Module):
     """``sum_k w_k op_k(x)`` over one edge's (padded) op list.
 
     ``None`` slots and the ``none`` op are skipped (they contribute zero). With the
-    ``'conv'`` lowering (:data:`jaxdarts.ops.DEPTHWISE_IMPL`, the compact program for
+    ``'conv'`` lowering (``lowering``, see :data:`jaxdarts.kernels.LOWERINGS`; the compact program for
     GPUs/TPUs), ops that end with a parameter-free BatchNorm (every conv and pool of the
     DARTS search network, and the strided skip) are computed without it and normalised
     together: their outputs are stacked ``(G, N, H, W, C)`` and go through one BatchNorm
@@ -134,6 +134,7 @@ class MixedOp(nn.Module):
     train: bool
     family: str = "darts"
     affine: bool = False
+    lowering: str = "auto"
 
     @nn.compact
     def __call__(self, x: Array, w: Array, drop_prob: Array | float = 0.0) -> Array:
@@ -142,9 +143,11 @@ class MixedOp(nn.Module):
         x = kernels.materialize(x)
         out = jnp.zeros(x.shape[:1] + self._out_hw(x) + (self.C,), x.dtype)
         stacked_k, stacked_y = [], []
-        compact = ops_lib.DEPTHWISE_IMPL == "conv"
+        lowering = kernels.resolve_lowering(self.lowering)
+        compact = lowering == "conv"
         # separable convs: first blocks of all of them, one BatchNorm, then second blocks
-        seps = {k: ops_lib.SepConv(self.C, ops_lib.SEP_KERNEL[name], self.stride, False, False, False, name=name)
+        seps = {k: ops_lib.SepConv(self.C, ops_lib.SEP_KERNEL[name], self.stride, False, False, False, lowering,
+                                   name=name)
                 for k, name in enumerate(self.ops)
                 if compact and name in ops_lib.SEP_KERNEL and ops_lib.ends_with_bn(name, self.stride, self.affine)}
         if seps:
@@ -159,7 +162,7 @@ class MixedOp(nn.Module):
                 y = seps[k]
             else:
                 y = ops_lib.make_op(name, x.shape[-1], self.C, self.stride, self.affine, self.family,
-                                    module_name=name, final_bn=not joint)(x, self.train)
+                                    module_name=name, final_bn=not joint, lowering=lowering)(x, self.train)
             if joint:
                 stacked_k.append(k)
                 stacked_y.append(y)
@@ -217,6 +220,7 @@ class SearchCell(nn.Module):
     reduction_prev: bool
     multiplier: int
     train: bool
+    lowering: str = "auto"
 
     @nn.compact
     def __call__(self, s0, s1, weights, drop_prob=0.0):
@@ -237,7 +241,8 @@ class SearchCell(nn.Module):
         for g in edge_groups(space, self.cell_type, self.reduction):
             x = jnp.stack([states[i] for i in g.inputs])
             w = jnp.stack([weights[e] for e in g.edges])  # static slices: no gather/scatter
-            y = _BatchedMixedOp(g.ops, self.C, g.stride, self.train, family, name=g.name)(x, w, drop_prob)
+            y = _BatchedMixedOp(g.ops, self.C, g.stride, self.train, family, lowering=self.lowering,
+                                name=g.name)(x, w, drop_prob)
             for node in sorted(set(g.nodes)):
                 idx = [j for j, n in enumerate(g.nodes) if n == node]
                 part = sum(y[j] for j in idx[1:]) + y[idx[0]] if len(idx) > 1 else y[idx[0]]
@@ -251,8 +256,8 @@ class SearchCell(nn.Module):
         return states[-1]
 
 
-def _lift_checkpoint(fn, variables=True, rngs=True):
-    """Flax lifting of :func:`jaxdarts.kernels.checkpoint` (as ``flax.core.lift.checkpoint``
+def _lift_remat(fn, variables=True, rngs=True):
+    """Flax lifting of :func:`jaxdarts.kernels.remat` (as ``flax.core.lift.checkpoint``
     lifts ``jax.checkpoint``): the module's variables and RNGs become explicit inputs of a
     pure function, and mutated collections (BatchNorm statistics) explicit outputs."""
 
@@ -262,17 +267,17 @@ def _lift_checkpoint(fn, variables=True, rngs=True):
             y = fn(scope, *args)
             return y, repack_fn(scope)
 
-        return kernels.checkpoint(pure)(variable_groups, rng_groups, *args)
+        return kernels.remat(pure)(variable_groups, rng_groups, *args)
 
     return lift.pack(inner, (variables,), (variables,), (rngs,), name="remat")
 
 
 def remat(module_cls):
-    """``module_cls`` rematerialised in the backward pass with :func:`jaxdarts.kernels.checkpoint`
+    """``module_cls`` rematerialised in the backward pass with :func:`jaxdarts.kernels.remat`
     (which, unlike ``nn.remat``, also saves memory on XLA:CPU). Positional call arguments
     only; Hessian-vector products (``jvp`` of ``grad``) and ``grad`` of ``grad`` work, a
     forward-mode ``jvp`` of the network itself does not."""
-    return nn.transforms.lift_transform(_lift_checkpoint, module_cls)
+    return nn.transforms.lift_transform(_lift_remat, module_cls)
 
 
 RematSearchCell = remat(SearchCell)
@@ -332,9 +337,13 @@ class Supernet(nn.Module):
       auxiliary: add the CIFAR auxiliary head after cell ``2*layers//3`` (Amended-DARTS
         search); training calls then return ``(logits, aux_logits)``.
       remat: rematerialise each cell in the backward pass with
-        :func:`jaxdarts.kernels.checkpoint` (memory for compute; effective on XLA:CPU too).
+        :func:`jaxdarts.kernels.remat` (memory for compute; effective on XLA:CPU too).
         Gradients, Hessian-vector products and ``grad`` of ``grad`` work; a forward-mode
         ``jax.jvp`` of the network alone (no inner ``grad``) does not.
+      lowering: depthwise convs and pools as :mod:`jaxdarts.kernels` primitives
+        (``'taps'``, XLA:CPU) or XLA's own ops (``'conv'``, GPU/TPU); ``'auto'`` (default)
+        picks by backend (:func:`jaxdarts.kernels.resolve_lowering`). The two give the same
+        function but different ``batch_stats`` trees.
 
     ``__call__(x, alpha, *, train, normalized=False, drop_prob=0.0)``:
       x: ``(N, H, W, C_in)`` float images (NHWC).
@@ -354,6 +363,7 @@ class Supernet(nn.Module):
     stem_multiplier: int = 3
     auxiliary: bool = False
     remat: bool = False
+    lowering: str = "auto"
 
     @nn.compact
     def __call__(self, x, alpha, *, train: bool, normalized: bool = False, drop_prob=0.0):
@@ -389,7 +399,7 @@ class Supernet(nn.Module):
                 w = w[counters[ctype]]
             counters[ctype] += 1
             cell = cell_cls(space, ctype, C_curr, reduction, reduction_prev, self.multiplier, train,
-                            name=f"cell_{i}")
+                            kernels.resolve_lowering(self.lowering), name=f"cell_{i}")
             s0, s1 = s1, cell(s0, s1, w, drop_prob)
             reduction_prev = reduction
             if self.auxiliary and train and i == 2 * self.layers // 3:
@@ -411,7 +421,7 @@ class Supernet(nn.Module):
                 s = ResNetBasicBlock(C_curr, train, name=f"resblock_{stage}")(s)
             for j in range(self.layers):
                 s = cell_cls(space, "normal", C_curr, False, False, 1, train,
-                             name=f"cell_{stage}_{j}")(s, None, weights["normal"], drop_prob)
+                             kernels.resolve_lowering(self.lowering), name=f"cell_{stage}_{j}")(s, None, weights["normal"], drop_prob)
         s = nn.relu(ops_lib.batch_norm(train, True, name="lastact_bn")(s))
         out = jnp.mean(s, axis=(1, 2))
         return nn.Dense(self.num_classes, kernel_init=ops_lib._torch_init, name="classifier")(out)

@@ -17,6 +17,29 @@ import pytest  # noqa: E402
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
+HEAVY_FIRST = ("test_supernet.py", "test_methods.py", "test_rdarts.py", "test_readme.py")
+"""Test files with the longest compiles, run first: the two xdist workers then finish
+together instead of one of them compiling supernets alone at the end."""
+
+
+def pytest_collection_modifyitems(session, config, items):
+    order = {name: i for i, name in enumerate(HEAVY_FIRST)}
+    items.sort(key=lambda item: order.get(item.path.name, len(order)))  # stable: file order otherwise
+
+
+@pytest.fixture
+def fast_compile():
+    """XLA without most of its optimisation passes (~40% less compile time for the tiny
+    supernet): for tests of the search loop and of module structure, never for tests of
+    the XLA:CPU lowerings (jaxdarts.kernels, the 'taps' lowering, rematerialisation)."""
+    before = jax.config.read("jax_disable_most_optimizations")
+    jax.config.update("jax_disable_most_optimizations", True)
+    try:
+        yield
+    finally:
+        jax.config.update("jax_disable_most_optimizations", before)
+
+
 @pytest.fixture
 def x64():
     """Runs a test with float64 enabled (independent numerical references)."""
@@ -29,11 +52,12 @@ def repo_root():
     return REPO
 
 
-def tiny_config(**overrides):
-    """A search config that compiles and runs in seconds (8px, C=4, 2-op space)."""
+def tiny_config(method="darts", **overrides):
+    """A search config of ``method`` that compiles and runs in seconds (8px, C=4, 2-op
+    space); ``overrides`` may use dotted names (``**{"robustdarts.sweep.target": ...}``)."""
     from jaxdarts import config as config_lib
 
-    c = config_lib.base()
+    c = config_lib.base(method)
     c.dataset = "fashion_mnist"
     c.space = "s2"
     c.data.image_size = 8

@@ -79,10 +79,10 @@ def reference_logits(model: supernet.Supernet, variables, x, weights, genotype=N
                 if op_name is None:  # sum_k w_k op_k(x), each op with its own BatchNorm
                     for k, name in enumerate(padded[e]):
                         if name is not None and name != "none":
-                            m = ops.make_op(name, C, C, stride, False)
+                            m = ops.make_op(name, C, C, stride, False, lowering=model.lowering)
                             total = total + w[e][k] * _apply(m, pe.get(name), be.get(name), states[inp], True)
                 else:
-                    m = ops.make_op(op_name, C, C, stride, False)
+                    m = ops.make_op(op_name, C, C, stride, False, lowering=model.lowering)
                     total = total + _apply(m, pe.get(op_name), be.get(op_name), states[inp], True)
             states.append(total)
         s0, s1 = s1, jnp.concatenate(states[-model.multiplier:], axis=-1)

@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 from jax.flatten_util import ravel_pytree
 
-from jaxdarts import analysis, rdarts
+from jaxdarts import analysis
+from jaxdarts.methods import robustdarts as rdarts
 
 
 pytestmark = pytest.mark.usefixtures("x64")  # float64 throughout (conftest)

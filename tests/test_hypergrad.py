@@ -151,7 +151,7 @@ def test_amended_angle_claim_is_measured_not_assumed():
     assert c < -0.1, c
 
 
-def test_hvp_and_mixed_vjp_against_explicit_matrices():
+def test_hvp_and_mixed_product_against_explicit_matrices():
     tl, vl, p, a, tb, vb = _nonlinear()
     fp, unp = ravel_pytree(p)
     fa, una = ravel_pytree(a)
@@ -160,7 +160,7 @@ def test_hvp_and_mixed_vjp_against_explicit_matrices():
     M = jax.jacfwd(jax.grad(f, 0), 1)(fp, fa)  # d/dalpha of grad_w: (n_w, n_alpha)
     v = jnp.arange(fp.size, dtype=fp.dtype) / fp.size
     np.testing.assert_allclose(ravel_pytree(hypergrad.hvp(tl, p, a, tb, unp(v)))[0], H @ v, rtol=1e-10)
-    np.testing.assert_allclose(ravel_pytree(hypergrad.mixed_vjp(tl, p, a, tb, unp(v)))[0], M.T @ v, rtol=1e-10)
+    np.testing.assert_allclose(ravel_pytree(hypergrad.mixed_product(tl, p, a, tb, unp(v)))[0], M.T @ v, rtol=1e-10)
     # amended with explicit matrices
     vv = ravel_pytree(jax.grad(vl)(p, a, vb))[0]
     g1 = ravel_pytree(jax.grad(vl, 1)(p, a, vb))[0]

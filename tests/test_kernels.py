@@ -158,10 +158,10 @@ def _layer(w, x, i):  # i: an integer input (float0 cotangent)
     return x
 
 
-def test_checkpoint_same_derivatives_through_every_transformation(x64):
+def test_remat_same_derivatives_through_every_transformation(x64):
     ws = [0.3 + 0.1 * jax.random.normal(jax.random.key(i), (6,), jnp.float64) for i in range(3)]
     x = jax.random.normal(jax.random.key(9), (4, 6), jnp.float64)
-    layer = kernels.checkpoint(_layer)
+    layer = kernels.remat(_layer)
     f = lambda ws: _chain(ws, x, 3, layer)
     ref = lambda ws: _chain(ws, x, 3, _layer)
     _allclose(jax.jit(f)(ws), ref(ws))
@@ -177,7 +177,7 @@ def test_checkpoint_same_derivatives_through_every_transformation(x64):
     _allclose(jax.jit(lambda: gx(layer))(), gx(_layer))
 
 
-def test_checkpoint_saves_memory_on_cpu():
+def test_remat_saves_memory_on_cpu():
     """The backward keeps one layer's intermediates, not all of them (``jax.checkpoint`` does
     not achieve this on XLA:CPU, whose pipeline drops its optimisation barriers)."""
     if jax.default_backend() != "cpu":
@@ -185,8 +185,8 @@ def test_checkpoint_saves_memory_on_cpu():
     ws = [jnp.full((128,), 0.5 + 0.01 * i) for i in range(8)]
     x = jax.ShapeDtypeStruct((1024, 128), jnp.float32)
     temp = {}
-    for name, lf in (("plain", _layer), ("checkpoint", kernels.checkpoint(_layer))):
+    for name, lf in (("plain", _layer), ("remat", kernels.remat(_layer))):
         g = jax.jit(jax.grad(lambda ws, x: _chain(ws, x, 8, lf))).lower(ws, x).compile()
         temp[name] = g.memory_analysis().temp_size_in_bytes
     # plain: 8 layers x 4 saved activations of 512 KB; checkpointed: 8 inputs + one layer's
-    assert temp["checkpoint"] < 0.5 * temp["plain"], temp
+    assert temp["remat"] < 0.5 * temp["plain"], temp

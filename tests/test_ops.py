@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from jax import lax
 
-from jaxdarts import ops
+from jaxdarts import kernels, ops
 
 from reference import grouped_conv_depthwise
 
@@ -120,9 +120,9 @@ def test_noise_op_is_independent_of_input_and_standard_normal():
 def test_unknown_op_names_accepted_values():
     with pytest.raises(ValueError, match="unknown op 'sep_conv_9x9'.*sep_conv_3x3"):
         ops.make_op("sep_conv_9x9", 4, 4, 1, False)
-    with pytest.raises(ValueError, match="unknown depthwise implementation 'fft'.*taps, conv, auto"):
-        ops.set_depthwise_impl("fft")
-    before = ops.DEPTHWISE_IMPL
-    with ops.depthwise_impl_as("auto") as chosen:  # CPU-tuned primitives on CPU, XLA's own ops elsewhere
-        assert chosen == ("taps" if jax.default_backend() == "cpu" else "conv") == ops.DEPTHWISE_IMPL
-    assert ops.DEPTHWISE_IMPL == before
+    with pytest.raises(ValueError, match="unknown lowering 'fft'; accepted: taps, conv, auto"):
+        kernels.resolve_lowering("fft")
+    # CPU-tuned primitives on CPU, XLA's own ops elsewhere
+    assert kernels.resolve_lowering("auto", "cpu") == "taps"
+    assert kernels.resolve_lowering("auto", "gpu") == kernels.resolve_lowering("auto", "tpu") == "conv"
+    assert kernels.resolve_lowering("conv", "cpu") == "conv"

@@ -1,14 +1,20 @@
-"""DARTS-ES / DARTS-ADA in the search loop, and batched vs sequential R-DARTS."""
+"""RobustDARTS on the engine: DARTS-ES / DARTS-ADA through hook events, R-DARTS sweeps
+(batched vs sequential, resume after a kill, --max_epochs, resumable selection)."""
 
 import json
 import os
 
+import chex
 import jax
 import numpy as np
 import pytest
 
 from conftest import tiny_config
-from jaxdarts import rdarts, search
+from jaxdarts import config as config_lib
+from jaxdarts import io as io_lib
+from jaxdarts import search, train
+
+pytestmark = pytest.mark.usefixtures("fast_compile")  # loop tests: compile time, not XLA:CPU lowerings
 
 
 class InjectEigenvalues(search.Hook):
@@ -27,10 +33,11 @@ class InjectEigenvalues(search.Hook):
 
 
 def _runner(tmp_path, curve, **es):
-    cfg = tiny_config(epochs=6, hessian_every=1)
-    cfg.early_stopping.update(dict(mode="code", window=1, delta=1, factor=1.5, start_epoch=0, **es))
+    cfg = tiny_config("robustdarts", epochs=6, hessian_every=1)
+    cfg.robustdarts.early_stopping.update(dict(mode="code", window=1, delta=1, factor=1.5, start_epoch=0, **es))
     task = search.SearchTask.from_config(cfg)
     hooks = search.default_hooks(cfg)
+    assert [h.name for h in hooks] == ["hessian", "early_stopping"]
     inject = InjectEigenvalues(curve)
     hooks.insert(1, inject)  # after the Hessian hook, before early stopping
     return search.Runner(task, str(tmp_path), hooks, log=lambda *_: None), inject
@@ -40,11 +47,12 @@ def test_darts_es_stops_and_returns_earlier_architecture(tmp_path):
     runner, _ = _runner(tmp_path, lambda e, wd: 1.0 if e < 3 else 10.0)
     out = runner.run()
     assert out["epochs_run"] == 4 and "early stopping at epoch 3" in out["stop_reason"]
-    with open(os.path.join(tmp_path, "metrics.jsonl")) as f:
-        m = [json.loads(l) for l in f]
+    m = io_lib.read_jsonl(os.path.join(tmp_path, "metrics.jsonl"))
     assert all(np.isfinite(d["eigenvalue_measured"]) and d["hessian_time"] > 0 for d in m)
     assert m[3]["es_trigger"] == {"stop_epoch": 3, "return_epoch": 2}
     assert out["genotype"] == m[2]["genotype"]
+    with open(os.path.join(tmp_path, "genotype.json")) as f:
+        assert json.load(f)["genotype"] == m[2]["genotype"]
 
 
 def test_darts_ada_rolls_back_bit_identically_and_raises_regularisation(tmp_path):
@@ -61,43 +69,168 @@ def test_darts_ada_rolls_back_bit_identically_and_raises_regularisation(tmp_path
     runner.rollback = spy
     out = runner.run()
     assert len(seen) == 1 and seen[0][0] == 2
-    restored, snapshot = seen[0][1], inject.states[2]
-    for a, b in zip(jax.tree.leaves(restored), jax.tree.leaves(snapshot)):
-        np.testing.assert_array_equal(a, b)
+    chex.assert_trees_all_equal(seen[0][1], inject.states[2])  # bit-identical restore of epoch 2
     assert runner.reg["weight_decay"] == pytest.approx(3e-3)
+    assert float(runner.state.w_opt.hyperparams["weight_decay"]) == pytest.approx(3e-3)
     assert out["epochs_run"] == 6 and out["stop_reason"] is None
-    with open(os.path.join(tmp_path, "metrics.jsonl")) as f:
-        m = [json.loads(l) for l in f]
+    m = io_lib.read_jsonl(os.path.join(tmp_path, "metrics.jsonl"))
     assert [d["epoch"] for d in m] == [0, 1, 2, 3, 4, 5]  # epoch 3 rewritten after the rollback
     assert m[3]["weight_decay"] == pytest.approx(3e-3) and "es_trigger" not in m[3]
-    assert runner.extra["es_return_epoch"] == 2
+    (hook,) = [h for h in runner.hooks if h.name == "early_stopping"]
+    assert [(t["stop_epoch"], t["return_epoch"]) for t in hook.triggers] == [(3, 2)]
 
 
-def test_rdarts_batched_equals_sequential():
-    cfg = tiny_config(epochs=2)
+def test_hook_events_are_all_applied_or_conflict():
+    S, R, H = search.Stop, search.Rollback, search.SetHyperparam
+    stop, rb, sets = search.merge_events([("a", R(2)), ("a", H("weight_decay", 1e-3)), ("b", H("drop_path", 0.2)),
+                                          ("c", R(2))])
+    assert stop is None and rb == R(2) and sets == {"weight_decay": 1e-3, "drop_path": 0.2}
+    assert search.merge_events([("a", S("x")), ("b", S("x"))])[0] == S("x")
+    for events, match in [([("a", S("x")), ("b", S("y"))], r"hooks \['a', 'b'\] ask to stop"),
+                          ([("a", R(1)), ("b", R(2))], "roll back to different epochs"),
+                          ([("a", S("x")), ("b", R(1))], r"\['a'\] ask to stop while \['b'\] ask to roll back"),
+                          ([("a", H("weight_decay", 1.0)), ("b", H("weight_decay", 2.0))], "different values"),
+                          ([("a", H("lr", 1.0))], "unknown hyperparameter 'lr'"),
+                          ([("a", ("stop", "x"))], "not an event")]:
+        with pytest.raises(search.HookConflictError, match=match):
+            search.merge_events(events)
+
+
+def test_two_hooks_acting_in_one_epoch_both_apply(tmp_path):
+    """A rollback from one hook and a hyperparameter from another in the same epoch."""
+
+    class Once(search.Hook):
+        def __init__(self, name, events):
+            self.name, self.events = name, events
+
+        def after_epoch(self, runner, epoch, metrics):
+            if epoch == 1 and runner.reg["drop_path"] == 0.0:
+                return self.events
+
+    cfg = tiny_config(epochs=3)
+    hooks = [Once("rb", [search.Rollback(0)]), Once("dp", [search.SetHyperparam("drop_path", 0.25)])]
+    runner = search.Runner(search.SearchTask.from_config(cfg), str(tmp_path), hooks, log=lambda *_: None)
+    runner.run()
+    m = io_lib.read_jsonl(os.path.join(tmp_path, "metrics.jsonl"))
+    assert [d["epoch"] for d in m] == [0, 1, 2] and runner.reg["drop_path"] == 0.25
+    assert m[1]["drop_prob"] == pytest.approx(0.25 * 1 / 2)  # epoch 1 re-run with the new ramp maximum
+
+
+def test_sweep_batched_equals_sequential_and_differs_per_value(tmp_path):
+    cfg = tiny_config()
     task = search.SearchTask.from_config(cfg)
-    values = [0.0, 0.5]
-    sb, gb = rdarts.rdarts_search(task, values, "drop_path", "batched")
-    ss, gs = rdarts.rdarts_search(task, values, "drop_path", "sequential")
-    assert gb == gs
-    for a, b in zip(jax.tree.leaves(sb.alpha), jax.tree.leaves(ss.alpha)):
-        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7)
-    # the two regularisation values really gave different searches
-    assert not np.allclose(sb.alpha["normal"][0], sb.alpha["normal"][1])
-    with pytest.raises(ValueError, match="unknown R-DARTS target 'l1'"):
-        rdarts.rdarts_search(task, values, "l1")
+    values = (0.0, 0.5)
+    outs, states = {}, {}
+    for mode in ("batched", "sequential"):
+        r = search.Runner(task, str(tmp_path / mode), log=lambda *_: None,
+                          sweep=search.Sweep("drop_path", values, mode))
+        outs[mode] = r.run()
+        states[mode] = jax.device_get(r.state)
+    assert outs["batched"]["genotypes"] == outs["sequential"]["genotypes"]
+    chex.assert_trees_all_close(states["batched"].alpha, states["sequential"].alpha, rtol=1e-5, atol=1e-7)
+    # each run of the batched sweep equals a single search with that value
+    single = search.Runner(task, str(tmp_path / "single"), log=lambda *_: None)
+    single.restore_or_init()
+    single.reg["drop_path"] = 0.5
+    single.run()
+    chex.assert_trees_all_close(jax.tree.map(lambda a: a[1], states["batched"].alpha), single.state.alpha,
+                                rtol=1e-5, atol=1e-7)
+    assert not np.allclose(states["batched"].alpha["normal"][0], states["batched"].alpha["normal"][1])
+    m = io_lib.read_jsonl(str(tmp_path / "batched" / "metrics.jsonl"))
+    assert len(m[1]["train_loss"]) == 2 and m[1]["drop_prob"] == [0.0, 0.25]  # ramp: 0.5 * 1 / (3 - 1)
+    with pytest.raises(ValueError, match="unknown sweep target 'l1'; accepted: drop_path, weight_decay, seed"):
+        search.Sweep("l1", values)
 
 
-def test_rdarts_run_selects_by_retraining_and_writes_results(tmp_path):
-    cfg = tiny_config(epochs=1, runner="rdarts")
-    cfg.rdarts.update(dict(target="weight_decay", grid=(3e-4, 2.7e-3), select_epochs=1, select_C=4, select_layers=3))
-    out = rdarts.run(cfg, str(tmp_path), log=lambda *_: None)
-    with open(os.path.join(tmp_path, "rdarts.json")) as f:
-        saved = json.load(f)
+def _rdarts_cfg():
+    cfg = tiny_config("robustdarts", epochs=2)
+    cfg.robustdarts.sweep.update(dict(target="weight_decay", grid=(3e-4, 2.7e-3)))
+    cfg.robustdarts.select.update(dict(epochs=1, C=4, layers=3))
+    return cfg
+
+
+def test_rdarts_selects_by_retraining_and_resumes_after_kills(tmp_path, monkeypatch):
+    cfg = _rdarts_cfg()
+    full = str(tmp_path / "full")
+    out = search.run(cfg, full, log=lambda *_: None)
+    saved = io_lib.read_json(os.path.join(full, "rdarts.json"))
     assert saved == json.loads(json.dumps(out))
     accs = [r["selection_acc"] for r in out["runs"]]
     assert all(0.0 <= a <= 1.0 for a in accs) and len(accs) == 2
     best = int(np.argmax(accs))
-    assert out["chosen_value"] == cfg.rdarts.grid[best] and out["genotype"] == out["runs"][best]["genotype"]
-    with open(os.path.join(tmp_path, "genotype.json")) as f:
-        assert json.load(f)["genotype"] == out["genotype"]
+    assert out["chosen_value"] == cfg.robustdarts.sweep.grid[best] and out["genotype"] == out["runs"][best]["genotype"]
+    assert io_lib.read_json(os.path.join(full, "genotype.json"))["genotype"] == out["genotype"]
+
+    part = str(tmp_path / "part")
+    # --max_epochs 1: one sweep epoch, no selection yet
+    first = search.run(cfg, part, log=lambda *_: None, max_epochs=1)
+    assert first["finished"] is False and first["epochs_run"] == 1
+    assert not os.path.exists(os.path.join(part, "rdarts.json"))
+
+    # killed during the selection, after the first candidate's score is written
+    calls = []
+    real = train.train_and_evaluate
+
+    def dies_on_second(*a, **k):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real(*a, **k)
+
+    monkeypatch.setattr(train, "train_and_evaluate", dies_on_second)
+    with pytest.raises(KeyboardInterrupt):
+        search.run(cfg, part, log=lambda *_: None)
+    assert len(io_lib.read_json(os.path.join(part, "selection.json"))["scores"]) == 1
+    monkeypatch.setattr(train, "train_and_evaluate", real)
+    logs = []
+    resumed = search.run(cfg, part, log=logs.append)
+    assert any("resumed" in l for l in logs) and sum("retraining candidate" in l for l in logs) == 1
+    assert resumed == out
+    mf, mp = (io_lib.read_jsonl(os.path.join(d, "metrics.jsonl")) for d in (full, part))
+    strip = lambda rows: [{k: v for k, v in r.items() if k not in ("train_time", "steps_per_sec")} for r in rows]
+    assert strip(mf) == strip(mp)
+
+
+def test_rdarts_resumes_after_a_kill_between_epochs(tmp_path, monkeypatch):
+    cfg = _rdarts_cfg()
+    ref = search.Runner(search.SearchTask.from_config(cfg), str(tmp_path / "ref"), log=lambda *_: None,
+                        sweep=search.Sweep("weight_decay", (3e-4, 2.7e-3)))
+    ref.run()
+    real_save = search.Runner.save
+
+    def save_then_die(self, epochs_done):
+        real_save(self, epochs_done)
+        if epochs_done == 1:
+            raise KeyboardInterrupt  # killed right after the epoch-1 checkpoint
+
+    monkeypatch.setattr(search.Runner, "save", save_then_die)
+    killed = search.Runner(search.SearchTask.from_config(cfg), str(tmp_path / "k"), log=lambda *_: None,
+                           sweep=search.Sweep("weight_decay", (3e-4, 2.7e-3)))
+    with pytest.raises(KeyboardInterrupt):
+        killed.run()
+    monkeypatch.setattr(search.Runner, "save", real_save)
+    again = search.Runner(search.SearchTask.from_config(cfg), str(tmp_path / "k"), log=lambda *_: None,
+                          sweep=search.Sweep("weight_decay", (3e-4, 2.7e-3)))
+    again.run()
+    assert again.epoch == 2
+    chex.assert_trees_all_equal(jax.device_get(again.state), jax.device_get(ref.state))
+
+
+def test_rdarts_refuses_hooks_inside_the_sweep():
+    from test_search import _config_module
+
+    with pytest.raises(config_lib.ConfigError, match="sweep.target='drop_path' .R-DARTS. runs one vmapped sweep"):
+        config_lib.validate(_config_module("rdarts").get_config("es,dp"))  # was: ES silently dropped
+    cfg = _rdarts_cfg()
+    cfg.hessian_every = 2
+    with pytest.raises(config_lib.ConfigError, match="runs one vmapped sweep without per-epoch hooks"):
+        config_lib.validate(cfg)
+    cfg.hessian_every = 0
+    cfg.robustdarts.early_stopping.mode = "code"
+    with pytest.raises(config_lib.ConfigError, match="needs config.hessian_every > 0"):
+        config_lib.validate(cfg)
+    cfg = _rdarts_cfg()
+    cfg.robustdarts.sweep.grid = (0.1, 1.5)
+    cfg.robustdarts.sweep.target = "drop_path"
+    with pytest.raises(config_lib.ConfigError, match=r"sweep.grid has 1.5; drop_path values must be in \[0, 1\)"):
+        config_lib.validate(cfg)

@@ -6,6 +6,7 @@ import subprocess
 import sys
 import time
 
+import chex
 import jax
 import numpy as np
 import pytest
@@ -13,6 +14,9 @@ import pytest
 from conftest import REPO, tiny_config
 from jaxdarts import config as config_lib
 from jaxdarts import data, search
+from jaxdarts import io as io_lib
+
+pytestmark = pytest.mark.usefixtures("fast_compile")  # loop tests: compile time, not XLA:CPU lowerings
 
 
 def _read_metrics(workdir):
@@ -20,7 +24,7 @@ def _read_metrics(workdir):
         return [json.loads(l) for l in f if l.strip()]
 
 
-def test_full_loop_writes_metrics_genotype_and_resumes_identically(tmp_path):
+def test_full_loop_writes_metrics_genotype_and_refuses_another_config(tmp_path):
     cfg = tiny_config(discretization_gap=True)
     full = str(tmp_path / "full")
     out_full = search.run(cfg, full, log=lambda *_: None)
@@ -37,25 +41,12 @@ def test_full_loop_writes_metrics_genotype_and_resumes_identically(tmp_path):
     with open(os.path.join(full, "genotype.json")) as f:
         assert json.load(f)["genotype"] == out_full["genotype"]
 
-    # "kill" after epoch 1, then re-run the same thing: identical result
-    part = str(tmp_path / "part")
-    search.run(cfg, part, log=lambda *_: None, max_epochs=1)
-    assert len(_read_metrics(part)) == 1
-    logs = []
-    out_resumed = search.run(cfg, part, log=logs.append)
-    assert any("resumed" in l for l in logs)
-    assert out_resumed["genotype"] == out_full["genotype"]
-    ma, mb = _read_metrics(full), _read_metrics(part)
-    assert [d["epoch"] for d in mb] == [0, 1, 2]
-    np.testing.assert_array_equal(np.asarray(ma[-1]["alpha_softmax"]["normal"]),
-                                  np.asarray(mb[-1]["alpha_softmax"]["normal"]))
-    assert ma[-1]["train_loss"] == mb[-1]["train_loss"]
-
+    # resuming after a kill: tests/test_methods.py (every method)
     # a different config in the same workdir is refused, nothing is overwritten
-    before = open(os.path.join(part, "metrics.jsonl")).read()
+    before = open(os.path.join(full, "metrics.jsonl")).read()
     with pytest.raises(ValueError, match="different config.*batch_size"):
-        search.run(tiny_config(batch_size=4), part, log=lambda *_: None)
-    assert open(os.path.join(part, "metrics.jsonl")).read() == before
+        search.run(tiny_config(batch_size=4), full, log=lambda *_: None)
+    assert open(os.path.join(full, "metrics.jsonl")).read() == before
 
 
 def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(tmp_path):
@@ -185,8 +176,11 @@ def test_config_specifics():
     assert (a.space, a.model.layers, a.estimator, a.estimator_options.eta, a.batch_size, a.epochs) == \
         ("amended_s2", 20, "amended", 0.1, 96, 100)
     r = _config_module("rdarts").get_config("l2")
-    np.testing.assert_allclose(r.rdarts.grid, [3e-4, 9e-4, 2.7e-3, 8.1e-3, 2.43e-2])
-    assert r.runner == "rdarts" and r.hessian_every == 2 and r.data.cutout == 16
+    np.testing.assert_allclose(r.robustdarts.sweep.grid, [3e-4, 9e-4, 2.7e-3, 8.1e-3, 2.43e-2])
+    assert r.method == "robustdarts" and r.robustdarts.sweep.target == "weight_decay" and r.data.cutout == 16
+    assert r.hessian_every == 0  # the sweep runs without per-epoch hooks
+    es = _config_module("rdarts").get_config("es")
+    assert es.hessian_every == 2 and es.robustdarts.early_stopping.mode == "code"
 
 
 def test_config_validation():
@@ -194,28 +188,6 @@ def test_config_validation():
     c.estimator_options.etta = 0.1
     with pytest.raises(config_lib.ConfigError, match="estimator_options.etta is not an estimator option"):
         config_lib.validate(c)
-
-
-def test_amended_search_with_evaluation_regularisers_logs_g1_g2(tmp_path):
-    """Amended-DARTS Section 4.1.2: fixed edges, auxiliary tower, cutout and drop-path in search."""
-    from jaxdarts import spaces
-
-    # amended_s1's fixed edges with 2 ops instead of 8: the HVP graph compiles in ~1/4 of the time
-    if "test_fixed_2op" not in spaces.NAMES:
-        spaces.register(spaces.SearchSpace("test_fixed_2op", {t: (("skip_connect", "sep_conv_3x3"),) * 8
-                                                              for t in ("normal", "reduce")},
-                                           spaces.FIXED_EDGES, derive="all"))
-    cfg = tiny_config(space="test_fixed_2op", estimator="amended", epochs=1, steps_per_epoch=2)
-    cfg.estimator_options.eta = 0.1
-    cfg.data.image_size = 32  # the auxiliary head needs 8x8 maps
-    cfg.model.auxiliary = True
-    cfg.data.cutout = 8
-    cfg.regularization.drop_path = 0.3
-    cfg.regularization.ramp = False
-    search.run(cfg, str(tmp_path), log=lambda *_: None)
-    (m,) = _read_metrics(str(tmp_path))
-    assert m["g1_norm"] > 0 and m["g2_norm"] > 0 and m["drop_prob"] == pytest.approx(0.3)
-    assert [i for _, i in m["genotype"]["normal"]] == [0, 1, 0, 2, 0, 3, 0, 4]  # all fixed edges kept
 
 
 def test_arch_warmup_keeps_alpha_fixed(tmp_path):
@@ -242,3 +214,66 @@ def test_cli_turns_on_a_persistent_compilation_cache(tmp_path):
     r = subprocess.run([sys.executable, "-c", "from jaxdarts import cli; print(cli.enable_compilation_cache('none'))"],
                        capture_output=True, text=True, cwd=REPO, timeout=60)
     assert r.stdout.strip() == "None", r.stderr
+
+
+def _largest_file(directory):
+    files = [os.path.join(r, f) for r, _, fs in os.walk(directory) for f in fs]
+    return max(files, key=os.path.getsize)
+
+
+def test_checkpoint_that_does_not_restore_is_set_aside(tmp_path):
+    """A truncated data file in the latest checkpoint: resume from the one before it (one
+    log line, the bad one kept aside), same result as an uninterrupted run; when none
+    restores, one error naming the directory."""
+    from jaxdarts import checkpoint as ckpt_lib
+
+    cfg = tiny_config(epochs=3)
+    full = search.run(cfg, str(tmp_path / "full"), log=lambda *_: None)
+    wd = str(tmp_path / "w")
+    search.run(cfg, wd, log=lambda *_: None, max_epochs=2)
+    bad = _largest_file(os.path.join(wd, "checkpoints", "2"))
+    with open(bad, "r+b") as f:
+        f.truncate(os.path.getsize(bad) // 2)
+    logs = []
+    out = search.run(cfg, wd, log=logs.append)
+    skipped = [l for l in logs if l.startswith("skipped checkpoint")]
+    assert len(skipped) == 1 and "/checkpoints/2 (" in skipped[0] and "unrestorable" in skipped[0]
+    assert any("resumed" in l and "at epoch 1" in l for l in logs)
+    assert out == full
+    aside = os.listdir(os.path.join(wd, "checkpoints_unrestorable"))
+    assert len(aside) == 1 and aside[0].startswith("2-")
+    # now break every checkpoint there is
+    for step in os.listdir(os.path.join(wd, "checkpoints")):
+        f = _largest_file(os.path.join(wd, "checkpoints", step))
+        open(f, "w").close()
+        for meta in [os.path.join(r, n) for r, _, ns in os.walk(os.path.join(wd, "checkpoints", step)) for n in ns
+                     if "meta" in r]:
+            open(meta, "w").close()
+    with pytest.raises(ckpt_lib.CheckpointError, match=f"no checkpoint in {wd}/checkpoints restores"):
+        search.run(cfg, wd, log=lambda *_: None)
+
+
+def test_resume_on_another_backend_follows_the_checkpoint_lowering(tmp_path):
+    """A workdir started where 'auto' meant 'conv' (a GPU) resumes here (where it means
+    'taps') in the checkpoint's lowering; an explicit other lowering is refused at once."""
+    cfg = tiny_config()
+    cfg.model.depthwise = "auto"
+    as_gpu = lambda: search.SearchTask.from_config(cfg, lowering="conv")
+    ref = search.Runner(as_gpu(), str(tmp_path / "ref"), log=lambda *_: None)
+    ref.run()
+    wd = str(tmp_path / "w")
+    search.Runner(as_gpu(), wd, log=lambda *_: None).run(max_epochs=1)
+    assert io_lib.read_json(os.path.join(wd, "backend.json"))["lowering"] == "conv"
+    here = search.SearchTask.from_config(cfg)
+    assert here.lowering == ("taps" if jax.default_backend() == "cpu" else "conv")
+    logs = []
+    r = search.Runner(here, wd, log=logs.append)
+    r.run()
+    assert r.task.lowering == "conv" and any("resuming with the 'conv' lowering" in l for l in logs)
+    chex.assert_trees_all_equal(jax.device_get(r.state), jax.device_get(ref.state))
+
+    explicit = tiny_config(epochs=2)
+    explicit.model.depthwise = "taps"
+    r = search.Runner(search.SearchTask.from_config(explicit), str(tmp_path / "w2"), log=lambda *_: None)
+    with pytest.raises(ValueError, match="searched with the 'conv' lowering.*--config.model.depthwise=conv"):
+        r._template_for({"lowering": "conv", "epoch": 1})

@@ -9,11 +9,9 @@ from jaxdarts.supernet import check_alpha
 from reference import reference_logits
 
 
-@pytest.fixture(autouse=True)
-def fast_compiling_depthwise():
-    """Grouped-conv depthwise compiles ~3x faster; the taps form is checked equal in test_ops."""
-    with ops.depthwise_impl_as("conv"):
-        yield
+FAST = "conv"
+"""The lowering of most tests here: grouped-conv depthwise compiles ~3x faster; the taps
+form is checked equal in test_ops and against the reference below."""
 
 
 def _init(model, alpha, x):
@@ -22,7 +20,7 @@ def _init(model, alpha, x):
 
 
 def test_darts_supernet_parameter_count_matches_reference():
-    model = Supernet("darts", 10, C=16, layers=8)
+    model = Supernet("darts", 10, C=16, layers=8, lowering=FAST)
     alpha = init_alpha("darts", jax.random.key(0))
     v = jax.eval_shape(lambda: _init(model, alpha, jnp.zeros((2, 32, 32, 3))))
     assert count_params(v["params"]) == 1_930_618
@@ -31,15 +29,12 @@ def test_darts_supernet_parameter_count_matches_reference():
 
 
 @pytest.mark.parametrize("space,lowering", [("darts", "taps"), ("darts", "conv"), ("s1", "conv")])
-def test_batched_supernet_equals_per_edge_reference(space, lowering):
+def test_batched_supernet_equals_per_edge_reference(space, lowering, request):
     """Edge grouping, and in the 'conv' lowering the stacked BatchNorms, against one module
     (and one BatchNorm) per op and edge; ragged S1 in the compact lowering only (CI time)."""
-    with ops.depthwise_impl_as(lowering):
-        _check_against_reference(space)
-
-
-def _check_against_reference(space):
-    model = Supernet(space, 10, C=4, layers=3)
+    if lowering == "conv":  # not an XLA:CPU lowering: compile without most optimisation passes
+        request.getfixturevalue("fast_compile")
+    model = Supernet(space, 10, C=4, layers=3, lowering=lowering)
     x = jax.random.normal(jax.random.key(3), (4, 8, 8, 3))
     alpha = init_alpha(space, jax.random.key(0), scale=1.0)
     v = _init(model, alpha, x)
@@ -48,10 +43,11 @@ def _check_against_reference(space):
     np.testing.assert_allclose(out, ref, rtol=1e-4, atol=1e-5)
 
 
+@pytest.mark.usefixtures("fast_compile")  # structure, in the 'conv' lowering: compile time
 @pytest.mark.parametrize("space,layers", [("darts", 3), ("amended_s1", 3)])
 def test_one_hot_alpha_computes_the_discrete_cell(space, layers):
     sp = spaces.get(space)
-    model = Supernet(space, 10, C=4, layers=layers)
+    model = Supernet(space, 10, C=4, layers=layers, lowering=FAST)
     x = jax.random.normal(jax.random.key(3), (4, 8, 8, 3))
     g = genotype.derive(sp, init_alpha(sp, jax.random.key(7), scale=1.0))
     v = _init(model, init_alpha(sp, jax.random.key(0)), x)
@@ -69,6 +65,7 @@ RAGGED = spaces.SearchSpace(
     spaces.DARTS_EDGES)
 
 
+@pytest.mark.usefixtures("fast_compile")  # structure, in the 'conv' lowering: compile time
 def test_masked_slots_get_zero_weight_and_zero_gradient():
     mask = RAGGED.mask("normal")
     assert RAGGED.num_ops == 3 and mask.sum() == 5 * 3 + 9 * 2
@@ -77,7 +74,7 @@ def test_masked_slots_get_zero_weight_and_zero_gradient():
     w = mixing_weights(RAGGED, alpha)
     assert float(jnp.abs(w["normal"][~mask]).max()) == 0.0
     np.testing.assert_allclose(w["normal"].sum(-1), 1.0, rtol=1e-6)
-    model = Supernet(RAGGED, 10, C=4, layers=3)
+    model = Supernet(RAGGED, 10, C=4, layers=3, lowering=FAST)
     x = jax.random.normal(jax.random.key(3), (2, 8, 8, 3))
     v = _init(model, alpha, x)
 
@@ -92,7 +89,7 @@ def test_masked_slots_get_zero_weight_and_zero_gradient():
 
 
 def test_wrong_alpha_shapes_and_names_raise():
-    model = Supernet("darts", 10, C=4, layers=3)
+    model = Supernet("darts", 10, C=4, layers=3, lowering=FAST)
     x = jnp.zeros((2, 8, 8, 3))
     bad = {"normal": jnp.zeros((14, 7)), "reduce": jnp.zeros((14, 8))}
     with pytest.raises(ValueError, match=r"alpha\['normal'\] has shape \(14, 7\).*expects \(14, 8\)"):
@@ -108,15 +105,16 @@ def test_per_cell_and_fixed_edge_spaces():
     assert s2.alpha_shapes() == {"normal": (18, 8, 2), "reduce": (2, 8, 2)}
     assert spaces.get("amended_s1").edges == ((0, 0), (0, 1), (1, 0), (1, 2), (2, 0), (2, 3), (3, 0), (3, 4))
     with pytest.raises(ValueError, match="one alpha per cell for 20 cells; got layers=8"):
-        Supernet("amended_s2", 10, C=4, layers=8).init(jax.random.key(0), jnp.zeros((1, 8, 8, 3)),
+        Supernet("amended_s2", 10, C=4, layers=8, lowering=FAST).init(jax.random.key(0), jnp.zeros((1, 8, 8, 3)),
                                                        init_alpha("amended_s2", jax.random.key(0)), train=False)
     s1 = spaces.get("s1")
     assert s1.ops["normal"][5] == ("max_pool_3x3", "skip_connect") and s1.ops["reduce"][6] == ("max_pool_3x3", "sep_conv_3x3")
     assert spaces.get("s5") is spaces.get("darts")
 
 
+@pytest.mark.usefixtures("fast_compile")  # structure, in the 'conv' lowering: compile time
 def test_nb201_supernet_runs_and_alpha_gradient_flows():
-    model = Supernet("nb201", 10, C=4, layers=1)
+    model = Supernet("nb201", 10, C=4, layers=1, lowering=FAST)
     alpha = init_alpha("nb201", jax.random.key(0))
     assert alpha["normal"].shape == (6, 5)
     x = jax.random.normal(jax.random.key(3), (2, 8, 8, 3))
@@ -126,7 +124,7 @@ def test_nb201_supernet_runs_and_alpha_gradient_flows():
 
 
 def test_remat_supernet_same_outputs_and_derivatives(x64):
-    """``remat=True`` (``kernels.checkpoint`` per cell) changes nothing but memory: logits,
+    """``remat=True`` (``kernels.remat`` per cell) changes nothing but memory: logits,
     BatchNorm statistics, drop-path masks, gradients and (forward-over-reverse) mixed products."""
     from jaxdarts import hypergrad
     from jaxdarts.search import cross_entropy
@@ -134,7 +132,7 @@ def test_remat_supernet_same_outputs_and_derivatives(x64):
     x = jax.random.normal(jax.random.key(3), (4, 8, 8, 3), jnp.float64)
     labels = jnp.arange(4) % 10
     alpha = init_alpha("s2", jax.random.key(0), scale=1.0)
-    plain, rematted = (Supernet("s2", 10, C=4, layers=3, remat=r) for r in (False, True))
+    plain, rematted = (Supernet("s2", 10, C=4, layers=3, remat=r, lowering=FAST) for r in (False, True))
     v = jax.tree.map(lambda a: a.astype(jnp.float64), _init(plain, alpha, x))
     rngs = {"dropout": jax.random.key(5), "noise": jax.random.key(6)}
 
@@ -150,7 +148,7 @@ def test_remat_supernet_same_outputs_and_derivatives(x64):
         p = v["params"]
         # the mixed product is jvp-of-grad, the same path as hypergrad.hvp (left out: CI time)
         return jax.jit(lambda p, a: (loss(p, a, x), jax.grad(loss, argnums=(0, 1))(p, a, x),
-                                     hypergrad.mixed_vjp(loss, p, a, x, p)))(p, alpha)
+                                     hypergrad.mixed_product(loss, p, a, x, p)))(p, alpha)
 
     for got, want in zip(jax.tree.leaves(derivatives(rematted)), jax.tree.leaves(derivatives(plain))):
         np.testing.assert_allclose(got, want, rtol=1e-9, atol=1e-12)

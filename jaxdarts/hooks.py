@@ -1,0 +1,97 @@
+"""Engine hooks any method can use (turned on by shared config fields).
+
+* :class:`HessianHook` (``hessian_every``): every ``every`` epochs, the dominant (maximum)
+  eigenvalue of ``d2 L_val / d alpha^2`` and optionally its top-k eigenvalues by
+  magnitude, on the epoch's last architecture batch, BN in training mode, with the
+  architecture weight-decay term ``wd/2 ||alpha||^2`` included (it adds ``wd * I``), as
+  the RobustDARTS reference does. Logged as ``eigenvalue`` / ``eigenvalues``.
+* :class:`DiagnoseHook` (``diagnose``): cosine and relative norm of several estimators
+  against ``implicit`` on the epoch's first batches, each with the options the search
+  would give it (:meth:`jaxdarts.search.SearchTask.estimator_options`).
+"""
+
+from __future__ import annotations
+
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxdarts import analysis
+from jaxdarts import hypergrad
+from jaxdarts.search import Hook, fold_key
+
+
+class HessianHook(Hook):
+    """Dominant eigenvalue(s) of the validation-loss Hessian w.r.t. alpha."""
+
+    name = "hessian"
+
+    def __init__(self, every: int = 2, topk: int = 1, method: str = "dense"):
+        self.every, self.topk, self.method = every, topk, method
+
+    def _build(self, task):
+        wd = float(task.cfg.optim.arch_weight_decay)
+
+        def fn(state, vb):
+            b = task.preprocess(fold_key(state.rng, 777), vb, False)
+            _, val_loss = task.losses(state.batch_stats)
+
+            def loss(alpha):
+                reg = 0.5 * wd * sum(jnp.sum(a ** 2) for a in jax.tree.leaves(alpha))
+                return val_loss(state.params, alpha, b) + reg
+
+            # dense: the whole spectrum; lanczos: Ritz values. Both ordered by magnitude.
+            k = None if self.method == "dense" else max(self.topk, 2)
+            ev = analysis.eigenvalues(loss, state.alpha, k=k, method=self.method, key=fold_key(state.rng, 778))
+            return ev.max(), ev[:self.topk]
+
+        return jax.jit(fn)
+
+    def after_epoch(self, runner, epoch, metrics):
+        if (epoch + 1) % self.every:
+            return None
+        fn = runner.task.memo(("hessian", self.topk, self.method), lambda: self._build(runner.task))
+        t = time.time()
+        spe = runner.task.steps_per_epoch
+        vb = runner.task.val_stream.batch(epoch, spe - 1)  # the epoch's last architecture batch
+        top, ev = jax.device_get(fn(runner.state, vb))
+        metrics["eigenvalue"] = float(top)  # the maximum eigenvalue (RobustDARTS's dominant eigenvalue)
+        if self.topk > 1:
+            metrics["eigenvalues"] = np.asarray(ev).tolist()  # largest magnitude first
+        metrics["hessian_time"] = time.time() - t
+        return None
+
+
+class DiagnoseHook(Hook):
+    """Cosine/relative norm of each estimator vs ``implicit`` on the epoch's first batches."""
+
+    name = "diagnose"
+
+    def __init__(self, estimators=("first_order", "unrolled", "finite_difference", "amended"),
+                 reference_options=None):
+        self.estimators = tuple(estimators)
+        self.reference_options = reference_options or {"maxiter": 20, "damping": 1e-3}
+
+    def _build(self, task):
+        def fn(state, tb, vb):
+            k = fold_key(state.rng, 12345)
+            tb_ = task.preprocess(jax.random.fold_in(k, 0), tb, False)
+            vb_ = task.preprocess(jax.random.fold_in(k, 1), vb, False)
+            tl, vl = task.losses(state.batch_stats)
+            specs = {name: (name, task.estimator_options(state, name)) for name in self.estimators}
+            ref_opts = {**task.estimator_options(state, "implicit"), **self.reference_options}
+            return hypergrad.compare(specs, tl, vl, state.params, state.alpha, tb_, vb_,
+                                     reference=("implicit", ref_opts))
+
+        return jax.jit(fn)
+
+    def after_epoch(self, runner, epoch, metrics):
+        fn = runner.task.memo(("diagnose", self.estimators, tuple(sorted(self.reference_options.items()))),
+                              lambda: self._build(runner.task))
+        out = jax.device_get(fn(runner.state, runner.task.train_stream.batch(epoch, 0),
+                                      runner.task.val_stream.batch(epoch, 0)))
+        for name, d in out.items():
+            metrics[f"cos_{name}_vs_implicit"] = float(d["cosine"])
+            metrics[f"relnorm_{name}_vs_implicit"] = float(d["rel_norm"])

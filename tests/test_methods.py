@@ -1,0 +1,152 @@
+"""The method registry and the engine/method split: a common battery run over every
+registered method, plus the engine's own guarantees (no method imports, building from
+arrays, one source of estimator options)."""
+
+import ast
+import os
+import subprocess
+import sys
+
+import chex
+import jax
+import numpy as np
+import pytest
+
+from conftest import REPO, tiny_config
+from jaxdarts import config as config_lib
+from jaxdarts import data, io as io_lib, methods, optim, search
+
+pytestmark = pytest.mark.usefixtures("fast_compile")  # loop tests: compile time, not XLA:CPU lowerings
+
+# method -> (config file, a bad override of a field it validates, the one-line error).
+# Every registered method must have an entry (test_every_method_is_in_the_battery).
+BATTERY = {
+    "darts": ("darts", "--config.estimator=second", "config.estimator='second' is not accepted"),
+    "amended": ("amended", "--config.estimator=unrolled", "config.estimator='unrolled' is not accepted by method"),
+    "robustdarts": ("rdarts", "--config.robustdarts.sweep.target=l1",
+                    "config.robustdarts.sweep.target='l1' is not accepted; accepted: none, drop_path"),
+}
+
+
+def _tiny(name):
+    """A tiny search of each method, on the shapes other tests compile too (the persistent
+    compilation cache then shares the programs): darts as ``tiny_config()`` (test_search),
+    robustdarts with eigenvalues and early stopping as the ES/ADA tests (test_rdarts),
+    amended in the consistent search of Amended-DARTS Section 4.1.2 (fixed edges,
+    auxiliary tower, cutout and drop-path during search; 2 ops per edge instead of 8)."""
+    if name == "amended":
+        from jaxdarts import spaces
+
+        if "test_fixed_2op" not in spaces.NAMES:
+            spaces.register(spaces.SearchSpace("test_fixed_2op", {t: (("skip_connect", "sep_conv_3x3"),) * 8
+                                                                  for t in ("normal", "reduce")},
+                                               spaces.FIXED_EDGES, derive="all"))
+        cfg = tiny_config(name, space="test_fixed_2op", epochs=2, steps_per_epoch=1)
+        cfg.data.image_size = 32  # the auxiliary head needs 8x8 maps
+        cfg.model.auxiliary = True
+        cfg.data.cutout = 8
+        cfg.regularization.drop_path = 0.3
+        cfg.regularization.ramp = False
+        return cfg
+    if name == "robustdarts":
+        cfg = tiny_config(name, epochs=6, hessian_every=2)  # the ES tests' program, fewer Hessians
+        cfg.robustdarts.early_stopping.mode = "code"
+        return cfg
+    return tiny_config(name)
+
+
+def test_every_method_is_in_the_battery():
+    assert set(methods.names()) == set(BATTERY)
+    for name in methods.names():
+        assert methods.get(name).name == name
+    with pytest.raises(ValueError, match="unknown method 'dart'; accepted: amended, darts, robustdarts"):
+        methods.get("dart")
+
+
+@pytest.mark.parametrize("name", sorted(BATTERY))
+def test_method_config_validates_and_bad_fields_exit_2(name, tmp_path):
+    config_lib.validate(config_lib.base(name))
+    config_lib.validate(_tiny(name))
+    cfg_file, bad, message = BATTERY[name]
+    r = subprocess.run([sys.executable, os.path.join(REPO, "bin", "search.py"), "--config",
+                        f"configs/{cfg_file}.py:quick", "--workdir", str(tmp_path / "w"), bad],
+                       capture_output=True, text=True, cwd=REPO, timeout=120)
+    lines = [l for l in r.stderr.strip().splitlines() if l.strip()]
+    assert r.returncode == 2 and len(lines) == 1 and message in lines[0], r.stderr
+    assert not os.path.exists(tmp_path / "w")
+
+
+@pytest.mark.parametrize("name", sorted(BATTERY))
+def test_method_tiny_search_runs_and_resumes_bit_identically(name, tmp_path):
+    cfg = _tiny(name)
+    task = search.SearchTask.from_config(cfg)  # one task: the runners share its compiled step
+    full = search.Runner(task, str(tmp_path / "full"), search.default_hooks(cfg), log=lambda *_: None)
+    out = full.run()
+    assert out["epochs_run"] == cfg.epochs and out["finished"]
+    search.run_single(cfg, str(tmp_path / "part"), log=lambda *_: None, max_epochs=1, task=task)
+    logs = []
+    resumed = search.Runner(task, str(tmp_path / "part"), search.default_hooks(cfg), log=logs.append)
+    assert resumed.run() == out and any("resumed" in l and "at epoch 1" in l for l in logs)
+    chex.assert_trees_all_equal(jax.device_get(resumed.state), jax.device_get(full.state))
+    mf, mp = (io_lib.read_jsonl(str(tmp_path / d / "metrics.jsonl")) for d in ("full", "part"))
+    strip = lambda rows: [{k: v for k, v in r.items() if k not in ("train_time", "steps_per_sec", "hessian_time")}
+                          for r in rows]
+    assert strip(mf) == strip(mp) and len(mf) == cfg.epochs
+    if name == "robustdarts":
+        assert [r["epoch"] for r in mf if np.isfinite(r.get("eigenvalue", np.nan))] == [1, 3, 5]
+    if name == "amended":
+        m = mf[0]
+        assert m["g1_norm"] > 0 and m["g2_norm"] > 0 and m["drop_prob"] == pytest.approx(0.3)
+        assert [i for _, i in m["genotype"]["normal"]] == [0, 1, 0, 2, 0, 3, 0, 4]  # all fixed edges kept
+
+
+def _imports(path):
+    tree = ast.parse(open(path).read())
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            yield from (a.name for a in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            yield node.module
+            yield from (f"{node.module}.{a.name}" for a in node.names)
+
+
+def test_no_engine_module_imports_a_method():
+    pkg = os.path.join(REPO, "jaxdarts")
+    method_modules = {f"jaxdarts.methods.{n}" for n in methods.names()}
+    engine = [f for f in os.listdir(pkg) if f.endswith(".py")]
+    assert "search.py" in engine and "config.py" in engine
+    for f in engine:
+        bad = method_modules & set(_imports(os.path.join(pkg, f)))
+        assert not bad, f"jaxdarts/{f} imports {bad}"
+
+
+def test_engine_builds_from_arrays_and_is_frozen(tmp_path):
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 256, (256, 8, 8, 1), dtype=np.uint8)  # the shapes of tiny_config: a shared program
+    y = rng.integers(0, 10, 256).astype(np.int32)
+    cfg = tiny_config()
+    task = search.SearchTask.from_arrays(cfg, (x[:128], y[:128]), (x[128:], y[128:]), data.info("fashion_mnist"))
+    assert task.model.num_classes == 10 and task.lowering == "conv" and task.method.name == "darts"
+    np.testing.assert_array_equal(task.train_stream.images, x[:128])
+    with pytest.raises(Exception, match="cannot assign"):
+        task.ds_info = data.info("cifar10")
+    out = search.Runner(task, str(tmp_path), log=lambda *_: None).run(max_epochs=1)
+    assert not out["finished"] and 0 <= io_lib.read_jsonl(str(tmp_path / "metrics.jsonl"))[0]["val_acc"] <= 1
+
+
+def test_estimator_options_come_from_the_real_weight_optimiser():
+    """The search step and the diagnostics get the same options: the virtual step uses the
+    weight optimiser's current learning rate, momentum buffer and (ADA-changed) weight decay."""
+    cfg = tiny_config(estimator="unrolled")
+    cfg.estimator_options.inner_steps = 1
+    task = search.SearchTask.from_config(cfg)
+    state = task.init_state()
+    state = state.replace(w_opt=optim.set_hyperparam(state.w_opt, "weight_decay", 0.05))
+    for name in ("unrolled", "finite_difference"):
+        o = task.estimator_options(state, name)
+        assert float(o["inner_lr"]) == pytest.approx(cfg.optim.lr) and o["momentum"] == cfg.optim.momentum
+        assert float(o["weight_decay"]) == pytest.approx(0.05)
+        chex.assert_trees_all_equal(o["momentum_buffer"], state.w_opt.inner_state[2][0].trace)
+    assert task.estimator_options(state)["inner_steps"] == 1  # the config's options: configured estimator only
+    assert "inner_steps" not in task.estimator_options(state, "finite_difference")
+    assert task.estimator_options(state, "amended") == {"recompute": False}
