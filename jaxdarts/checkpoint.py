@@ -12,9 +12,11 @@ older one is tried (:meth:`Checkpointer.restore_latest`); when none restores,
 
 from __future__ import annotations
 
+import gc
 import os
 import shutil
 import time
+import warnings
 from typing import Callable
 
 import flax
@@ -24,6 +26,14 @@ import orbax.checkpoint as ocp
 
 class CheckpointError(RuntimeError):
     """No checkpoint of a directory restores."""
+
+
+def _drop_failed_reads() -> None:
+    """A failed Orbax restore leaves unawaited read coroutines behind; collect them now,
+    quietly, instead of a screen of 'never awaited' warnings at some later point."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        gc.collect()
 
 
 def _first_line(e: BaseException) -> str:
@@ -89,6 +99,7 @@ class Checkpointer:
             try:
                 meta = self.read_meta(step)
             except Exception as e:  # noqa: BLE001 - any read failure means this one is unusable
+                _drop_failed_reads()
                 log(f"skipped checkpoint {self.directory}/{step} ({_first_line(e)}); "
                     f"moved to {self.set_aside(step)}")
                 continue
@@ -96,6 +107,7 @@ class Checkpointer:
             try:
                 return self.restore(step, tmpl)
             except Exception as e:  # noqa: BLE001
+                _drop_failed_reads()
                 log(f"skipped checkpoint {self.directory}/{step} ({_first_line(e)}); "
                     f"moved to {self.set_aside(step)}")
         if steps:

@@ -156,6 +156,10 @@ def validate(cfg) -> None:
     check_choice("robustdarts.sweep.mode", s.mode, search.SWEEP_MODES)
     for f in ("epochs", "C", "layers"):
         check_positive(f"robustdarts.select.{f}", r.select[f], integer=True)
+    if s.target != "none" and (e.mode != "none" or cfg.hessian_every or cfg.diagnose or cfg.num_seeds > 1):
+        raise ConfigError(f"config.robustdarts.sweep.target={s.target!r} (R-DARTS) runs one vmapped sweep without "
+                          "per-epoch hooks: set early_stopping.mode='none', hessian_every=0, diagnose=False and "
+                          "num_seeds=1, or sweep.target='none'")
     if e.mode != "none" and not cfg.hessian_every:
         raise ConfigError("config.robustdarts.early_stopping.mode needs config.hessian_every > 0 (eigenvalues to watch)")
     if s.target == "none":
@@ -167,10 +171,6 @@ def validate(cfg) -> None:
         if bad:
             raise ConfigError(f"config.robustdarts.sweep.grid has {v!r}; {s.target} values must be "
                               f"{'in [0, 1)' if s.target == 'drop_path' else 'non-negative numbers'}")
-    if e.mode != "none" or cfg.hessian_every or cfg.diagnose or cfg.num_seeds > 1:
-        raise ConfigError(f"config.robustdarts.sweep.target={s.target!r} (R-DARTS) runs one vmapped sweep without "
-                          "per-epoch hooks: set early_stopping.mode='none', hessian_every=0, diagnose=False and "
-                          "num_seeds=1, or sweep.target='none'")
 
 
 # ------------------------------------------------------------------ program
