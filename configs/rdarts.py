@@ -23,7 +23,7 @@ Commands and expected cost/result:
   of the epoch ES returns.
 * ``python bin/search.py --config configs/rdarts.py:dp,quick --workdir /tmp/rdarts_dp``
   four searches in one vmapped program plus selection by 2-epoch retraining: 2 min 43 s
-  from a cold start (2026-11-30); writes rdarts.json, selection.json and genotype.json (the chosen
+  (2026-11-30); writes rdarts.json, selection.json and genotype.json (the chosen
   candidate). Re-running the command resumes the sweep (and the selection); on a finished
   workdir it only rewrites the results (7 s). ``--max_epochs N`` stops after N more
   search epochs.
