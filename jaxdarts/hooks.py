@@ -1,8 +1,8 @@
 """Engine hooks any method can use (turned on by shared config fields).
 
-* :class:`HessianHook` (``hessian_every``): every ``every`` epochs, the dominant (maximum)
-  eigenvalue of ``d2 L_val / d alpha^2`` and optionally its top-k eigenvalues by
-  magnitude, on the epoch's last architecture batch, BN in training mode, with the
+* :class:`HessianHook` (``hessian_every``): every ``every`` epochs, the dominant (largest
+  algebraic, :func:`dominant_eigenvalues`) eigenvalue of ``d2 L_val / d alpha^2`` and
+  optionally its top-k eigenvalues by magnitude, on the epoch's last architecture batch, BN in training mode, with the
   architecture weight-decay term ``wd/2 ||alpha||^2`` included (it adds ``wd * I``), as
   the RobustDARTS reference does. Logged as ``eigenvalue`` / ``eigenvalues``.
 * :class:`DiagnoseHook` (``diagnose``): cosine and relative norm of several estimators
@@ -21,6 +21,22 @@ import numpy as np
 from jaxdarts import analysis
 from jaxdarts import hypergrad
 from jaxdarts.search import Hook, fold_key
+
+
+def dominant_eigenvalues(loss, alpha, topk: int = 1, method: str = "dense", key=None):
+    """``(maximum eigenvalue, top-k eigenvalues by magnitude)`` of ``d2 loss / d alpha^2``.
+
+    The first is the largest *algebraic* eigenvalue (RobustDARTS's dominant eigenvalue),
+    not the maximum of the top-k by magnitude: on a spectrum like {-5, -4, 1} it is 1.
+    ``dense``: one ``eigh`` of the whole Hessian; ``lanczos``: Ritz values (a separate run
+    for the top-k by magnitude when ``topk > 1``)."""
+    if method == "dense":
+        ev = analysis.eigenvalues(loss, alpha, k=None, method="dense")  # by magnitude
+        return ev.max(), ev[:topk]
+    top = analysis.eigenvalues(loss, alpha, k=1, method=method, key=key, which="largest")[0]
+    if topk == 1:
+        return top, top[None]
+    return top, analysis.eigenvalues(loss, alpha, k=topk, method=method, key=key)
 
 
 class HessianHook(Hook):
@@ -42,10 +58,7 @@ class HessianHook(Hook):
                 reg = 0.5 * wd * sum(jnp.sum(a ** 2) for a in jax.tree.leaves(alpha))
                 return val_loss(state.params, alpha, b) + reg
 
-            # dense: the whole spectrum; lanczos: Ritz values. Both ordered by magnitude.
-            k = None if self.method == "dense" else max(self.topk, 2)
-            ev = analysis.eigenvalues(loss, state.alpha, k=k, method=self.method, key=fold_key(state.rng, 778))
-            return ev.max(), ev[:self.topk]
+            return dominant_eigenvalues(loss, state.alpha, self.topk, self.method, fold_key(state.rng, 778))
 
         return jax.jit(fn)
 

@@ -81,3 +81,18 @@ def test_paper_criterion_on_synthetic_curves():
     before = lambda i: np.mean(vals[i - 9:i - 4])
     expected = next(i for i in range(9, 20) if before(i) / now(i) < 0.75)
     assert stop == expected
+
+
+@pytest.mark.parametrize("method", ["dense", "lanczos"])
+def test_dominant_eigenvalue_is_the_largest_algebraic_one(method):
+    """On {-5, -4, 1, 0.5, ...} the top eigenvalues by magnitude are negative; RobustDARTS's
+    dominant eigenvalue is the maximum, 1 (the hook logged -4 before)."""
+    from jaxdarts.hooks import dominant_eigenvalues
+
+    d = jnp.array([-5.0, -4.0, 1.0] + [0.5 - 0.01 * i for i in range(27)])
+    q, _ = jnp.linalg.qr(jax.random.normal(jax.random.key(0), (30, 30)))
+    H = (q * d) @ q.T  # the same spectrum in a rotated basis
+    loss = lambda a: 0.5 * a["x"] @ H @ a["x"]
+    top, by_mag = dominant_eigenvalues(loss, {"x": jnp.ones(30)}, topk=2, method=method, key=jax.random.key(1))
+    np.testing.assert_allclose(top, 1.0, rtol=1e-4)
+    np.testing.assert_allclose(by_mag, [-5.0, -4.0], rtol=1e-4)
