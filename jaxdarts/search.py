@@ -32,6 +32,7 @@ apply to the weight step only.
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 import os
 import sys
@@ -670,8 +671,6 @@ class Runner:
         return True
 
     def _config_json(self):
-        import json
-
         d = json.loads(self.cfg.to_json_best_effort())
         for k in ("log_every", "progress"):
             d.pop(k, None)
