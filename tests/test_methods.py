@@ -150,3 +150,40 @@ def test_estimator_options_come_from_the_real_weight_optimiser():
     assert task.estimator_options(state)["inner_steps"] == 1  # the config's options: configured estimator only
     assert "inner_steps" not in task.estimator_options(state, "finite_difference")
     assert task.estimator_options(state, "amended") == {"recompute": False}
+
+
+def test_update_orders_and_mixing_weights_slot():
+    """The engine's slots for the coming methods, from the same state and batches:
+    ``simultaneous`` takes the architecture step of ``alpha_first`` and the weight step of
+    ``weights_first`` (both at the old point); ``weights_first`` computes alpha's gradient
+    at the new weights. The simultaneous method also has a ``mix`` that gives the weight
+    step softmax(alpha) through the ``normalized`` path (same numbers; it was called)."""
+    import dataclasses
+
+    from jaxdarts import mixing_weights
+
+    calls = []
+
+    def same_weights(task, state, key, sched):
+        calls.append(1)
+        return mixing_weights(task.space, state.alpha)
+
+    base = search.SearchTask.from_config(tiny_config())
+    s0 = base.init_state()
+    batches = (base.train_stream.batch(0, 0), base.val_stream.batch(0, 0), base.schedule_values(0))
+    states = {}
+    for name, method in [("alpha_first", base.method),
+                         ("weights_first", search.Method("darts", update_order="weights_first")),
+                         ("simultaneous", search.Method("darts", update_order="simultaneous", mix=same_weights))]:
+        task = dataclasses.replace(base, method=method)
+        states[name] = jax.device_get(jax.jit(task.search_step)(s0, *batches)[0])
+    a, w, s = (states[k] for k in ("alpha_first", "weights_first", "simultaneous"))
+    close = lambda x, y: chex.assert_trees_all_close(x, y, rtol=1e-5, atol=1e-6)
+    close(s.alpha, a.alpha)
+    close(s.params, w.params)
+    assert calls  # traced into the step
+    differs = lambda x, y: not all(np.allclose(u, v, rtol=1e-5, atol=1e-6)
+                                   for u, v in zip(jax.tree.leaves(x), jax.tree.leaves(y)))
+    assert differs(w.alpha, a.alpha) and differs(s.params, a.params)
+    with pytest.raises(ValueError, match="update_order='reverse' is not accepted; accepted: alpha_first"):
+        search.Method("x", update_order="reverse")
