@@ -1,6 +1,7 @@
 """Test setup: 8 simulated CPU devices (set before JAX starts) and a persistent
 compilation cache shared by the test processes (the supernet compiles slowly on XLA:CPU)."""
 
+import contextlib
 import os
 import tempfile
 
@@ -27,17 +28,25 @@ def pytest_collection_modifyitems(session, config, items):
     items.sort(key=lambda item: order.get(item.path.name, len(order)))  # stable: file order otherwise
 
 
-@pytest.fixture
-def fast_compile():
+@contextlib.contextmanager
+def fast_compiles():
     """XLA without most of its optimisation passes (~40% less compile time for the tiny
-    supernet): for tests of the search loop and of module structure, never for tests of
-    the XLA:CPU lowerings (jaxdarts.kernels, the 'taps' lowering, rematerialisation)."""
+    supernet): for tests of the search loop and of module structure, and for reference
+    computations, never for what tests the XLA:CPU lowerings (jaxdarts.kernels, the 'taps'
+    lowering, rematerialisation)."""
     before = jax.config.read("jax_disable_most_optimizations")
     jax.config.update("jax_disable_most_optimizations", True)
     try:
         yield
     finally:
         jax.config.update("jax_disable_most_optimizations", before)
+
+
+@pytest.fixture
+def fast_compile():
+    """:func:`fast_compiles` for a whole test."""
+    with fast_compiles():
+        yield
 
 
 @pytest.fixture

@@ -39,7 +39,8 @@ def _apply(module, params, bs, *args):
     return module.apply(variables, *args, mutable=["batch_stats"])[0]
 
 
-def reference_logits(model: supernet.Supernet, variables, x, weights, genotype=None):
+def reference_logits(model: supernet.Supernet, variables, x, weights, genotype=None, lowering=None):
+    lowering = lowering or model.lowering  # the ops' lowering (both compute the same function)
     space = spaces.get(model.space)
     p, bs = variables["params"], variables.get("batch_stats", {})
     s = _apply(nn.Conv(model.stem_multiplier * model.C, (3, 3), padding=[(1, 1), (1, 1)], use_bias=False),
@@ -79,10 +80,10 @@ def reference_logits(model: supernet.Supernet, variables, x, weights, genotype=N
                 if op_name is None:  # sum_k w_k op_k(x), each op with its own BatchNorm
                     for k, name in enumerate(padded[e]):
                         if name is not None and name != "none":
-                            m = ops.make_op(name, C, C, stride, False, lowering=model.lowering)
+                            m = ops.make_op(name, C, C, stride, False, lowering=lowering)
                             total = total + w[e][k] * _apply(m, pe.get(name), be.get(name), states[inp], True)
                 else:
-                    m = ops.make_op(op_name, C, C, stride, False, lowering=model.lowering)
+                    m = ops.make_op(op_name, C, C, stride, False, lowering=lowering)
                     total = total + _apply(m, pe.get(op_name), be.get(op_name), states[inp], True)
             states.append(total)
         s0, s1 = s1, jnp.concatenate(states[-model.multiplier:], axis=-1)
