@@ -99,17 +99,15 @@ class Checkpointer:
             try:
                 meta = self.read_meta(step)
             except Exception as e:  # noqa: BLE001 - any read failure means this one is unusable
-                _drop_failed_reads()
-                log(f"skipped checkpoint {self.directory}/{step} ({_first_line(e)}); "
-                    f"moved to {self.set_aside(step)}")
-                continue
-            tmpl = template(meta) if callable(template) else template
-            try:
-                return self.restore(step, tmpl)
-            except Exception as e:  # noqa: BLE001
-                _drop_failed_reads()
-                log(f"skipped checkpoint {self.directory}/{step} ({_first_line(e)}); "
-                    f"moved to {self.set_aside(step)}")
+                error = _first_line(e)
+            else:
+                tmpl = template(meta) if callable(template) else template
+                try:
+                    return self.restore(step, tmpl)
+                except Exception as e:  # noqa: BLE001
+                    error = _first_line(e)
+            _drop_failed_reads()  # outside the except blocks: their tracebacks hold the failed reads
+            log(f"skipped checkpoint {self.directory}/{step} ({error}); moved to {self.set_aside(step)}")
         if steps:
             raise CheckpointError(f"no checkpoint in {self.directory} restores (epochs {steps} tried, moved to "
                                   f"{self.directory}_unrestorable); use a new --workdir or remove the directory")
