@@ -505,29 +505,22 @@ def merge_events(events: list[tuple[str, Any]]) -> tuple[Stop | None, Rollback |
             {name: vals[0][0] for name, vals in sets.items()})
 
 
-def engine_hooks(cfg) -> list[Hook]:
-    """The hooks every method gets from the shared config: Hessian eigenvalues
-    (``hessian_every``) and estimator diagnostics (``diagnose``)."""
+def default_hooks(cfg, method: Method | None = None) -> list[Hook]:
+    """The hooks of a search, in order: Hessian eigenvalues (``hessian_every``), then the
+    method's (which may read the eigenvalues), then estimator diagnostics (``diagnose``)."""
     from jaxdarts import hooks as hooks_lib
 
-    hooks: list[Hook] = []
-    if cfg.hessian_every:
-        hooks.append(hooks_lib.HessianHook(cfg.hessian_every, cfg.hessian_topk, cfg.hessian_method))
-    if cfg.diagnose:
-        hooks.append(hooks_lib.DiagnoseHook())
-    return hooks
-
-
-def default_hooks(cfg, method: Method | None = None) -> list[Hook]:
-    """Engine hooks, then the method's (which may read the engine's metrics, e.g. eigenvalues)."""
     if method is None:
         from jaxdarts import methods as methods_lib
 
         method = methods_lib.get(cfg.method)
-    hooks = engine_hooks(cfg)
-    diagnose = [h for h in hooks if h.name == "diagnose"]
-    hooks = [h for h in hooks if h.name != "diagnose"]
-    return hooks + list(method.hooks(cfg) if method.hooks else []) + diagnose
+    hooks: list[Hook] = []
+    if cfg.hessian_every:
+        hooks.append(hooks_lib.HessianHook(cfg.hessian_every, cfg.hessian_topk, cfg.hessian_method))
+    hooks += list(method.hooks(cfg)) if method.hooks else []
+    if cfg.diagnose:
+        hooks.append(hooks_lib.DiagnoseHook())
+    return hooks
 
 
 # ------------------------------------------------------------------- runner

@@ -209,10 +209,10 @@ def select_by_retraining(task: search.SearchTask, genotypes, select, path: str, 
     """Short retraining of each genotype on the task's weight split, accuracy on its
     architecture split (R-DARTS selection); scores computed earlier are read from ``path``
     and each new one is written there as soon as it exists."""
-    done = io_lib.read_json(path, {"scores": []})["scores"]
+    saved = io_lib.read_json(path, {})
     names = [g.to_dict() for g in genotypes]
-    if io_lib.read_json(path, {}).get("genotypes", names) != names:
-        done = []  # candidates changed (another sweep in this workdir): start the selection again
+    # candidates changed (another sweep in this workdir): start the selection again
+    done = saved.get("scores", []) if saved.get("genotypes", names) == names else []
     cfg = task.cfg
     train_data = (task.train_stream.images, task.train_stream.labels)
     for g in genotypes[len(done):]:
