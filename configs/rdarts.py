@@ -1,17 +1,30 @@
 """RobustDARTS (Zela et al., 2020): eigenvalue tracking, DARTS-ES, DARTS-ADA, R-DARTS.
 
 Method ``robustdarts`` (:mod:`jaxdarts.methods.robustdarts`; its section is
-``config.robustdarts``). Reference-script defaults: spaces S1-S4, second order (here:
-exact ``unrolled``), cutout 16 during search, the dominant Hessian eigenvalue every 2
-epochs, early stopping with the reference code's rule (window 5, every 2 epochs, from
-epoch 10, delta 4, factor 1.3; ``robustdarts.early_stopping.mode='paper'`` for Section
-4.2's rule), 50 epochs, batch 64. The R-DARTS sweeps (``dp``, ``l2``) run without
-eigenvalue tracking (hooks act on one search).
+``config.robustdarts``). Reference-code defaults (``src/search/args.py``,
+``train_search.py``): spaces S1-S4, second order (here: exact ``unrolled``), 50 epochs,
+batch 64; the dominant Hessian eigenvalue after epochs 0, 2, 4, ... and the last, on the
+epoch's last architecture batch in training mode with the search's augmentation and
+drop-path; early stopping with the code's rule (``EVLocalAvg``: window 5, delta 4, factor
+1.3, start epoch 10; tested from epoch 22, returns 12 epochs back);
+``robustdarts.early_stopping.mode='paper'`` (variant ``paper_rule``) for Section 4.2's
+rule. Search regularisation as the code applies it: drop-path on each mixed-op output
+(skip and noise included), ramped 0 -> max; cutout 16 only where the maximum drop-path is
+> 0 (so not in ES, ADA, L2 runs or the dp=0 arm of the DP sweep), with probability 1: the
+paper ramps the cutout probability, the code sets a ramped attribute that its ``Cutout``
+never reads (``--config.regularization.ramp_cutout=True`` for the paper's ramp).
+Architecture batches are training images through the training transform (crop, flip,
+cutout where on; ``data.augment_val``); SVHN is flipped as in the code
+(``data.flip='on'``). The R-DARTS sweeps (``dp``, ``l2``) run without eigenvalue
+tracking (hooks act on one search).
 
 Variants, combinable with commas: ``es`` (DARTS-ES), ``ada`` (DARTS-ADA on weight
-decay: x10 per trigger, from 3e-4 up to 3e-2), ``dp`` (R-DARTS over drop-path
-{0, 0.2, 0.4, 0.6}), ``l2`` (R-DARTS over weight decay 3e-4 x {1, 3, 9, 27, 81}), a space
-(``s1``..``s5``/``darts``), a dataset (``cifar10``, ``cifar100``, ``svhn``),
+decay: x10 per trigger, from 3e-4 up to 3e-2, the paper's C.1; the code's x3 up to
+243e-4: ``--config.robustdarts.early_stopping.ada_factor=3
+--config.robustdarts.early_stopping.ada_max=0.0243``), ``paper_rule``, ``dp`` (R-DARTS
+over drop-path {0, 0.2, 0.4, 0.6}), ``l2`` (R-DARTS over weight decay 3e-4 x {1, 3, 9,
+27, 81}), a space (``s1``..``s5``, ``darts``; ``s5`` is the paper's 81-architecture space,
+the code's ``s5`` is ``darts``), a dataset (``cifar10``, ``cifar100``, ``svhn``),
 ``first_order``, and ``quick``.
 
 Commands and expected cost/result:
@@ -48,14 +61,18 @@ def get_config(arg: str = ""):
     c.space = "s1"
     c.estimator = "unrolled"
     c.data.cutout = 16
+    c.data.augment_val = True
+    c.data.flip = "on"
+    c.regularization.cutout_needs_drop_path = True
     c.hessian_every = 2
     is_quick = False
     for v in [v for v in arg.split(",") if v]:
-        if v == "es":
-            r.early_stopping.mode = "code"
-        elif v == "ada":
-            r.early_stopping.mode = "code"
-            r.early_stopping.ada = True
+        if v in ("es", "ada"):
+            if r.early_stopping.mode == "none":  # paper_rule may have chosen the rule
+                r.early_stopping.mode = "code"
+            r.early_stopping.ada = r.early_stopping.ada or v == "ada"
+        elif v == "paper_rule":
+            r.early_stopping.mode = "paper"
         elif v == "dp":
             r.sweep.target, r.sweep.grid = "drop_path", (0.0, 0.2, 0.4, 0.6)
         elif v == "l2":
@@ -69,8 +86,8 @@ def get_config(arg: str = ""):
         elif v == "quick":
             is_quick = True
         else:
-            raise ValueError(f"unknown variant {v!r} of configs/rdarts.py; accepted: es, ada, dp, l2, first_order, "
-                             f"quick, {', '.join(SPACES + DATASETS)}")
+            raise ValueError(f"unknown variant {v!r} of configs/rdarts.py; accepted: es, ada, paper_rule, dp, l2, "
+                             f"first_order, quick, {', '.join(SPACES + DATASETS)}")
     if is_quick:
         quick(c)
         c.estimator = "first_order" if c.estimator == "unrolled" else c.estimator

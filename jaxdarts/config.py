@@ -19,6 +19,7 @@ from jaxdarts import data as data_lib
 from jaxdarts import hypergrad
 from jaxdarts import kernels
 from jaxdarts import spaces as spaces_lib
+from jaxdarts import supernet as supernet_lib
 
 
 class ConfigError(ValueError):
@@ -48,17 +49,23 @@ def base(method: str = "darts") -> ml_collections.ConfigDict:
                                              depthwise="auto"))  # taps on CPU, conv on GPU/TPU
     c.data = ml_collections.ConfigDict(dict(
         data_dir=ml_collections.FieldReference(None, field_type=str), train_portion=0.5,
-        max_examples=0, image_size=0, augment=True, augment_val=False, crop_padding=4,
-        cutout=0, cutout_prob=1.0))
+        max_examples=0, image_size=0, augment=True, crop_padding=4, cutout=0, cutout_prob=1.0,
+        flip="auto",  # auto (the dataset's default: no flips for SVHN) | on | off
+        augment_val=False))  # True: architecture batches through the training transform (the references)
     c.optim = ml_collections.ConfigDict(dict(
         lr=0.025, lr_min=0.001, momentum=0.9, weight_decay=3e-4, grad_clip=5.0,
         arch_lr=3e-4, arch_betas=(0.5, 0.999), arch_weight_decay=1e-3))
-    c.regularization = ml_collections.ConfigDict(dict(drop_path=0.0, ramp=True, ramp_cutout=False))
+    c.regularization = ml_collections.ConfigDict(dict(
+        drop_path=0.0, ramp=True, ramp_cutout=False,
+        drop_path_scope="edge",  # edge: each mixed-op output (RobustDARTS reference) | op: each op output
+        drop_path_arch=True,  # drop-path in the architecture step's losses too (reference: model in train mode)
+        cutout_needs_drop_path=False))  # True: cutout off in runs whose max drop-path is 0 (RobustDARTS code)
 
     # analyses any method can log (jaxdarts.hooks)
-    c.hessian_every = 0  # dominant eigenvalue of the validation-loss Hessian w.r.t. alpha every N epochs
+    c.hessian_every = 0  # dominant eigenvalue of d2 L_val/d alpha2 after epochs e % N == 0 and the last
     c.hessian_topk = 1
     c.hessian_method = "dense"
+    c.hessian_batch = "search"  # search: the last step's architecture batch as the step saw it (reference) | clean
     c.diagnose = False
     c.discretization_gap = False
     c.eval_batches = 0  # 0 = whole architecture split
@@ -134,7 +141,11 @@ def validate(cfg) -> None:
     if not 0 <= cfg.regularization.drop_path < 1:
         raise ConfigError(f"config.regularization.drop_path={cfg.regularization.drop_path!r} must be in [0, 1)")
     check_choice("model.depthwise", cfg.model.depthwise, kernels.LOWERINGS + ("auto",))
+    check_choice("regularization.drop_path_scope", cfg.regularization.drop_path_scope,
+                 supernet_lib.DROP_PATH_SCOPES)
+    check_choice("data.flip", cfg.data.flip, ("auto", "on", "off"))
     check_choice("hessian_method", cfg.hessian_method, ("dense", "lanczos"))
+    check_choice("hessian_batch", cfg.hessian_batch, ("search", "clean"))
     check_choice("progress", cfg.progress, ("auto", "bar", "log"))
     if cfg.num_seeds > 1 and (cfg.hessian_every or cfg.diagnose):
         raise ConfigError(f"config.num_seeds={cfg.num_seeds} runs a vmapped seed sweep without per-epoch hooks; "

@@ -1,10 +1,14 @@
 """Engine hooks any method can use (turned on by shared config fields).
 
-* :class:`HessianHook` (``hessian_every``): every ``every`` epochs, the dominant (largest
-  algebraic, :func:`dominant_eigenvalues`) eigenvalue of ``d2 L_val / d alpha^2`` and
-  optionally its top-k eigenvalues by magnitude, on the epoch's last architecture batch, BN in training mode, with the
-  architecture weight-decay term ``wd/2 ||alpha||^2`` included (it adds ``wd * I``), as
-  the RobustDARTS reference does. Logged as ``eigenvalue`` / ``eigenvalues``.
+* :class:`HessianHook` (``hessian_every``): the dominant (largest algebraic,
+  :func:`dominant_eigenvalues`) eigenvalue of ``d2 L_val / d alpha^2`` and optionally its
+  top-k eigenvalues by magnitude, as the RobustDARTS reference computes it
+  (``train_search.py``): after the epochs with ``epoch % every == 0`` and after the last
+  epoch (0-based epochs), on the epoch's last architecture batch as the search step saw it
+  (the training transform where the search applies it, the epoch's drop-path, BN in
+  training mode; ``hessian_batch='clean'``: no augmentation, no drop-path), with the
+  architecture weight-decay term ``wd/2 ||alpha||^2`` included (it adds ``wd * I``).
+  Logged as ``eigenvalue`` / ``eigenvalues``.
 * :class:`DiagnoseHook` (``diagnose``): cosine and relative norm of several estimators
   against ``implicit`` on the epoch's first batches, each with the options the search
   would give it (:meth:`jaxdarts.search.SearchTask.estimator_options`).
@@ -39,19 +43,31 @@ def dominant_eigenvalues(loss, alpha, topk: int = 1, method: str = "dense", key=
     return top, analysis.eigenvalues(loss, alpha, k=topk, method=method, key=key)
 
 
+HESSIAN_BATCHES = ("search", "clean")
+
+
 class HessianHook(Hook):
     """Dominant eigenvalue(s) of the validation-loss Hessian w.r.t. alpha."""
 
     name = "hessian"
 
-    def __init__(self, every: int = 2, topk: int = 1, method: str = "dense"):
-        self.every, self.topk, self.method = every, topk, method
+    def __init__(self, every: int = 2, topk: int = 1, method: str = "dense", batch: str = "search"):
+        if batch not in HESSIAN_BATCHES:
+            raise ValueError(f"hessian_batch={batch!r} is not accepted; accepted: {', '.join(HESSIAN_BATCHES)}")
+        self.every, self.topk, self.method, self.batch = every, topk, method, batch
+
+    def due(self, epoch: int, epochs: int) -> bool:
+        """Whether the eigenvalue is computed after ``epoch`` (0-based) of ``epochs``."""
+        return epoch % self.every == 0 or epoch == epochs - 1
 
     def _build(self, task):
         wd = float(task.cfg.optim.arch_weight_decay)
 
-        def fn(state, vb):
-            b = task.preprocess(fold_key(state.rng, 777), vb, False)
+        def fn(state, tb, vb, sched):
+            if self.batch == "search":  # the last step's architecture batch, as that step preprocessed it
+                _, _, b = task.step_batches(fold_key(state.rng, state.step - 1), tb, vb, sched)
+            else:
+                b = task.preprocess(fold_key(state.rng, 777), vb, False)
             _, val_loss = task.losses(state.batch_stats)
 
             def loss(alpha):
@@ -63,13 +79,14 @@ class HessianHook(Hook):
         return jax.jit(fn)
 
     def after_epoch(self, runner, epoch, metrics):
-        if (epoch + 1) % self.every:
+        if not self.due(epoch, runner.cfg.epochs):
             return None
-        fn = runner.task.memo(("hessian", self.topk, self.method), lambda: self._build(runner.task))
+        fn = runner.task.memo(("hessian", self.topk, self.method, self.batch), lambda: self._build(runner.task))
         t = time.time()
         spe = runner.task.steps_per_epoch
-        vb = runner.task.val_stream.batch(epoch, spe - 1)  # the epoch's last architecture batch
-        top, ev = jax.device_get(fn(runner.state, vb))
+        tb = runner.task.train_stream.batch(epoch, spe - 1)  # the epoch's last step's batches
+        vb = runner.task.val_stream.batch(epoch, spe - 1)
+        top, ev = jax.device_get(fn(runner.state, tb, vb, runner._sched(epoch)))
         metrics["eigenvalue"] = float(top)  # the maximum eigenvalue (RobustDARTS's dominant eigenvalue)
         if self.topk > 1:
             metrics["eigenvalues"] = np.asarray(ev).tolist()  # largest magnitude first

@@ -25,8 +25,15 @@ retraining). :func:`run` dispatches on ``cfg.method``.
 
 Conventions: the losses are ``loss(params, alpha, batch)`` closures over the BN running
 statistics; batch-norm statistics in training mode come from the batch (running averages
-are updated by the weight step only). Regularisers (drop-path, cutout ramp, weight decay)
-apply to the weight step only.
+are updated by the weight step only). A preprocessed batch carries its own randomness
+(``rng``: augmentation-independent keys for noise ops and drop-path) and its drop-path
+probability (``drop_prob``), so every loss evaluated on it (the weight step's, an
+estimator's virtual step and validation loss, a Hessian) sees the same regularisation.
+Weight decay acts on the weight step. Where search regularisation reaches the
+architecture step is configured (RobustDARTS reference defaults):
+``regularization.drop_path_arch`` (drop-path in the architecture step's losses too) and
+``data.augment_val`` (architecture batches get the training transform, cutout included,
+and the architecture step's training batch is the weight step's).
 """
 
 from __future__ import annotations
@@ -207,7 +214,8 @@ class SearchTask:
         lowering = kernels.resolve_lowering(lowering or cfg.model.depthwise)
         space = spaces_lib.get(cfg.space)
         model = supernet_lib.Supernet(space, info.num_classes, C=cfg.model.C, layers=cfg.model.layers,
-                                      auxiliary=cfg.model.auxiliary, remat=cfg.model.remat, lowering=lowering)
+                                      auxiliary=cfg.model.auxiliary, remat=cfg.model.remat, lowering=lowering,
+                                      drop_path_scope=cfg.regularization.drop_path_scope)
         return cls(cfg, method, space, model,
                    data_lib.BatchStream(*train, cfg.batch_size, cfg.seed),
                    data_lib.BatchStream(*val, cfg.batch_size, cfg.seed + 7919),
@@ -263,16 +271,31 @@ class SearchTask:
                            step=jnp.zeros((), jnp.int32), rng=jax.random.key_data(k_rng))
 
     # ------------------------------------------------------------ pure pieces
-    def preprocess(self, key, batch, train: bool, cutout_prob=1.0):
+    @property
+    def flip(self) -> bool:
+        """Random horizontal flips in the training transform: ``data.flip`` ``'on'``,
+        ``'off'`` or ``'auto'`` (the dataset's default: off for SVHN, whose digits flipping
+        changes; the RobustDARTS code flips SVHN too, ``configs/rdarts.py`` follows it)."""
+        f = self.cfg.data.get("flip", "auto")
+        return self.ds_info.flip if f == "auto" else f == "on"
+
+    def preprocess(self, key, batch, train: bool, cutout_prob=1.0, drop_prob=0.0):
+        """Normalised float batch; with ``train``, the training transform (crop, flip,
+        cutout with probability ``cutout_prob``). The result carries the keys of its noise
+        and drop-path masks (``rng``) and its drop-path probability (``drop_prob``)."""
         x = data_lib.normalize(batch["image"], self.ds_info.mean, self.ds_info.std)
         d = self.cfg.data
         if train and d.augment:
-            x = data_lib.augment(key, x, pad=d.crop_padding, flip=self.ds_info.flip, cutout=d.cutout,
+            x = data_lib.augment(key, x, pad=d.crop_padding, flip=self.flip, cutout=d.cutout,
                                  cutout_prob=cutout_prob)
-        return {"image": x, "label": batch["label"], "rng": jax.random.key_data(jax.random.fold_in(key, 1))}
+        return {"image": x, "label": batch["label"], "rng": jax.random.key_data(jax.random.fold_in(key, 1)),
+                "drop_prob": jnp.asarray(drop_prob, jnp.float32)}
 
-    def apply(self, params, batch_stats, alpha, batch, *, train: bool, drop_prob=0.0, normalized=False):
-        """Supernet forward; returns ``(logits, aux_logits_or_None, new_batch_stats)``."""
+    def apply(self, params, batch_stats, alpha, batch, *, train: bool, drop_prob=None, normalized=False):
+        """Supernet forward; returns ``(logits, aux_logits_or_None, new_batch_stats)``.
+        ``drop_prob`` (training only) defaults to the batch's."""
+        if drop_prob is None:
+            drop_prob = batch.get("drop_prob", 0.0)
         rngs = {}
         if "rng" in batch:
             k = jax.random.wrap_key_data(batch["rng"])
@@ -288,22 +311,23 @@ class SearchTask:
         logits, aux = out if isinstance(out, tuple) else (out, None)
         return logits, aux, new_bs
 
-    def train_loss_terms(self, params, batch_stats, alpha, batch, *, drop_prob=0.0, normalized=False):
+    def train_loss_terms(self, params, batch_stats, alpha, batch, *, drop_prob=None, normalized=False):
         """The training loss with the auxiliary head: ``(total, (main_loss, logits, new_batch_stats))``."""
         logits, aux, new_bs = self.apply(params, batch_stats, alpha, batch, train=True, drop_prob=drop_prob,
                                          normalized=normalized)
         total, loss = with_auxiliary(logits, aux, batch["label"], self.cfg.model.aux_weight)
         return total, (loss, logits, new_bs)
 
-    def losses(self, batch_stats, drop_prob=0.0):
-        """``(train_loss, val_loss)`` with the ``loss(params, alpha, batch)`` signature.
+    def losses(self, batch_stats):
+        """``(train_loss, val_loss)`` with the ``loss(params, alpha, batch)`` signature, both
+        in training mode with the batch's drop-path probability.
 
         The training loss includes the auxiliary head (weight ``aux_weight``) when the
         supernet has one; the validation loss uses the main head only.
         """
 
         def train_loss(params, alpha, batch):
-            return self.train_loss_terms(params, batch_stats, alpha, batch, drop_prob=drop_prob)[0]
+            return self.train_loss_terms(params, batch_stats, alpha, batch)[0]
 
         def val_loss(params, alpha, batch):
             logits, _, _ = self.apply(params, batch_stats, alpha, batch, train=True)
@@ -337,9 +361,10 @@ class SearchTask:
         alpha = optax.apply_updates(state.alpha, updates)
         return state.replace(alpha=alpha, a_opt=a_opt), metrics
 
-    def weight_update(self, state: SearchState, train_batch, drop_prob=0.0, weights=None):
+    def weight_update(self, state: SearchState, train_batch, drop_prob=None, weights=None):
         """One SGD step on the supernet weights at ``softmax(alpha)``, or at the mixing
-        ``weights`` given (a method's ``mix``). Returns ``(state, metrics)``."""
+        ``weights`` given (a method's ``mix``); drop-path as the batch says unless
+        ``drop_prob`` is given. Returns ``(state, metrics)``."""
         mix, normalized = (state.alpha, False) if weights is None else (weights, True)
 
         def loss_fn(params):
@@ -373,23 +398,39 @@ class SearchTask:
         the arch warm-up never recompile).
         """
         k = fold_key(state.rng, state.step)
-        # same crop/flip for both steps; cutout (a weight-step regulariser) only for the weights
-        tb_arch = self.preprocess(jax.random.fold_in(k, 0), train_batch, True, 0.0)
-        tb = self.preprocess(jax.random.fold_in(k, 0), train_batch, True, sched["cutout_prob"])
-        vb = self.preprocess(jax.random.fold_in(k, 1), val_batch, self.cfg.data.augment_val)
+        tb, tb_arch, vb = self.step_batches(k, train_batch, val_batch, sched)
         k_arch = jax.random.fold_in(k, 2)
         order = self.method.update_order
         if order == "alpha_first":
             state, a_metrics = self._arch_or_skip(state, tb_arch, vb, k_arch, sched["arch_update"])
-            state, w_metrics = self.weight_update(state, tb, sched["drop_prob"], self._weights(state, k, sched))
+            state, w_metrics = self.weight_update(state, tb, weights=self._weights(state, k, sched))
         elif order == "weights_first":
-            state, w_metrics = self.weight_update(state, tb, sched["drop_prob"], self._weights(state, k, sched))
+            state, w_metrics = self.weight_update(state, tb, weights=self._weights(state, k, sched))
             state, a_metrics = self._arch_or_skip(state, tb_arch, vb, k_arch, sched["arch_update"])
         else:  # simultaneous: both gradients at the same (w, alpha)
             a_state, a_metrics = self._arch_or_skip(state, tb_arch, vb, k_arch, sched["arch_update"])
-            state, w_metrics = self.weight_update(state, tb, sched["drop_prob"], self._weights(state, k, sched))
+            state, w_metrics = self.weight_update(state, tb, weights=self._weights(state, k, sched))
             state = state.replace(alpha=a_state.alpha, a_opt=a_state.a_opt)
         return state.replace(step=state.step + 1), {**w_metrics, **a_metrics}
+
+    def step_batches(self, key, train_batch, val_batch, sched):
+        """The preprocessed ``(weight batch, architecture-step training batch, architecture
+        batch)`` of the step with key ``key``. Same crop/flip for the weight step and the
+        architecture step's training batch. ``data.augment_val`` (the RobustDARTS/DARTS
+        reference: both queues read the training images through the training transform)
+        gives the architecture batch the training transform with cutout, and the
+        architecture step the weight step's batch; otherwise the architecture batch is not
+        augmented and cutout stays with the weight step. ``regularization.drop_path_arch``
+        (reference) puts the epoch's drop-path into the architecture step's losses."""
+        cp, dp = sched["cutout_prob"], sched["drop_prob"]
+        dp_arch = dp if self.cfg.regularization.get("drop_path_arch", True) else 0.0
+        k_t, k_v = jax.random.fold_in(key, 0), jax.random.fold_in(key, 1)
+        tb = self.preprocess(k_t, train_batch, True, cp, dp)
+        if self.cfg.data.augment_val:
+            return tb, {**tb, "drop_prob": jnp.asarray(dp_arch, jnp.float32)}, \
+                self.preprocess(k_v, val_batch, True, cp, dp_arch)
+        return (tb, self.preprocess(k_t, train_batch, True, 0.0, dp_arch),
+                self.preprocess(k_v, val_batch, False, 0.0, dp_arch))
 
     def eval_step(self, state: SearchState, batch, alpha=None, normalized=False):
         """Eval-mode loss/accuracy sums on a uint8 batch (``alpha`` overrides the state's)."""
@@ -401,12 +442,16 @@ class SearchTask:
 
     def schedule_values(self, epoch: int, reg: dict | None = None) -> dict:
         """Per-epoch drop-path / cutout probabilities (linear ramps as RobustDARTS:
-        ``max * epoch / (epochs - 1)``) and whether alpha is updated."""
+        ``max * epoch / (epochs - 1)``) and whether alpha is updated. With
+        ``regularization.cutout_needs_drop_path`` (the RobustDARTS code) cutout is off in
+        a run whose maximum drop-path is 0 (per run of a sweep; after DARTS-ADA changes it)."""
         cfg = self.cfg
         frac = epoch / max(cfg.epochs - 1, 1)
-        dp = (reg or {}).get("drop_path", cfg.regularization.drop_path)
-        dp = dp * frac if cfg.regularization.ramp else dp
+        dp_max = (reg or {}).get("drop_path", cfg.regularization.drop_path)
+        dp = dp_max * frac if cfg.regularization.ramp else dp_max
         cp = cfg.data.cutout_prob * frac if cfg.regularization.ramp_cutout else cfg.data.cutout_prob
+        if cfg.regularization.get("cutout_needs_drop_path", False) and dp_max == 0:
+            cp = 0.0
         return {"drop_prob": np.float32(dp), "cutout_prob": np.float32(cp),
                 "arch_update": np.float32(epoch >= cfg.arch_start_epoch)}
 
@@ -448,6 +493,9 @@ class Hook:
     on resume goes into ``state_dict``/``load_state_dict`` (JSON-able)."""
 
     name = "hook"
+    rollback_horizon = 0
+    """How many epochs back a :class:`Rollback` of this hook may go (the runner keeps that
+    many snapshots, in memory and as checkpoints, so a rollback works after a resume too)."""
 
     def setup(self, runner: "Runner") -> None:
         pass
@@ -516,7 +564,8 @@ def default_hooks(cfg, method: Method | None = None) -> list[Hook]:
         method = methods_lib.get(cfg.method)
     hooks: list[Hook] = []
     if cfg.hessian_every:
-        hooks.append(hooks_lib.HessianHook(cfg.hessian_every, cfg.hessian_topk, cfg.hessian_method))
+        hooks.append(hooks_lib.HessianHook(cfg.hessian_every, cfg.hessian_topk, cfg.hessian_method,
+                                           cfg.hessian_batch))
     hooks += list(method.hooks(cfg)) if method.hooks else []
     if cfg.diagnose:
         hooks.append(hooks_lib.DiagnoseHook())
@@ -582,7 +631,9 @@ class Runner:
         os.makedirs(workdir, exist_ok=True)
         from jaxdarts import checkpoint as ckpt_lib
 
-        self.ckpt = ckpt_lib.Checkpointer(os.path.join(workdir, "checkpoints"), keep=self.cfg.checkpoint_keep)
+        self.horizon = max([h.rollback_horizon for h in self.hooks], default=0)
+        keep = self.cfg.checkpoint_keep if not self.horizon else max(self.cfg.checkpoint_keep, self.horizon + 2)
+        self.ckpt = ckpt_lib.Checkpointer(os.path.join(workdir, "checkpoints"), keep=keep)
         self._compiled = None
         for h in self.hooks:
             h.setup(self)
@@ -810,9 +861,13 @@ class Runner:
     def rollback(self, to_epoch: int):
         """Restores the in-memory snapshot taken after epoch ``to_epoch`` (bit-identical)
         and rewrites metrics.jsonl to the epochs up to it."""
-        if to_epoch not in self.snapshots:
-            raise KeyError(f"no snapshot of epoch {to_epoch}; have {sorted(self.snapshots)}")
-        self.state = jax.tree.map(jnp.array, self.snapshots[to_epoch])
+        if to_epoch in self.snapshots:
+            self.state = jax.tree.map(jnp.array, self.snapshots[to_epoch])
+        elif to_epoch + 1 in self.ckpt.all_steps():  # after a resume: the checkpoint of that epoch
+            self.state, _ = self.ckpt.restore(to_epoch + 1, self.init_state())
+        else:
+            raise KeyError(f"no snapshot or checkpoint of epoch {to_epoch}; have snapshots {sorted(self.snapshots)} "
+                           f"and checkpoints after epochs {[s - 1 for s in self.ckpt.all_steps()]}")
         self.epoch = to_epoch + 1
         self.history = self._truncate_metrics(self.epoch)
         self.snapshots = {e: s for e, s in self.snapshots.items() if e <= to_epoch}
@@ -843,7 +898,7 @@ class Runner:
             metrics = self.run_epoch(epoch)
             if self.hooks:
                 self.snapshots[epoch] = jax.tree.map(lambda x: jnp.array(x, copy=True), self.state)
-                keep = self.cfg.snapshot_window
+                keep = max(self.cfg.snapshot_window, self.horizon + 1)
                 self.snapshots = {e: s for e, s in self.snapshots.items() if e > epoch - keep}
             events = []
             for h in self.hooks:

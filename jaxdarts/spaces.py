@@ -17,9 +17,15 @@ Conventions
 * ``alpha[cell_type][..., e, k]`` is the logit of op ``ops[cell_type][e][k]``;
   padded slots (``mask == False``) get zero mixing weight and zero gradient.
 
-Spaces (``get(name)``): ``darts`` (alias ``s5``), RobustDARTS ``s1``-``s4``,
+Spaces (``get(name)``): ``darts``, RobustDARTS ``s1``-``s5``,
 Amended-DARTS ``amended_s1`` (fixed edges) and ``amended_s2`` (20 cells, per-cell alpha),
 ``nb201``, and StacNAS ``stacnas_stage1``.
+
+``s5`` is the paper's S5 (RobustDARTS Section 3): one intermediate node in both cell
+types, its two edges choosing among ``sep_conv_3x3``, ``skip_connect`` and
+``max_pool_3x3``: 3^4 = 81 architectures, small enough to evaluate all of them and
+measure the regret of a search (``benchmarks/s5_regret.py``). The RobustDARTS *code*
+names the full DARTS space ``s5`` (``src/spaces.py``); here that space is ``darts``.
 """
 
 from __future__ import annotations
@@ -33,6 +39,7 @@ from flax.core import FrozenDict
 from jaxdarts import ops as ops_lib
 
 DARTS_EDGES = tuple((node, inp) for node in range(4) for inp in range(node + 2))
+S5_EDGES = ((0, 0), (0, 1))
 FIXED_EDGES = tuple((node, inp) for node in range(4) for inp in (0, node + 1))
 NB201_EDGES = tuple((node, inp) for node in range(3) for inp in range(node + 1))
 
@@ -160,6 +167,7 @@ _SPACES: dict[str, SearchSpace] = {
     "s2": _darts_like("s2", ("skip_connect", "sep_conv_3x3")),
     "s3": _darts_like("s3", ("none", "skip_connect", "sep_conv_3x3")),
     "s4": _darts_like("s4", ("noise", "sep_conv_3x3")),
+    "s5": _darts_like("s5", ("sep_conv_3x3", "skip_connect", "max_pool_3x3"), S5_EDGES, steps=1),
     "amended_s1": _darts_like("amended_s1", ops_lib.PRIMITIVES, FIXED_EDGES, derive="all"),
     "amended_s2": _darts_like("amended_s2", ("skip_connect", "sep_conv_3x3"), FIXED_EDGES,
                               derive="all", per_cell=True, layers=20),
@@ -168,7 +176,7 @@ _SPACES: dict[str, SearchSpace] = {
     "stacnas_stage1": _darts_like(
         "stacnas_stage1", ("max_pool_3x3", "skip_connect", "sep_conv_3x3", "dil_conv_3x3", "none")),
 }
-_ALIASES = {"s5": "darts"}
+_ALIASES: dict[str, str] = {}
 
 NAMES = tuple(_SPACES) + tuple(_ALIASES)
 

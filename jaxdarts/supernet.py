@@ -124,8 +124,12 @@ class MixedOp(nn.Module):
     fraction of the program XLA must compile (BatchNorm forward+backward was ~60% of a
     mixed op's HLO). The ``'taps'`` lowering (XLA:CPU) keeps one BatchNorm per op: there
     the stacked form compiled 25% faster but ran 22% slower (``benchmarks/RESULTS.md``).
-    With ``drop_prob > 0`` in training, per-sample drop-path is applied to each
-    non-identity op output (RobustDARTS search regularisation).
+    With ``drop_prob > 0`` in training, per-sample drop-path (RobustDARTS search
+    regularisation) is applied according to ``drop_path_scope`` (:data:`DROP_PATH_SCOPES`):
+    ``'edge'`` (default; the RobustDARTS reference, ``Cell.forward`` drops each mixed-op
+    output, so skip and noise are dropped with the rest; the paper's "zero out mixed
+    operations") or ``'op'`` (each non-identity, non-noise op's output separately, as the
+    retraining network drops the ops of a discrete cell; favours skip/noise in S2/S4).
     """
 
     ops: tuple[str | None, ...]
@@ -135,9 +139,14 @@ class MixedOp(nn.Module):
     family: str = "darts"
     affine: bool = False
     lowering: str = "auto"
+    drop_path_scope: str = "edge"
 
     @nn.compact
     def __call__(self, x: Array, w: Array, drop_prob: Array | float = 0.0) -> Array:
+        if self.drop_path_scope not in DROP_PATH_SCOPES:
+            raise ValueError(f"drop_path_scope={self.drop_path_scope!r} is not accepted; accepted: "
+                             f"{', '.join(DROP_PATH_SCOPES)}")
+        per_op = self.train and self.drop_path_scope == "op"
         # the input's cotangent, the sum of every op's input gradient, gets its own buffer on
         # XLA:CPU instead of being recomputed inside each consumer (2.6x faster cell backward)
         x = kernels.materialize(x)
@@ -167,20 +176,26 @@ class MixedOp(nn.Module):
                 stacked_k.append(k)
                 stacked_y.append(y)
                 continue
-            if self.train and not ops_lib.is_identity(name, self.stride) and name != "noise":
+            if per_op and not ops_lib.is_identity(name, self.stride) and name != "noise":
                 y = drop_path(self, y, drop_prob)
             out = out + w[k] * y
         if stacked_y:
             y = ops_lib.batch_norm(self.train, False, name="joint_bn", axis=(0, -1))(jnp.stack(stacked_y))
-            if self.train:
+            if per_op:
                 y = drop_path(self, y, drop_prob, batch_axes=2)
             wk = jnp.stack([w[k] for k in stacked_k])  # static slices: no gather
             out = out + jnp.tensordot(wk, y, axes=1)
+        if self.train and self.drop_path_scope == "edge":
+            out = drop_path(self, out, drop_prob)  # the mixed-op output, per sample (reference)
         return out
 
     def _out_hw(self, x):
         s = self.stride
         return (-(-x.shape[1] // s), -(-x.shape[2] // s))
+
+
+DROP_PATH_SCOPES = ("edge", "op")
+"""Where search drop-path acts: each mixed-op output (``'edge'``) or each op output (``'op'``)."""
 
 
 def drop_path(module: nn.Module, x: Array, drop_prob: Array | float, batch_axes: int = 1) -> Array:
@@ -221,6 +236,7 @@ class SearchCell(nn.Module):
     multiplier: int
     train: bool
     lowering: str = "auto"
+    drop_path_scope: str = "edge"
 
     @nn.compact
     def __call__(self, s0, s1, weights, drop_prob=0.0):
@@ -242,7 +258,7 @@ class SearchCell(nn.Module):
             x = jnp.stack([states[i] for i in g.inputs])
             w = jnp.stack([weights[e] for e in g.edges])  # static slices: no gather/scatter
             y = _BatchedMixedOp(g.ops, self.C, g.stride, self.train, family, lowering=self.lowering,
-                                name=g.name)(x, w, drop_prob)
+                                drop_path_scope=self.drop_path_scope, name=g.name)(x, w, drop_prob)
             for node in sorted(set(g.nodes)):
                 idx = [j for j, n in enumerate(g.nodes) if n == node]
                 part = sum(y[j] for j in idx[1:]) + y[idx[0]] if len(idx) > 1 else y[idx[0]]
@@ -252,7 +268,7 @@ class SearchCell(nn.Module):
             while len(states) - n_in < space.steps and remaining[len(states) - n_in] == 0:
                 states.append(node_out[len(states) - n_in])
         if space.macro == "darts":
-            return jnp.concatenate(states[-self.multiplier:], axis=-1)
+            return jnp.concatenate(states[-min(self.multiplier, space.steps):], axis=-1)
         return states[-1]
 
 
@@ -344,13 +360,18 @@ class Supernet(nn.Module):
         (``'taps'``, XLA:CPU) or XLA's own ops (``'conv'``, GPU/TPU); ``'auto'`` (default)
         picks by backend (:func:`jaxdarts.kernels.resolve_lowering`). The two give the same
         function but different ``batch_stats`` trees.
+      drop_path_scope: ``'edge'`` or ``'op'`` (:data:`DROP_PATH_SCOPES`, :class:`MixedOp`).
+      multiplier: the cell output concatenates the last ``min(multiplier, space.steps)``
+        nodes (all of them in S5's one-node cell).
 
     ``__call__(x, alpha, *, train, normalized=False, drop_prob=0.0)``:
       x: ``(N, H, W, C_in)`` float images (NHWC).
       alpha: ``{cell_type: logits}`` shaped as ``space.alpha_shapes()``; with
         ``normalized=True`` they are used directly as mixing weights (one-hot genotypes
         from :func:`jaxdarts.genotype.to_alpha`, perturbed weights of SDARTS-like methods).
-      drop_prob: drop-path probability on mixed-op outputs (needs a ``'dropout'`` RNG).
+      drop_prob: search drop-path probability (needs a ``'dropout'`` RNG), on each mixed-op
+        output (``drop_path_scope='edge'``, the RobustDARTS reference) or each op output
+        (``'op'``); see :class:`MixedOp`.
     Returns ``(N, num_classes)`` logits (a pair with the auxiliary head, see above).
     """
 
@@ -364,6 +385,7 @@ class Supernet(nn.Module):
     auxiliary: bool = False
     remat: bool = False
     lowering: str = "auto"
+    drop_path_scope: str = "edge"
 
     @nn.compact
     def __call__(self, x, alpha, *, train: bool, normalized: bool = False, drop_prob=0.0):
@@ -399,7 +421,7 @@ class Supernet(nn.Module):
                 w = w[counters[ctype]]
             counters[ctype] += 1
             cell = cell_cls(space, ctype, C_curr, reduction, reduction_prev, self.multiplier, train,
-                            kernels.resolve_lowering(self.lowering), name=f"cell_{i}")
+                            kernels.resolve_lowering(self.lowering), self.drop_path_scope, name=f"cell_{i}")
             s0, s1 = s1, cell(s0, s1, w, drop_prob)
             reduction_prev = reduction
             if self.auxiliary and train and i == 2 * self.layers // 3:
@@ -420,8 +442,8 @@ class Supernet(nn.Module):
                 C_curr *= 2
                 s = ResNetBasicBlock(C_curr, train, name=f"resblock_{stage}")(s)
             for j in range(self.layers):
-                s = cell_cls(space, "normal", C_curr, False, False, 1, train,
-                             kernels.resolve_lowering(self.lowering), name=f"cell_{stage}_{j}")(s, None, weights["normal"], drop_prob)
+                s = cell_cls(space, "normal", C_curr, False, False, 1, train, kernels.resolve_lowering(self.lowering),
+                             self.drop_path_scope, name=f"cell_{stage}_{j}")(s, None, weights["normal"], drop_prob)
         s = nn.relu(ops_lib.batch_norm(train, True, name="lastact_bn")(s))
         out = jnp.mean(s, axis=(1, 2))
         return nn.Dense(self.num_classes, kernel_init=ops_lib._torch_init, name="classifier")(out)

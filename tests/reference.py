@@ -12,6 +12,7 @@ Also the depthwise convolution written with ``lax.conv_general_dilated``'s
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from flax import linen as nn
 from jax import lax
 
@@ -86,7 +87,68 @@ def reference_logits(model: supernet.Supernet, variables, x, weights, genotype=N
                     m = ops.make_op(op_name, C, C, stride, False, lowering=lowering)
                     total = total + _apply(m, pe.get(op_name), be.get(op_name), states[inp], True)
             states.append(total)
-        s0, s1 = s1, jnp.concatenate(states[-model.multiplier:], axis=-1)
+        s0, s1 = s1, jnp.concatenate(states[2:], axis=-1)  # every intermediate node (DARTS's concat)
         reduction_prev = reduction
     out = jnp.mean(s1, axis=(1, 2))
     return _apply(nn.Dense(model.num_classes), p["classifier"], None, out)
+
+
+class EVLocalAvgTranscription:
+    """RobustDARTS ``src/utils.py::EVLocalAvg``, transcribed line by line (numpy; genotypes
+    are the epochs themselves). The independent reference for
+    :func:`jaxdarts.methods.robustdarts.code_rule`."""
+
+    def __init__(self, window=5, ev_freq=2, total_epochs=50):
+        self.window, self.ev_freq, self.epochs = window, ev_freq, total_epochs
+        self.stop_search, self.stop_epoch, self.stop_genotype = False, total_epochs - 1, None
+        self.ev, self.ev_local_avg, self.genotypes, self.la_epochs = [], [], {}, {}
+        self.la_start_idx, self.la_end_idx = 0, self.window
+
+    def update(self, epoch, ev, genotype):
+        self.ev.append(ev)
+        self.genotypes.update({epoch: genotype})
+        self.stop_genotype = genotype
+        if (len(self.ev) >= int(np.ceil(self.window / 2))) and (epoch < self.epochs - 1):
+            if len(self.ev) < self.window:
+                self.ev_local_avg.append(np.mean(self.ev))
+            else:
+                assert len(self.ev[self.la_start_idx: self.la_end_idx]) == self.window
+                self.ev_local_avg.append(np.mean(self.ev[self.la_start_idx:self.la_end_idx]))
+                self.la_start_idx += 1
+                self.la_end_idx += 1
+            self.la_epochs.update({epoch: int(epoch - int(self.ev_freq * np.floor(self.window / 2)))})
+        elif len(self.ev) < int(np.ceil(self.window / 2)):
+            self.la_epochs.update({epoch: -1})
+        elif epoch == self.epochs - 1:
+            for i in range(int(np.ceil(self.window / 2))):
+                assert len(self.ev[self.la_start_idx: self.la_end_idx]) == self.window - i
+                self.ev_local_avg.append(np.mean(self.ev[self.la_start_idx:self.la_end_idx + 1]))
+                self.la_start_idx += 1
+
+    def early_stop(self, epoch, factor=1.3, es_start_epoch=10, delta=4):
+        if int(self.la_epochs[epoch] - self.ev_freq * delta) >= es_start_epoch:
+            current_la = self.ev_local_avg[-1]
+            previous_la = self.ev_local_avg[-1 - delta]
+            self.stop_search = current_la / previous_la > factor
+            if self.stop_search:
+                self.stop_epoch = int(self.la_epochs[epoch] - self.ev_freq * delta)
+                self.stop_genotype = self.genotypes[self.stop_epoch]
+
+
+def reference_darts_es(curve, epochs=50, report_freq_hessian=2, window=5, factor=1.3, es_start_epoch=10, delta=4):
+    """``train_search.py``'s DARTS-ES loop (``early_stop=1``) on a synthetic eigenvalue
+    ``curve(epoch)``: eigenvalue after epochs ``epoch % freq == 0`` and the last, tracker
+    update, test except at the last epoch, break on a stop. Returns ``(record, result)``:
+    the ``(epoch, eigenvalue)`` pairs computed and ``(stop epoch, returned epoch)`` or None."""
+    tracker = EVLocalAvgTranscription(window, report_freq_hessian, epochs)
+    record = []
+    for epoch in range(epochs):
+        if (epoch % report_freq_hessian == 0) or (epoch == (epochs - 1)):
+            ev = curve(epoch)
+            record.append((epoch, ev))
+            tracker.update(epoch, ev, epoch)
+            if epoch != (epochs - 1):
+                tracker.early_stop(epoch, factor, es_start_epoch, delta)
+        if tracker.stop_search:
+            return record, (epoch, tracker.stop_genotype)
+    return record, None

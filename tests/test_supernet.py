@@ -1,3 +1,5 @@
+import itertools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -48,7 +50,7 @@ def test_batched_supernet_equals_per_edge_reference(space, lowering, request):
 
 
 @pytest.mark.usefixtures("fast_compile")  # structure, in the 'conv' lowering: compile time
-@pytest.mark.parametrize("space,layers", [("darts", 3), ("amended_s1", 3)])
+@pytest.mark.parametrize("space,layers", [("darts", 3), ("amended_s1", 3), ("s5", 3)])
 def test_one_hot_alpha_computes_the_discrete_cell(space, layers):
     sp = spaces.get(space)
     model = Supernet(space, 10, C=4, layers=layers, lowering=FAST)
@@ -113,7 +115,48 @@ def test_per_cell_and_fixed_edge_spaces():
                                                        init_alpha("amended_s2", jax.random.key(0)), train=False)
     s1 = spaces.get("s1")
     assert s1.ops["normal"][5] == ("max_pool_3x3", "skip_connect") and s1.ops["reduce"][6] == ("max_pool_3x3", "sep_conv_3x3")
-    assert spaces.get("s5") is spaces.get("darts")
+
+
+def test_s5_is_the_papers_81_architecture_space():
+    """RobustDARTS Section 3: one intermediate node, {sep3, skip, max3} on both of its edges,
+    normal and reduce: every one-hot choice derives to a distinct genotype, 3^4 = 81."""
+    s5 = spaces.get("s5")
+    assert s5.steps == 1 and s5.edges == ((0, 0), (0, 1)) and s5.alpha_shapes() == {"normal": (2, 3), "reduce": (2, 3)}
+    assert set(s5.ops["normal"] + s5.ops["reduce"]) == {("sep_conv_3x3", "skip_connect", "max_pool_3x3")}
+    eye = np.eye(3)
+    found = set()
+    for n0, n1, r0, r1 in itertools.product(range(3), repeat=4):
+        alpha = {"normal": jnp.asarray(eye[[n0, n1]]), "reduce": jnp.asarray(eye[[r0, r1]])}
+        g = genotype.derive(s5, alpha)
+        assert g.normal_concat == (2,) and len(g.normal) == 2
+        found.add(g.to_pytorch_str())
+    assert len(found) == 81
+    assert spaces.get("darts").steps == 4  # the RobustDARTS code's "s5" is this space
+
+
+@pytest.mark.usefixtures("fast_compile")  # structure, in the 'conv' lowering: compile time
+def test_search_drop_path_drops_whole_mixed_op_outputs():
+    """RobustDARTS's Cell.forward drops each mixed-op output (identity ops included): a cell
+    of one-hot skip edges with drop probability ~1 outputs zeros; dropping per op (the
+    other scope) never drops the skip, so the cell outputs s0' + s1'."""
+    from jaxdarts.supernet import SearchCell
+
+    w = jnp.asarray(np.eye(3)[[1, 1]])  # both edges skip_connect
+    s0, s1 = (jax.random.normal(jax.random.key(i), (6, 8, 8, 4)) for i in (3, 4))
+    outs = {}
+    for scope in ("edge", "op"):
+        cell = SearchCell(spaces.get("s5"), "normal", 4, False, False, 4, True, FAST, scope)
+        v = cell.init({"params": jax.random.key(1), "dropout": jax.random.key(2)}, s0, s1, w)
+        outs[scope], _ = cell.apply(v, s0, s1, w, 1 - 1e-7, rngs={"dropout": jax.random.key(5)},
+                                    mutable=["batch_stats"])
+        clean, _ = cell.apply(v, s0, s1, w, 0.0, mutable=["batch_stats"])
+    assert outs["edge"].shape == (6, 8, 8, 4)
+    np.testing.assert_array_equal(outs["edge"], 0.0)
+    np.testing.assert_allclose(outs["op"], clean, rtol=1e-6)
+    assert float(jnp.abs(clean).mean()) > 0.1
+    with pytest.raises(ValueError, match="drop_path_scope='cell' is not accepted; accepted: edge, op"):
+        cell = SearchCell(spaces.get("s5"), "normal", 4, False, False, 4, True, FAST, "cell")
+        cell.init({"params": jax.random.key(1)}, s0, s1, w)
 
 
 @pytest.mark.usefixtures("fast_compile")  # structure, in the 'conv' lowering: compile time
