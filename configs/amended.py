@@ -3,7 +3,9 @@
 Paper settings: Adam lr 3e-4, weight decay 1e-3, betas (0.5, 0.999), batch 96, 100
 epochs, C=16 (Section 4.1.1). ``:s1`` is the consistent search of Section 4.1.2: fixed
 edges (node i <- node i-1, c_{k-2}; 8 edges), C=36, cutout 16, drop-path 0.2 and the
-auxiliary tower during search. ``:s2`` is Section 4.1.3: 20 cells, one alpha per cell,
+auxiliary tower during search; drop-path acts on each op output as in the evaluation
+network (``regularization.drop_path_scope='op'``; RobustDARTS drops whole mixed-op
+outputs). ``:s2`` is Section 4.1.3: 20 cells, one alpha per cell,
 {skip_connect, sep_conv_3x3}.
 
 Commands and expected cost/result:
@@ -39,6 +41,7 @@ def get_config(arg: str = ""):
             c.model.auxiliary = True
             c.data.cutout = 16
             c.regularization.drop_path = 0.2
+            c.regularization.drop_path_scope = "op"
         elif v == "s2":
             c.space = "amended_s2"
             c.model.layers = 20

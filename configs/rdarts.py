@@ -19,9 +19,11 @@ cutout where on; ``data.augment_val``); SVHN is flipped as in the code
 tracking (hooks act on one search).
 
 Variants, combinable with commas: ``es`` (DARTS-ES), ``ada`` (DARTS-ADA on weight
-decay: x10 per trigger, from 3e-4 up to 3e-2, the paper's C.1; the code's x3 up to
-243e-4: ``--config.robustdarts.early_stopping.ada_factor=3
---config.robustdarts.early_stopping.ada_max=0.0243``), ``paper_rule``, ``dp`` (R-DARTS
+decay: x10 per trigger, from 3e-4 up to 3e-2, as the paper's C.1 and the published
+scripts; ``args.py``'s defaults x3 up to 243e-4:
+``--config.robustdarts.early_stopping.ada_factor=3
+--config.robustdarts.early_stopping.ada_max=0.0243``; triggers past the maximum are
+ignored and the search runs to its budget), ``paper_rule``, ``dp`` (R-DARTS
 over drop-path {0, 0.2, 0.4, 0.6}), ``l2`` (R-DARTS over weight decay 3e-4 x {1, 3, 9,
 27, 81}), a space (``s1``..``s5``, ``darts``; ``s5`` is the paper's 81-architecture space,
 the code's ``s5`` is ``darts``), a dataset (``cifar10``, ``cifar100``, ``svhn``),

@@ -80,6 +80,36 @@ def test_darts_ada_rolls_back_bit_identically_and_raises_regularisation(tmp_path
     assert [(t["stop_epoch"], t["return_epoch"]) for t in hook.triggers] == [(3, 2)]
 
 
+def test_darts_ada_at_the_maximum_ignores_triggers_and_returns_the_last_architecture(tmp_path):
+    """Algorithm 1 / the code's final_iteration: once raising the regularisation would pass
+    its maximum, triggers are ignored, the search runs to its budget and returns the last
+    architecture (not the early-stopping one)."""
+    runner, _ = _runner(tmp_path, lambda e, wd: 10.0 if e >= 3 else 1.0, ada=True, ada_factor=10.0, ada_max=3e-3)
+    out = runner.run()
+    (hook,) = [h for h in runner.hooks if h.name == "early_stopping"]
+    assert [(t["stop_epoch"], t["return_epoch"], t.get("ignored", False)) for t in hook.triggers] == \
+        [(3, 2, False), (3, 2, True)]  # rolled back once (3e-4 -> 3e-3), then at the maximum
+    assert runner.reg["weight_decay"] == pytest.approx(3e-3)
+    assert out["epochs_run"] == 6 and out["stop_reason"] is None
+    m = io_lib.read_jsonl(os.path.join(tmp_path, "metrics.jsonl"))
+    assert m[3]["es_trigger"] == {"stop_epoch": 3, "return_epoch": 2, "ignored": True}
+    assert out["genotype"] == out["last_genotype"] == m[5]["genotype"]
+
+
+def test_darts_ada_rolls_back_after_a_resume_from_the_checkpoint(tmp_path):
+    """A kill before the trigger: the resumed runner has no in-memory snapshots and rolls
+    back to the checkpoint of the return epoch; the result equals the uninterrupted run."""
+    curve = lambda e, wd: 10.0 if (e >= 3 and wd < 1e-3) else 1.0
+    full, _ = _runner(tmp_path / "full", curve, ada=True)
+    out = full.run()
+    part, _ = _runner(tmp_path / "part", curve, ada=True)
+    part.run(max_epochs=3)
+    resumed, _ = _runner(tmp_path / "part", curve, ada=True)
+    assert resumed.run() == out and resumed.snapshots.keys() <= set(range(2, 6))
+    chex.assert_trees_all_equal(jax.device_get(resumed.state), jax.device_get(full.state))
+    assert resumed.reg["weight_decay"] == pytest.approx(3e-3)
+
+
 def test_hook_events_are_all_applied_or_conflict():
     S, R, H = search.Stop, search.Rollback, search.SetHyperparam
     stop, rb, sets = search.merge_events([("a", R(2)), ("a", H("weight_decay", 1e-3)), ("b", H("drop_path", 0.2)),
@@ -117,7 +147,12 @@ def test_two_hooks_acting_in_one_epoch_both_apply(tmp_path):
 
 
 def test_sweep_batched_equals_sequential_and_differs_per_value(tmp_path):
-    cfg = tiny_config()
+    # The vmapped and sequential programs agree step by step to float rounding (~1e-7), but
+    # with drop-path on whole mixed-op outputs of an 8-sample batch the search amplifies
+    # rounding (dropped edges give Adam gradients of pure rounding noise, which it scales to
+    # lr-sized steps; all-zero BatchNorm channels): 2 epochs, drop-path in the weight step
+    # only, keep the comparison at rounding level.
+    cfg = tiny_config(epochs=2, **{"regularization.drop_path_arch": False})
     task = search.SearchTask.from_config(cfg)
     values = (0.0, 0.5)
     outs, states = {}, {}
@@ -137,7 +172,7 @@ def test_sweep_batched_equals_sequential_and_differs_per_value(tmp_path):
                                 rtol=1e-5, atol=1e-7)
     assert not np.allclose(states["batched"].alpha["normal"][0], states["batched"].alpha["normal"][1])
     m = io_lib.read_jsonl(str(tmp_path / "batched" / "metrics.jsonl"))
-    assert len(m[1]["train_loss"]) == 2 and m[1]["drop_prob"] == [0.0, 0.25]  # ramp: 0.5 * 1 / (3 - 1)
+    assert len(m[1]["train_loss"]) == 2 and m[1]["drop_prob"] == [0.0, 0.5]  # ramp: 0.5 * 1 / (2 - 1)
     with pytest.raises(ValueError, match="unknown sweep target 'l1'; accepted: drop_path, weight_decay, seed"):
         search.Sweep("l1", values)
 

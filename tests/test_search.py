@@ -1,5 +1,6 @@
 """Full-loop search tests on tiny networks (embedded dataset, 8px, C=4)."""
 
+import dataclasses
 import json
 import os
 import subprocess
@@ -8,6 +9,7 @@ import time
 
 import chex
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
@@ -177,10 +179,52 @@ def test_config_specifics():
         ("amended_s2", 20, "amended", 0.1, 96, 100)
     r = _config_module("rdarts").get_config("l2")
     np.testing.assert_allclose(r.robustdarts.sweep.grid, [3e-4, 9e-4, 2.7e-3, 8.1e-3, 2.43e-2])
-    assert r.method == "robustdarts" and r.robustdarts.sweep.target == "weight_decay" and r.data.cutout == 16
+    assert r.method == "robustdarts" and r.robustdarts.sweep.target == "weight_decay"
     assert r.hessian_every == 0  # the sweep runs without per-epoch hooks
     es = _config_module("rdarts").get_config("es")
     assert es.hessian_every == 2 and es.robustdarts.early_stopping.mode == "code"
+    assert _config_module("rdarts").get_config("paper_rule,es").robustdarts.early_stopping.mode == "paper"
+
+
+def test_rdarts_regularisation_follows_the_reference_code(tmp_path):
+    """Cutout only where the run's maximum drop-path is > 0 (ES/ADA/L2 runs and the dp=0 arm
+    of the DP sweep have none), at probability 1 (the code's ramp is never read); the
+    architecture batch goes through the training transform with cutout and the
+    architecture step trains on the weight step's batch; drop-path reaches the
+    architecture losses; SVHN is flipped (not by default)."""
+    mod = _config_module("rdarts")
+    cfg = mod.get_config("dp,quick")
+    task = search.SearchTask.from_config(cfg)
+    runner = search.Runner(task, str(tmp_path), log=lambda *_: None,
+                           sweep=search.Sweep("drop_path", tuple(cfg.robustdarts.sweep.grid)))
+    sched = runner._sched(cfg.epochs - 1)
+    np.testing.assert_allclose(sched["cutout_prob"], [0.0, 1.0, 1.0, 1.0])
+    np.testing.assert_allclose(sched["drop_prob"], [0.0, 0.2, 0.4, 0.6], rtol=1e-6)
+    assert task.schedule_values(3, {"drop_path": 0.0})["cutout_prob"] == 0.0
+    for v in ("es", "ada", "l2"):
+        c = mod.get_config(v)
+        assert c.data.cutout == 16 and c.regularization.drop_path == 0.0 and c.regularization.cutout_needs_drop_path
+    # reference batches: crop/flip/cutout on the architecture batch, same batch for both steps
+    s = {"cutout_prob": np.float32(1.0), "drop_prob": np.float32(0.2), "arch_update": np.float32(1)}
+    k = jax.random.key(0)
+    tb_raw, vb_raw = task.train_stream.batch(0, 0), task.val_stream.batch(0, 0)
+    tb, tb_arch, vb = task.step_batches(k, tb_raw, vb_raw, s)
+    plain = task.preprocess(k, vb_raw, False)["image"]
+    assert tb_arch["image"] is tb["image"] and float(tb_arch["drop_prob"]) == pytest.approx(0.2)
+    assert float(jnp.mean(vb["image"] == 0.0)) > float(jnp.mean(plain == 0.0)) + 0.05  # cutout patches (and padding)
+    # the other choice: plain architecture batch, cutout only for the weights, no drop-path in the arch step
+    cfg.data.augment_val = False
+    cfg.regularization.drop_path_arch = False
+    other = dataclasses.replace(task, cfg=cfg)
+    tb2, tb_arch2, vb2 = other.step_batches(k, tb_raw, vb_raw, s)
+    np.testing.assert_array_equal(vb2["image"], plain)
+    assert float(tb_arch2["drop_prob"]) == 0.0 and float(vb2["drop_prob"]) == 0.0
+    np.testing.assert_array_equal(tb2["image"], tb["image"])
+    # SVHN: flipped in configs/rdarts.py, not by default
+    x = np.zeros((64, 8, 8, 3), np.uint8), np.zeros(64, np.int64)
+    svhn = data.info("svhn")
+    assert search.SearchTask.from_arrays(mod.get_config("svhn"), x, x, svhn).flip
+    assert not search.SearchTask.from_arrays(config_lib.base(), x, x, svhn).flip
 
 
 def test_config_validation():

@@ -174,8 +174,9 @@ class EarlyStopHook(search.Hook):
     architecture. That is the code's behaviour (``final_iteration``: once at
     ``max_weight_decay`` the stop flag is ignored); Algorithm 1 read literally tests
     ``R <= R_max`` *before* multiplying, which allows one step past ``R_max``.
-    Defaults: the paper's C.1 (``ada_factor=10``, ``ada_max=3e-2``); the code's are
-    ``mul_factor=3``, ``max_weight_decay=243e-4``.
+    Defaults: the paper's C.1 and the published scripts (``ada_factor=10``,
+    ``ada_max=3e-2``); ``args.py``'s own defaults are ``mul_factor=3``,
+    ``max_weight_decay=243e-4``.
     """
 
     name = "early_stopping"
