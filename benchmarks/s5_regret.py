@@ -7,11 +7,12 @@ one-hot alpha computes exactly the discrete cell (tests/test_supernet.py), so ea
 81 is a discrete network with the search ops (BatchNorm without affine parameters); every
 architecture starts from the same initial weights and sees the same batches. Its test
 error (embedded Fashion-MNIST test split, 2,000 images) is the table. Step 2 runs DARTS
-(second order, exact ``unrolled``) on S5 on the usual 50/50 split of the training images,
+(first order, the RobustDARTS code's default; ``--estimator unrolled`` for second order) on S5 on the usual 50/50 split of the training images,
 ``--seeds`` seeds as one vmapped seed sweep, and reads after every epoch the derived
 cell's test error from the table: regret = error(derived) - min over the 81.
 
-    python benchmarks/s5_regret.py [--train_epochs 10] [--search_epochs 30] [--seeds 3]
+    python benchmarks/s5_regret.py --train_epochs 2 --train_steps 150 --batch_size 32 \
+        --search_epochs 20 --search_steps 40 --seeds 3      # ~25 min on 2 CPU cores
 
 Prints a Markdown block for benchmarks/RESULTS.md and writes the raw numbers as JSON
 (``--out``).
@@ -74,7 +75,7 @@ def train_all(args, log):
     train = (np.concatenate([xw, xa]), np.concatenate([yw, ya]))
     xt, yt = data_lib.load("fashion_mnist", "test")
     xt = data_lib.resize(xt, args.image_size) if args.image_size != xt.shape[1] else xt
-    spe = len(train[0]) // args.batch_size
+    spe = args.train_steps or len(train[0]) // args.batch_size
     cfg = s5_config(args, args.train_epochs, spe)
     task = search.SearchTask.from_arrays(cfg, train, (xt, yt), data_lib.info("fashion_mnist"))
     combos, alphas = architectures(task.space)
@@ -93,8 +94,10 @@ def train_all(args, log):
     ev = jax.jit(jax.vmap(lambda s, w, b: task.eval_step(s, b, w, normalized=True), in_axes=(0, 0, None)))
     t0 = time.time()
     for epoch in range(args.train_epochs):
-        for i, batch in enumerate(task.train_stream.epoch(epoch)):
+        for i, batch in enumerate(task.train_stream.epoch(epoch, 0, spe)):
             states, m = step(states, batch, jax.random.fold_in(jax.random.key(args.seed), epoch * spe + i))
+            if i % 20 == 0:
+                log(f"  step {i}/{spe} ({time.time() - t0:.0f} s)")
         log(f"81 architectures: epoch {epoch + 1}/{args.train_epochs}, mean train loss {float(jnp.mean(m['train_loss'])):.3f}"
             f" ({time.time() - t0:.0f} s)")
     correct = np.zeros(n)
@@ -107,7 +110,8 @@ def train_all(args, log):
 
 
 def darts_on_s5(args, table_err, log):
-    cfg = s5_config(args, args.search_epochs, 0)
+    cfg = s5_config(args, args.search_epochs, args.search_steps)
+    cfg.batch_size = args.search_batch_size
     cfg.estimator = args.estimator
     cfg.num_seeds = args.seeds
     cfg.seed = args.seed
@@ -129,26 +133,30 @@ def darts_on_s5(args, table_err, log):
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--train_epochs", type=int, default=10)
+    ap.add_argument("--train_steps", type=int, default=0, help="steps per epoch for the 81 (0: all images)")
     ap.add_argument("--search_epochs", type=int, default=30)
+    ap.add_argument("--search_steps", type=int, default=0, help="search steps per epoch (0: the whole weight split)")
+    ap.add_argument("--search_batch_size", type=int, default=64)
     ap.add_argument("--seeds", type=int, default=3)
     ap.add_argument("--seed", type=int, default=2)
     ap.add_argument("--image_size", type=int, default=16)
     ap.add_argument("--C", type=int, default=8)
     ap.add_argument("--layers", type=int, default=5)
     ap.add_argument("--batch_size", type=int, default=64)
-    ap.add_argument("--estimator", default="unrolled")
+    ap.add_argument("--estimator", default="first_order", help="the RobustDARTS default (--unrolled off)")
     ap.add_argument("--out", default="/tmp/s5_regret.json")
     args = ap.parse_args()
     log = lambda *a: print(*a, flush=True)
     task, combos, err, t_train = train_all(args, log)
-    names = [genotype_lib.derive(task.space, {"normal": jnp.eye(3)[[a, b]], "reduce": jnp.eye(3)[[c, d]]})
-             for a, b, c, d in combos]
+    eye = np.eye(3, dtype=np.float32)
+    names = [genotype_lib.derive(task.space, {"normal": eye[[a, b]], "reduce": eye[[c, d]]}) for a, b, c, d in combos]
     order = np.argsort(err)
     log(f"81 architectures trained in {t_train:.0f} s")
     per_epoch, t_search = darts_on_s5(args, err, log)
-    short = {"sep_conv_3x3": "sep3", "skip_connect": "skip", "max_pool_3x3": "max3"}
-    cell = lambda i: " ".join(f"{short[op]}" for op, _ in names[i].normal) + " | " + \
-        " ".join(f"{short[op]}" for op, _ in names[i].reduce)
+    short = ("sep3", "skip", "max3")  # S5's op order
+    # normal cell's ops on inputs c_{k-2}, c_{k-1} | the reduction cell's
+    cell = lambda i: "{} {} | {} {}".format(*(short[o] for o in combos[i]))
+    assert all(index_of(task.space, names[i].to_dict()) == i for i in range(81))
     json.dump({"args": vars(args), "test_err": err.tolist(), "cells": [cell(i) for i in range(81)],
                "darts": per_epoch, "time_train_81_s": t_train, "time_search_s": t_search}, open(args.out, "w"))
     print(f"\n81 architectures (normal edges | reduce edges), test error after {args.train_epochs} epochs: best "

@@ -32,10 +32,10 @@ the code's ``s5`` is ``darts``), a dataset (``cifar10``, ``cifar100``, ``svhn``)
 Commands and expected cost/result:
 
 * ``python bin/search.py --config configs/rdarts.py:es,quick --workdir /tmp/rdarts_es``
-  S1-quick on embedded Fashion-MNIST: 1 min 8 s on 2 CPU cores (2026-11-30; 1 min 19 s
-  with a cold compilation cache in session 4); metrics.jsonl has ``eigenvalue`` every epoch and, when the
-  rule fires (here at epoch index 1), ``es_trigger``; genotype.json holds the architecture
-  of the epoch ES returns.
+  S1-quick on embedded Fashion-MNIST: 1 min 21 s on 2 CPU cores, 6.2 GB peak RSS
+  (2026-11-30, session 7); metrics.jsonl has ``eigenvalue`` every epoch (quick:
+  ``hessian_every=1``) and, when the rule fires (here at epoch index 3, returning epoch
+  1), ``es_trigger``; genotype.json holds the architecture of the epoch ES returns.
 * ``python bin/search.py --config configs/rdarts.py:dp,quick --workdir /tmp/rdarts_dp``
   four searches in one vmapped program plus selection by 2-epoch retraining: 2 min 43 s
   (2026-11-30); writes rdarts.json, selection.json and genotype.json (the chosen
