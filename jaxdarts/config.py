@@ -145,7 +145,9 @@ def validate(cfg) -> None:
                  supernet_lib.DROP_PATH_SCOPES)
     check_choice("data.flip", cfg.data.flip, ("auto", "on", "off"))
     check_choice("hessian_method", cfg.hessian_method, ("dense", "lanczos"))
-    check_choice("hessian_batch", cfg.hessian_batch, ("search", "clean"))
+    from jaxdarts import hooks as hooks_lib
+
+    check_choice("hessian_batch", cfg.hessian_batch, hooks_lib.HESSIAN_BATCHES)
     check_choice("progress", cfg.progress, ("auto", "bar", "log"))
     if cfg.num_seeds > 1 and (cfg.hessian_every or cfg.diagnose):
         raise ConfigError(f"config.num_seeds={cfg.num_seeds} runs a vmapped seed sweep without per-epoch hooks; "

@@ -276,7 +276,7 @@ class SearchTask:
         """Random horizontal flips in the training transform: ``data.flip`` ``'on'``,
         ``'off'`` or ``'auto'`` (the dataset's default: off for SVHN, whose digits flipping
         changes; the RobustDARTS code flips SVHN too, ``configs/rdarts.py`` follows it)."""
-        f = self.cfg.data.get("flip", "auto")
+        f = self.cfg.data.flip
         return self.ds_info.flip if f == "auto" else f == "on"
 
     def preprocess(self, key, batch, train: bool, cutout_prob=1.0, drop_prob=0.0):
@@ -291,18 +291,17 @@ class SearchTask:
         return {"image": x, "label": batch["label"], "rng": jax.random.key_data(jax.random.fold_in(key, 1)),
                 "drop_prob": jnp.asarray(drop_prob, jnp.float32)}
 
-    def apply(self, params, batch_stats, alpha, batch, *, train: bool, drop_prob=None, normalized=False):
+    def apply(self, params, batch_stats, alpha, batch, *, train: bool, normalized=False):
         """Supernet forward; returns ``(logits, aux_logits_or_None, new_batch_stats)``.
-        ``drop_prob`` (training only) defaults to the batch's."""
-        if drop_prob is None:
-            drop_prob = batch.get("drop_prob", 0.0)
+        In training, drop-path at the batch's ``drop_prob`` (0 for a batch without one)."""
         rngs = {}
         if "rng" in batch:
             k = jax.random.wrap_key_data(batch["rng"])
             rngs = {"noise": jax.random.fold_in(k, 0), "dropout": jax.random.fold_in(k, 1)}
         variables = {"params": params, "batch_stats": batch_stats}
         if train:
-            out, mut = self.model.apply(variables, batch["image"], alpha, train=True, drop_prob=drop_prob,
+            out, mut = self.model.apply(variables, batch["image"], alpha, train=True,
+                                        drop_prob=batch.get("drop_prob", 0.0),
                                         normalized=normalized, rngs=rngs, mutable=["batch_stats"])
             new_bs = mut["batch_stats"]
         else:
@@ -311,10 +310,9 @@ class SearchTask:
         logits, aux = out if isinstance(out, tuple) else (out, None)
         return logits, aux, new_bs
 
-    def train_loss_terms(self, params, batch_stats, alpha, batch, *, drop_prob=None, normalized=False):
+    def train_loss_terms(self, params, batch_stats, alpha, batch, *, normalized=False):
         """The training loss with the auxiliary head: ``(total, (main_loss, logits, new_batch_stats))``."""
-        logits, aux, new_bs = self.apply(params, batch_stats, alpha, batch, train=True, drop_prob=drop_prob,
-                                         normalized=normalized)
+        logits, aux, new_bs = self.apply(params, batch_stats, alpha, batch, train=True, normalized=normalized)
         total, loss = with_auxiliary(logits, aux, batch["label"], self.cfg.model.aux_weight)
         return total, (loss, logits, new_bs)
 
@@ -361,15 +359,14 @@ class SearchTask:
         alpha = optax.apply_updates(state.alpha, updates)
         return state.replace(alpha=alpha, a_opt=a_opt), metrics
 
-    def weight_update(self, state: SearchState, train_batch, drop_prob=None, weights=None):
+    def weight_update(self, state: SearchState, train_batch, weights=None):
         """One SGD step on the supernet weights at ``softmax(alpha)``, or at the mixing
-        ``weights`` given (a method's ``mix``); drop-path as the batch says unless
-        ``drop_prob`` is given. Returns ``(state, metrics)``."""
+        ``weights`` given (a method's ``mix``); drop-path as the batch says. Returns
+        ``(state, metrics)``."""
         mix, normalized = (state.alpha, False) if weights is None else (weights, True)
 
         def loss_fn(params):
-            return self.train_loss_terms(params, state.batch_stats, mix, train_batch, drop_prob=drop_prob,
-                                         normalized=normalized)
+            return self.train_loss_terms(params, state.batch_stats, mix, train_batch, normalized=normalized)
 
         (_, (loss, logits, new_bs)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
         updates, w_opt = self.weight_tx().update(grads, state.w_opt, state.params)
@@ -423,7 +420,7 @@ class SearchTask:
         augmented and cutout stays with the weight step. ``regularization.drop_path_arch``
         (reference) puts the epoch's drop-path into the architecture step's losses."""
         cp, dp = sched["cutout_prob"], sched["drop_prob"]
-        dp_arch = dp if self.cfg.regularization.get("drop_path_arch", True) else 0.0
+        dp_arch = dp if self.cfg.regularization.drop_path_arch else 0.0
         k_t, k_v = jax.random.fold_in(key, 0), jax.random.fold_in(key, 1)
         tb = self.preprocess(k_t, train_batch, True, cp, dp)
         if self.cfg.data.augment_val:
@@ -450,7 +447,7 @@ class SearchTask:
         dp_max = (reg or {}).get("drop_path", cfg.regularization.drop_path)
         dp = dp_max * frac if cfg.regularization.ramp else dp_max
         cp = cfg.data.cutout_prob * frac if cfg.regularization.ramp_cutout else cfg.data.cutout_prob
-        if cfg.regularization.get("cutout_needs_drop_path", False) and dp_max == 0:
+        if cfg.regularization.cutout_needs_drop_path and dp_max == 0:
             cp = 0.0
         return {"drop_prob": np.float32(dp), "cutout_prob": np.float32(cp),
                 "arch_update": np.float32(epoch >= cfg.arch_start_epoch)}

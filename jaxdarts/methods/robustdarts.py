@@ -217,16 +217,14 @@ class EarlyStopHook(search.Hook):
         stop_epoch, return_epoch = hit
         trig = {"stop_epoch": stop_epoch, "return_epoch": return_epoch, "genotype": self.genotypes[return_epoch]}
         metrics["es_trigger"] = {k: v for k, v in trig.items() if k != "genotype"}
+        self.triggers.append(trig)
         if not self.ada:
-            self.triggers.append(trig)
             return [search.Stop(f"early stopping at epoch {stop_epoch}: architecture of epoch {return_epoch}",
                                 genotype=trig["genotype"])]
         new = runner.reg[self.ada_target] * self.ada_factor
         if new > self.ada_max * (1 + 1e-9):  # at the maximum: ignore, search to the budget
             trig["ignored"] = metrics["es_trigger"]["ignored"] = True
-            self.triggers.append(trig)
             return None
-        self.triggers.append(trig)
         to = max(return_epoch - self.extra, 0)
         metrics["ada"] = {"rollback_to": to, self.ada_target: new}
         self.eigs = [(e, v) for e, v in self.eigs if e <= to]
