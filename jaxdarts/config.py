@@ -43,10 +43,12 @@ def base(method: str = "darts") -> ml_collections.ConfigDict:
     c.steps_per_epoch = 0  # 0 = the whole weight split
     c.alpha_init_scale = 1e-3
     c.arch_start_epoch = 0  # epochs of weight-only warm-up
+    c.update_order = "method"  # method (its default) | alpha_first | weights_first (NB201's DARTS) | simultaneous
     c.log_hypergrad_terms = False  # g1/g2 norms also for `unrolled` (an extra gradient only with inner_steps > 1)
 
     c.model = ml_collections.ConfigDict(dict(C=16, layers=8, auxiliary=False, aux_weight=0.4, remat=False,
-                                             depthwise="auto"))  # taps on CPU, conv on GPU/TPU
+                                             depthwise="auto",  # taps on CPU, conv on GPU/TPU
+                                             track_running_stats=True))  # False: cells use batch statistics
     c.data = ml_collections.ConfigDict(dict(
         data_dir=ml_collections.FieldReference(None, field_type=str), train_portion=0.5,
         max_examples=0, image_size=0, augment=True, crop_padding=4, cutout=0, cutout_prob=1.0,
@@ -54,6 +56,8 @@ def base(method: str = "darts") -> ml_collections.ConfigDict:
         augment_val=False))  # True: architecture batches through the training transform (the references)
     c.optim = ml_collections.ConfigDict(dict(
         lr=0.025, lr_min=0.001, momentum=0.9, weight_decay=3e-4, grad_clip=5.0,
+        nesterov=False,  # True: NAS-Bench-201's DARTS (first-order estimators only)
+        lr_schedule="epoch_cosine",  # epoch_cosine (DARTS) | step_cosine (per iteration, NAS-Bench-201)
         arch_lr=3e-4, arch_betas=(0.5, 0.999), arch_weight_decay=1e-3))
     c.regularization = ml_collections.ConfigDict(dict(
         drop_path=0.0, ramp=True, ramp_cutout=False,
@@ -140,6 +144,14 @@ def validate(cfg) -> None:
         raise ConfigError(f"config.data.train_portion={cfg.data.train_portion!r} must be in (0, 1)")
     if not 0 <= cfg.regularization.drop_path < 1:
         raise ConfigError(f"config.regularization.drop_path={cfg.regularization.drop_path!r} must be in [0, 1)")
+    from jaxdarts import search as search_lib
+
+    check_choice("update_order", cfg.update_order, ("method",) + search_lib.UPDATE_ORDERS)
+    check_choice("optim.lr_schedule", cfg.optim.lr_schedule, ("epoch_cosine", "step_cosine"))
+    if cfg.optim.nesterov and cfg.estimator in hypergrad.NEEDS_INNER_STEP:
+        raise ConfigError(f"config.optim.nesterov=True with config.estimator={cfg.estimator!r}: the virtual step of "
+                          "that estimator is heavy-ball SGD; accepted: nesterov=False, or an estimator without a "
+                          f"virtual step ({', '.join(sorted(set(hypergrad.ESTIMATORS) - hypergrad.NEEDS_INNER_STEP))})")
     check_choice("model.depthwise", cfg.model.depthwise, kernels.LOWERINGS + ("auto",))
     check_choice("regularization.drop_path_scope", cfg.regularization.drop_path_scope,
                  supernet_lib.DROP_PATH_SCOPES)

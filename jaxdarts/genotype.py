@@ -141,12 +141,36 @@ class Genotype:
             raise ValueError(f"malformed genotype JSON: {e}") from None
 
     def to_nb201_str(self) -> str:
-        """NAS-Bench-201 arch string from the ``normal`` gene (edges 1+2+3 per node)."""
-        g, out, pos = self.normal, [], 0
+        """NAS-Bench-201 arch string (``|op~0|+|op~0|op~1|+|op~0|op~1|op~2|``) of the
+        ``normal`` gene (6 edges: 1+2+3 per node, inputs in increasing order)."""
+        g = self.normal
+        if self.per_cell or len(g) != 6 or [i for _, i in g] != [0, 0, 1, 0, 1, 2]:
+            raise ValueError(f"not a NAS-Bench-201 cell (6 edges with inputs 0 | 0 1 | 0 1 2): {g}")
+        out, pos = [], 0
         for n in range(1, 4):
             out.append("|" + "|".join(f"{op}~{i}" for op, i in g[pos:pos + n]) + "|")
             pos += n
         return "+".join(out)
+
+    @classmethod
+    def from_nb201_str(cls, s: str) -> "Genotype":
+        """Parses a NAS-Bench-201 arch string; ValueError naming what is wrong."""
+        nodes = s.strip().split("+") if isinstance(s, str) else []
+        if len(nodes) != 3:
+            raise ValueError(f"malformed NAS-Bench-201 string {s!r}: expected 3 nodes '|op~0|+|op~0|op~1|+|...|'")
+        gene = []
+        for n, node in enumerate(nodes, start=1):
+            parts = node.split("|")
+            if len(parts) != n + 2 or parts[0] or parts[-1]:
+                raise ValueError(f"malformed NAS-Bench-201 string {s!r}: node {n} {node!r} needs {n} entries "
+                                 "'|op~j|...|'")
+            for j, item in enumerate(parts[1:-1]):
+                op, _, inp = item.partition("~")
+                if op not in ops_lib.NB201_PRIMITIVES or inp != str(j):
+                    raise ValueError(f"malformed NAS-Bench-201 string {s!r}: entry {item!r} of node {n}; expected "
+                                     f"'op~{j}' with op one of {', '.join(ops_lib.NB201_PRIMITIVES)}")
+                gene.append((op, j))
+        return cls(normal=tuple(gene), normal_concat=(1, 2, 3), reduce=(), reduce_concat=())  # as derive()
 
     def render(self) -> str:
         """Human-readable listing of the cells, for logs."""
@@ -180,7 +204,8 @@ def _derive_cell(space, cell_type: str, w: np.ndarray) -> Gene:
         for e, (n, inp) in enumerate(space.edges):
             if n != node:
                 continue
-            real = [k for k, op in enumerate(padded[e]) if op is not None and op != "none"]
+            real = [k for k, op in enumerate(padded[e])
+                    if op is not None and (op != "none" or space.none_in_argmax)]
             if not real:
                 continue
             k_best = real[int(np.argmax(w[e, real]))]  # first maximum wins, as in DARTS
@@ -196,7 +221,8 @@ def derive(space, alpha, *, normalized: bool = False) -> Genotype:
 
     Per node: keep the top-2 incoming edges ranked by their strongest non-``none`` op
     weight (all edges for fixed-edge spaces), and on each kept edge its strongest
-    non-``none`` op. Ties go to the lower edge / op index, as in the reference.
+    non-``none`` op (any op, ``none`` included, in spaces with ``none_in_argmax``:
+    NAS-Bench-201). Ties go to the lower edge / op index, as in the reference.
     """
     space = spaces_lib.get(space)
     w = alpha if normalized else supernet_lib.mixing_weights(space, alpha)

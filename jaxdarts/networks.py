@@ -8,6 +8,10 @@ mutable=['batch_stats'])``; returns ``(logits, aux_logits)`` when ``auxiliary`` 
 training, otherwise ``logits`` (initialise with ``train=True`` so the auxiliary head's
 parameters exist; it expects 32px CIFAR inputs). Per-cell genotypes (Amended-DARTS S2) give each cell its
 own gene.
+
+``NetworkNB201`` is NAS-Bench-201's ``TinyNetwork`` with ``InferCell``-s (AutoDL-Projects),
+and with ``cell_affine=False, track_running_stats=False`` the zero-cost-proxy code's
+``NAS201Model`` (cells with conv biases and batch-statistics BatchNorm).
 """
 
 from __future__ import annotations
@@ -19,7 +23,7 @@ from flax import linen as nn
 
 from jaxdarts import ops as ops_lib
 from jaxdarts import spaces as spaces_lib
-from jaxdarts.supernet import AuxiliaryHeadCIFAR, drop_path
+from jaxdarts.supernet import AuxiliaryHeadCIFAR, ResNetBasicBlock, drop_path
 
 
 class EvalCell(nn.Module):
@@ -144,3 +148,69 @@ class NetworkImageNet(nn.Module):
         logits = nn.Dense(self.num_classes, kernel_init=ops_lib._torch_init, name="classifier")(
             jnp.mean(s1, axis=(1, 2)))
         return (logits, aux) if (self.auxiliary and train) else logits
+
+
+class NB201Cell(nn.Module):
+    """A discrete NAS-Bench-201 cell: node ``i`` = sum over ``j < i`` of ``op_{i<-j}(node j)``;
+    output = node 3. ``none`` edges contribute zeros (as ``InferCell``). Op modules are
+    named ``edge{e}`` (alpha row ``e`` of the ``nb201`` space)."""
+
+    gene: tuple
+    C: int
+    train: bool
+    affine: bool = True
+    track_running_stats: bool = True
+
+    @nn.compact
+    def __call__(self, x):
+        states = [x]
+        e = 0
+        for node in range(1, 4):
+            total = 0.0
+            for j in range(node):
+                name, inp = self.gene[e]
+                op = ops_lib.make_op(name, self.C, self.C, 1, self.affine, "nb201", module_name=f"edge{e}",
+                                     track_running_stats=self.track_running_stats)
+                total = total + op(states[inp], self.train)
+                e += 1
+            states.append(total)
+        return states[-1]
+
+
+class NetworkNB201(nn.Module):
+    """NAS-Bench-201 network (``TinyNetwork``): stem conv 3x3 + BN, three stages of ``N``
+    cells at ``C, 2C, 4C`` separated by ResNet basic blocks (stride 2), BN + ReLU, global
+    average pool, linear classifier. ``genotype``: a :class:`~jaxdarts.genotype.Genotype`
+    with 6 ``normal`` entries (``Genotype.from_nb201_str``).
+
+    ``cell_affine`` (True: the benchmark's inference cells, affine BN, convs without bias;
+    False: search/proxy cells, BN without parameters and convs with bias) and
+    ``track_running_stats`` (False: cells always use batch statistics, the zero-cost-proxy
+    network). Module names match the ``nb201`` :class:`~jaxdarts.supernet.Supernet`
+    outside the cells. ``apply(variables, x, train=...)`` returns logits. 1,531,546
+    parameters for CIFAR-10 with every edge ``nor_conv_3x3``.
+    """
+
+    genotype: Any
+    C: int = 16
+    N: int = 5
+    num_classes: int = 10
+    cell_affine: bool = True
+    track_running_stats: bool = True
+
+    @nn.compact
+    def __call__(self, x, *, train: bool):
+        gene = self.genotype.normal
+        s = nn.Conv(self.C, (3, 3), padding=[(1, 1), (1, 1)], use_bias=False, kernel_init=ops_lib._torch_init,
+                    name="stem_conv")(x)
+        s = ops_lib.batch_norm(train, True, name="stem_bn")(s)
+        C_curr = self.C
+        for stage in range(3):
+            if stage > 0:
+                C_curr *= 2
+                s = ResNetBasicBlock(C_curr, train, name=f"resblock_{stage}")(s)
+            for j in range(self.N):
+                s = NB201Cell(gene, C_curr, train, self.cell_affine, self.track_running_stats,
+                              name=f"cell_{stage}_{j}")(s)
+        s = nn.relu(ops_lib.batch_norm(train, True, name="lastact_bn")(s))
+        return nn.Dense(self.num_classes, kernel_init=ops_lib._torch_init, name="classifier")(jnp.mean(s, axis=(1, 2)))

@@ -55,11 +55,47 @@ NB201_PRIMITIVES = ("none", "skip_connect", "nor_conv_1x1", "nor_conv_3x3", "avg
 _torch_init = nn.initializers.variance_scaling(1.0 / 3.0, "fan_in", "uniform")
 
 
-def batch_norm(train: bool, affine: bool, name: str | None = None, axis: int | tuple[int, ...] = -1) -> nn.BatchNorm:
+def _torch_bias_init(fan_in: int):
+    """PyTorch's default conv/linear bias initialisation ``U(-1/sqrt(fan_in), 1/sqrt(fan_in))``."""
+    bound = 1.0 / max(fan_in, 1) ** 0.5
+    return lambda key, shape, dtype=jnp.float32: jax.random.uniform(key, shape, dtype, -bound, bound)
+
+
+class BatchStatNorm(nn.Module):
+    """BatchNorm that always normalises with the statistics of its input batch and keeps
+    no running statistics (PyTorch ``BatchNorm2d(track_running_stats=False)``, in training
+    and evaluation alike). ``axis`` as :func:`batch_norm`."""
+
+    affine: bool = False
+    axis: int | tuple[int, ...] = -1
+    epsilon: float = 1e-5
+
+    @nn.compact
+    def __call__(self, x):
+        feat = (self.axis,) if isinstance(self.axis, int) else tuple(self.axis)
+        feat = tuple(a % x.ndim for a in feat)
+        red = tuple(a for a in range(x.ndim) if a not in feat)
+        mean = jnp.mean(x, red, keepdims=True)
+        var = jnp.mean(jnp.square(x - mean), red, keepdims=True)
+        y = (x - mean) * lax.rsqrt(var + self.epsilon)
+        if self.affine:
+            if feat != (x.ndim - 1,):
+                raise ValueError("an affine BatchStatNorm normalises the last axis only")
+            y = y * self.param("scale", nn.initializers.ones, x.shape[-1:], x.dtype) + \
+                self.param("bias", nn.initializers.zeros, x.shape[-1:], x.dtype)
+        return y
+
+
+def batch_norm(train: bool, affine: bool, name: str | None = None, axis: int | tuple[int, ...] = -1,
+               track_running_stats: bool = True) -> nn.Module:
     """PyTorch-equivalent BatchNorm2d (momentum 0.1, eps 1e-5) over NHWC channels.
 
     ``axis`` names the feature axes: ``(0, -1)`` normalises a stack ``(G, N, H, W, C)`` of
-    G independent BatchNorm2d inputs at once (statistics per ``(g, c)``)."""
+    G independent BatchNorm2d inputs at once (statistics per ``(g, c)``).
+    ``track_running_stats=False``: :class:`BatchStatNorm` (batch statistics in evaluation
+    too, no ``batch_stats`` variables)."""
+    if not track_running_stats:
+        return BatchStatNorm(affine, axis, name=name)
     return nn.BatchNorm(
         use_running_average=not train,
         axis=axis,
@@ -93,10 +129,12 @@ def native_avg_pool_3x3(x: Array, stride: int) -> Array:
 
 
 class PointwiseConv(nn.Module):
-    """1x1 convolution without bias as an einsum (``(N,H,W,Cin) -> (N,H',W',Cout)``)."""
+    """1x1 convolution as an einsum (``(N,H,W,Cin) -> (N,H',W',Cout)``); no bias unless
+    ``use_bias`` (PyTorch's default bias init)."""
 
     features: int
     stride: int = 1
+    use_bias: bool = False
 
     @nn.compact
     def __call__(self, x: Array) -> Array:
@@ -105,7 +143,10 @@ class PointwiseConv(nn.Module):
             x = x[:, :: self.stride, :: self.stride, :]
         # its own buffer on XLA:CPU, so the BatchNorm backward that produces the cotangent
         # is computed once, not again inside the transposing copy of the kernel gradient
-        return kernels.materialize(jnp.einsum("nhwc,co->nhwo", x, kernel[0, 0]))
+        y = kernels.materialize(jnp.einsum("nhwc,co->nhwo", x, kernel[0, 0]))
+        if self.use_bias:
+            y = y + self.param("bias", _torch_bias_init(x.shape[-1]), (self.features,), x.dtype)
+        return y
 
 
 class DepthwiseConv(nn.Module):
@@ -130,24 +171,28 @@ class DepthwiseConv(nn.Module):
 
 
 class ReLUConvBN(nn.Module):
-    """ReLU -> kxk conv (no bias) -> BN (DARTS ``ReLUConvBN``; NB201 ``nor_conv``)."""
+    """ReLU -> kxk conv -> BN (DARTS ``ReLUConvBN``; NB201 ``nor_conv``). The conv has a
+    bias only with ``use_bias`` (NAS-Bench-201's cells: ``bias = not affine``)."""
 
     C_out: int
     kernel_size: int = 1
     stride: int = 1
     affine: bool = True
     final_bn: bool = True  # False: return the pre-BN tensor (the caller normalises; see MixedOp)
+    use_bias: bool = False
+    track_running_stats: bool = True
 
     @nn.compact
     def __call__(self, x: Array, train: bool) -> Array:
         x = nn.relu(x)
         if self.kernel_size == 1:
-            x = PointwiseConv(self.C_out, self.stride)(x)
+            x = PointwiseConv(self.C_out, self.stride, self.use_bias)(x)
         else:
             p = (self.kernel_size - 1) // 2
             x = nn.Conv(self.C_out, (self.kernel_size,) * 2, self.stride, padding=[(p, p), (p, p)],
-                        use_bias=False, kernel_init=_torch_init)(x)
-        return batch_norm(train, self.affine)(x) if self.final_bn else x
+                        use_bias=self.use_bias, kernel_init=_torch_init,
+                        bias_init=_torch_bias_init(self.kernel_size ** 2 * x.shape[-1]))(x)
+        return batch_norm(train, self.affine, track_running_stats=self.track_running_stats)(x) if self.final_bn else x
 
 
 class DilConv(nn.Module):
@@ -272,7 +317,8 @@ def _nb201_pool(C_in: int, C_out: int, stride: int, affine: bool, name, lowering
 
 
 def make_op(name: str, C_in: int, C_out: int, stride: int, affine: bool, family: str = "darts",
-            module_name: str | None = None, final_bn: bool = True, lowering: str = "auto") -> nn.Module:
+            module_name: str | None = None, final_bn: bool = True, lowering: str = "auto",
+            track_running_stats: bool = True) -> nn.Module:
     """Builds the operation ``name``.
 
     Args:
@@ -281,19 +327,27 @@ def make_op(name: str, C_in: int, C_out: int, stride: int, affine: bool, family:
       stride: 1 or 2 (reduction edges).
       affine: False in search networks (affine-free BN, pools followed by BN),
         True in evaluation networks.
-      family: ``'darts'`` or ``'nb201'`` (NAS-Bench-201 pools have no BN).
+      family: ``'darts'`` or ``'nb201'`` (NAS-Bench-201: pools have no BN; ``nor_conv``
+        convs have a bias when ``affine`` is False, as ``bias = not affine`` in
+        AutoDL-Projects and in the zero-cost-proxy code).
       module_name: Flax submodule name.
       final_bn: False leaves out the op's last BatchNorm (only for ops where
         :func:`ends_with_bn` is true): the search supernet normalises all such outputs of
         an edge in one stacked BatchNorm (same statistics, one op instead of up to 7).
       lowering: depthwise convs and pools as :mod:`jaxdarts.kernels` primitives (``'taps'``)
         or XLA's own ops (``'conv'``); ``'auto'``: see :func:`jaxdarts.kernels.resolve_lowering`.
+      track_running_stats: False gives ``nor_conv`` ops batch-statistics BatchNorm in
+        evaluation too (:class:`BatchStatNorm`; NAS-Bench-201 option).
     """
     if name not in _OPS:
         raise ValueError(f"unknown op {name!r}; accepted: {', '.join(OP_NAMES)}")
     if not final_bn and not ends_with_bn(name, stride, affine, family):
         raise ValueError(f"op {name!r} (stride {stride}, affine {affine}, {family}) has no parameter-free final "
                          "BatchNorm to leave out")
+    if name in ("nor_conv_1x1", "nor_conv_3x3"):
+        return ReLUConvBN(C_out, 1 if name == "nor_conv_1x1" else 3, stride, affine, final_bn,
+                          use_bias=family == "nb201" and not affine, track_running_stats=track_running_stats,
+                          name=module_name)
     return _OPS[name](C_in, C_out, stride, affine, family, module_name, final_bn, lowering)
 
 

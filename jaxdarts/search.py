@@ -113,7 +113,8 @@ class Method:
         the architecture gradient (batches preprocessed; ``tx_args`` are extra keyword
         arguments of the architecture optimiser's ``update``, e.g. a key or squared
         gradients for VAdam). None: :func:`estimator_arch_grad` (``cfg.estimator``).
-      arch_tx: ``(cfg) -> optax transformation`` over alpha; None: PyTorch Adam from
+      arch_tx: ``(task) -> optax transformation`` over alpha (the task gives the config
+        and the data sizes, e.g. VAdam's dataset size); None: PyTorch Adam from
         ``cfg.optim`` (:func:`jaxdarts.optim.adam`).
       mix: ``(task, state, key, sched) -> mixing weights`` (``{cell_type: (E, K)}``, used
         with ``normalized=True``) that the weight step sees instead of ``softmax(alpha)``
@@ -132,7 +133,7 @@ class Method:
     defaults: Callable[[Any], None] | None = None
     validate: Callable[[Any], None] | None = None
     arch_grad: Callable | None = None
-    arch_tx: Callable[[Any], optax.GradientTransformation] | None = None
+    arch_tx: Callable[["SearchTask"], optax.GradientTransformation] | None = None
     mix: Callable | None = None
     update_order: str = "alpha_first"
     derive: Callable | None = None
@@ -215,7 +216,8 @@ class SearchTask:
         space = spaces_lib.get(cfg.space)
         model = supernet_lib.Supernet(space, info.num_classes, C=cfg.model.C, layers=cfg.model.layers,
                                       auxiliary=cfg.model.auxiliary, remat=cfg.model.remat, lowering=lowering,
-                                      drop_path_scope=cfg.regularization.drop_path_scope)
+                                      drop_path_scope=cfg.regularization.drop_path_scope,
+                                      track_running_stats=cfg.model.track_running_stats)
         return cls(cfg, method, space, model,
                    data_lib.BatchStream(*train, cfg.batch_size, cfg.seed),
                    data_lib.BatchStream(*val, cfg.batch_size, cfg.seed + 7919),
@@ -232,17 +234,25 @@ class SearchTask:
 
     def lr_schedule(self):
         o = self.cfg.optim
-        return optim.cosine_epoch_schedule(o.lr, o.lr_min, self.cfg.epochs, self.steps_per_epoch)
+        sched = optim.cosine_step_schedule if o.lr_schedule == "step_cosine" else optim.cosine_epoch_schedule
+        return sched(o.lr, o.lr_min, self.cfg.epochs, self.steps_per_epoch)
 
     def weight_tx(self):
         o = self.cfg.optim
-        return optim.sgd_injectable(self.lr_schedule(), o.momentum, o.weight_decay, o.grad_clip or None)
+        return optim.sgd_injectable(self.lr_schedule(), o.momentum, o.weight_decay, o.grad_clip or None,
+                                    o.nesterov)
 
     def arch_tx(self):
         if self.method.arch_tx is not None:
-            return self.method.arch_tx(self.cfg)
+            return self.method.arch_tx(self)
         o = self.cfg.optim
         return optim.adam(o.arch_lr, o.arch_betas[0], o.arch_betas[1], o.arch_weight_decay)
+
+    @property
+    def update_order(self) -> str:
+        """``cfg.update_order``, or the method's when that is ``'method'``."""
+        o = self.cfg.update_order
+        return self.method.update_order if o == "method" else o
 
     def derive(self, alpha) -> genotype_lib.Genotype:
         return (self.method.derive or genotype_lib.derive)(self.space, alpha)
@@ -397,7 +407,7 @@ class SearchTask:
         k = fold_key(state.rng, state.step)
         tb, tb_arch, vb = self.step_batches(k, train_batch, val_batch, sched)
         k_arch = jax.random.fold_in(k, 2)
-        order = self.method.update_order
+        order = self.update_order
         if order == "alpha_first":
             state, a_metrics = self._arch_or_skip(state, tb_arch, vb, k_arch, sched["arch_update"])
             state, w_metrics = self.weight_update(state, tb, weights=self._weights(state, k, sched))
@@ -479,13 +489,23 @@ class SetHyperparam:
     value: float
 
 
+@dataclasses.dataclass(frozen=True)
+class Select:
+    """The search's result is ``genotype`` (a ``Genotype.to_dict()``; a method's selection
+    such as BaLeNAS-TF), written to genotype.json as ``genotype`` with ``info`` as
+    ``selection``; the last epoch's derived architecture stays ``last_genotype``."""
+
+    genotype: dict
+    info: dict | None = None
+
+
 HYPERPARAMS = ("weight_decay", "drop_path")
 
 
 class Hook:
     """Per-epoch extension point. ``after_epoch(runner, epoch, metrics)`` may add entries to
     ``metrics`` and returns None or a sequence of events (:class:`Stop`,
-    :class:`Rollback`, :class:`SetHyperparam`). Every event of every hook is applied;
+    :class:`Rollback`, :class:`SetHyperparam`, :class:`Select`). Every event of every hook is applied;
     incompatible events in one epoch raise :class:`HookConflictError`. State a hook needs
     on resume goes into ``state_dict``/``load_state_dict`` (JSON-able)."""
 
@@ -508,10 +528,12 @@ class Hook:
 
 
 def merge_events(events: list[tuple[str, Any]]) -> tuple[Stop | None, Rollback | None, dict[str, float]]:
-    """``[(hook_name, event)]`` -> ``(stop, rollback, {hyperparam: value})``. Identical
-    events from several hooks count once; anything else that cannot all be applied is a
-    :class:`HookConflictError` naming the hooks."""
+    """``[(hook_name, event)]`` -> ``(stop, rollback, {hyperparam: value})`` (:class:`Select`
+    events are applied separately, in order). Identical events from several hooks count
+    once; anything else that cannot all be applied is a :class:`HookConflictError` naming
+    the hooks."""
     stops, rollbacks, sets = [], [], {}
+    events = [(h, ev) for h, ev in events if not isinstance(ev, Select)]
 
     def add(groups, ev, hook):  # events may hold dicts (a Stop's genotype): grouped by equality
         for e, hooks in groups:
@@ -531,7 +553,8 @@ def merge_events(events: list[tuple[str, Any]]) -> tuple[Stop | None, Rollback |
                                         f"{', '.join(HYPERPARAMS)}")
             add(sets.setdefault(ev.name, []), float(ev.value), hook)
         else:
-            raise HookConflictError(f"hook {hook!r} returned {ev!r}, not an event (Stop, Rollback, SetHyperparam)")
+            raise HookConflictError(f"hook {hook!r} returned {ev!r}, not an event (Stop, Rollback, SetHyperparam, "
+                                     "Select)")
 
     def who(groups):
         return sorted({h for _, hs in groups for h in hs})
@@ -823,6 +846,8 @@ class Runner:
         out = {"genotype": g.to_dict()}
         if not g.per_cell and task.space.macro == "darts":
             out["genotype_str"] = g.to_pytorch_str()
+        if task.space.macro == "nb201":
+            out["nb201_str"] = g.to_nb201_str()
         out["alpha_softmax"] = io_lib.jsonable(supernet_lib.mixing_weights(task.space, alpha))
         out["skip_connect_normal"] = sum(op == "skip_connect" for op, _ in g.all_genes("normal"))
         return out
@@ -871,6 +896,10 @@ class Runner:
 
     def _apply_events(self, events) -> str | None:
         stop, rollback, sets = merge_events(events)
+        for _, ev in events:
+            if isinstance(ev, Select):
+                self.extra["final_genotype"] = ev.genotype
+                self.extra["selection"] = ev.info
         if rollback is not None:
             self.rollback(rollback.to_epoch)
         for name, value in sets.items():
@@ -922,6 +951,10 @@ class Runner:
         final = genotype_lib.Genotype.from_json(chosen) if chosen else g
         out = {"genotype": final.to_dict(), "last_genotype": g.to_dict(), "epochs_run": self.epoch,
                "stop_reason": self.extra.get("stop_reason"), "finished": self.finished}
+        if self.extra.get("selection") is not None:
+            out["selection"] = self.extra["selection"]
+        if self.task.space.macro == "nb201":
+            out["nb201_str"] = final.to_nb201_str()
         if not final.per_cell and self.task.space.macro == "darts":
             out["genotype_str"] = final.to_pytorch_str()
         if self.cfg.discretization_gap:

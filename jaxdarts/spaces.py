@@ -58,6 +58,9 @@ class SearchSpace:
       layers: number of cells, required for per-cell spaces (None otherwise).
       derive: ``'top2'`` (keep the 2 strongest incoming edges per node, DARTS) or
         ``'all'`` (fixed-edge spaces keep every edge).
+      none_in_argmax: the op of an edge is the argmax over all its ops, ``none``
+        included (NAS-Bench-201's ``genotype()`` in AutoDL-Projects, SDARTS, DrNAS,
+        BaLeNAS); False: over the non-``none`` ops (DARTS).
     """
 
     name: str
@@ -68,6 +71,7 @@ class SearchSpace:
     per_cell: bool = False
     layers: int | None = None
     derive: str = "top2"
+    none_in_argmax: bool = False
 
     def __post_init__(self):
         object.__setattr__(self, "ops", FrozenDict({t: tuple(tuple(n) for n in v) for t, v in self.ops.items()}))
@@ -172,7 +176,7 @@ _SPACES: dict[str, SearchSpace] = {
     "amended_s2": _darts_like("amended_s2", ("skip_connect", "sep_conv_3x3"), FIXED_EDGES,
                               derive="all", per_cell=True, layers=20),
     "nb201": SearchSpace("nb201", {"normal": _same(ops_lib.NB201_PRIMITIVES, NB201_EDGES)}, NB201_EDGES,
-                         macro="nb201", steps=3, derive="all"),
+                         macro="nb201", steps=3, derive="all", none_in_argmax=True),
     "stacnas_stage1": _darts_like(
         "stacnas_stage1", ("max_pool_3x3", "skip_connect", "sep_conv_3x3", "dil_conv_3x3", "none")),
 }

@@ -140,6 +140,7 @@ class MixedOp(nn.Module):
     affine: bool = False
     lowering: str = "auto"
     drop_path_scope: str = "edge"
+    track_running_stats: bool = True
 
     @nn.compact
     def __call__(self, x: Array, w: Array, drop_prob: Array | float = 0.0) -> Array:
@@ -171,7 +172,8 @@ class MixedOp(nn.Module):
                 y = seps[k]
             else:
                 y = ops_lib.make_op(name, x.shape[-1], self.C, self.stride, self.affine, self.family,
-                                    module_name=name, final_bn=not joint, lowering=lowering)(x, self.train)
+                                    module_name=name, final_bn=not joint, lowering=lowering,
+                                    track_running_stats=self.track_running_stats)(x, self.train)
             if joint:
                 stacked_k.append(k)
                 stacked_y.append(y)
@@ -180,7 +182,8 @@ class MixedOp(nn.Module):
                 y = drop_path(self, y, drop_prob)
             out = out + w[k] * y
         if stacked_y:
-            y = ops_lib.batch_norm(self.train, False, name="joint_bn", axis=(0, -1))(jnp.stack(stacked_y))
+            y = ops_lib.batch_norm(self.train, False, name="joint_bn", axis=(0, -1),
+                                   track_running_stats=self.track_running_stats)(jnp.stack(stacked_y))
             if per_op:
                 y = drop_path(self, y, drop_prob, batch_axes=2)
             wk = jnp.stack([w[k] for k in stacked_k])  # static slices: no gather
@@ -237,6 +240,7 @@ class SearchCell(nn.Module):
     train: bool
     lowering: str = "auto"
     drop_path_scope: str = "edge"
+    track_running_stats: bool = True
 
     @nn.compact
     def __call__(self, s0, s1, weights, drop_prob=0.0):
@@ -258,7 +262,8 @@ class SearchCell(nn.Module):
             x = jnp.stack([states[i] for i in g.inputs])
             w = jnp.stack([weights[e] for e in g.edges])  # static slices: no gather/scatter
             y = _BatchedMixedOp(g.ops, self.C, g.stride, self.train, family, lowering=self.lowering,
-                                drop_path_scope=self.drop_path_scope, name=g.name)(x, w, drop_prob)
+                                drop_path_scope=self.drop_path_scope, track_running_stats=self.track_running_stats,
+                                name=g.name)(x, w, drop_prob)
             for node in sorted(set(g.nodes)):
                 idx = [j for j, n in enumerate(g.nodes) if n == node]
                 part = sum(y[j] for j in idx[1:]) + y[idx[0]] if len(idx) > 1 else y[idx[0]]
@@ -363,6 +368,10 @@ class Supernet(nn.Module):
       drop_path_scope: ``'edge'`` or ``'op'`` (:data:`DROP_PATH_SCOPES`, :class:`MixedOp`).
       multiplier: the cell output concatenates the last ``min(multiplier, space.steps)``
         nodes (all of them in S5's one-node cell).
+      track_running_stats: False: the cells' BatchNorms normalise with batch statistics
+        in evaluation too and keep none (PyTorch ``track_running_stats=False``; the
+        NAS-Bench-201 ``BN`` flag and the zero-cost-proxy network). Stem, reduction blocks
+        and classifier BatchNorms always track.
 
     ``__call__(x, alpha, *, train, normalized=False, drop_prob=0.0)``:
       x: ``(N, H, W, C_in)`` float images (NHWC).
@@ -386,6 +395,7 @@ class Supernet(nn.Module):
     remat: bool = False
     lowering: str = "auto"
     drop_path_scope: str = "edge"
+    track_running_stats: bool = True
 
     @nn.compact
     def __call__(self, x, alpha, *, train: bool, normalized: bool = False, drop_prob=0.0):
@@ -421,7 +431,8 @@ class Supernet(nn.Module):
                 w = w[counters[ctype]]
             counters[ctype] += 1
             cell = cell_cls(space, ctype, C_curr, reduction, reduction_prev, self.multiplier, train,
-                            kernels.resolve_lowering(self.lowering), self.drop_path_scope, name=f"cell_{i}")
+                            kernels.resolve_lowering(self.lowering), self.drop_path_scope, self.track_running_stats,
+                            name=f"cell_{i}")
             s0, s1 = s1, cell(s0, s1, w, drop_prob)
             reduction_prev = reduction
             if self.auxiliary and train and i == 2 * self.layers // 3:
@@ -443,7 +454,8 @@ class Supernet(nn.Module):
                 s = ResNetBasicBlock(C_curr, train, name=f"resblock_{stage}")(s)
             for j in range(self.layers):
                 s = cell_cls(space, "normal", C_curr, False, False, 1, train, kernels.resolve_lowering(self.lowering),
-                             self.drop_path_scope, name=f"cell_{stage}_{j}")(s, None, weights["normal"], drop_prob)
+                             self.drop_path_scope, self.track_running_stats,
+                             name=f"cell_{stage}_{j}")(s, None, weights["normal"], drop_prob)
         s = nn.relu(ops_lib.batch_norm(train, True, name="lastact_bn")(s))
         out = jnp.mean(s, axis=(1, 2))
         return nn.Dense(self.num_classes, kernel_init=ops_lib._torch_init, name="classifier")(out)

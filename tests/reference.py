@@ -152,3 +152,45 @@ def reference_darts_es(curve, epochs=50, report_freq_hessian=2, window=5, factor
         if tracker.stop_search:
             return record, (epoch, tracker.stop_genotype)
     return record, None
+
+
+class VadamTranscription:
+    """``Vadam.step`` of emtiyaz/vadam (``pytorch/vadam/optimizers.py``) line by line in
+    NumPy, for one flat parameter tensor, with the Monte-Carlo noise injected
+    (``eps[k]`` instead of ``torch.randn_like``) and each sample's gradient kept separately
+    (the reference's closure accumulates ``.grad`` across samples; BaLeNAS uses one)."""
+
+    def __init__(self, mu, lr=3e-4, betas=(0.5, 0.999), prior_prec=1.0, prec_init=1.0, train_set_size=100):
+        self.p = np.array(mu, np.float64)
+        self.lr, (self.b1, self.b2) = lr, betas
+        self.prior_prec, self.n = prior_prec, train_set_size
+        self.step_ = 0
+        self.exp_avg = np.zeros_like(self.p)
+        self.exp_avg_sq = np.ones_like(self.p) * (prec_init - prior_prec) / train_set_size
+
+    def sigma(self):
+        return 1.0 / np.sqrt(self.n * self.exp_avg_sq + self.prior_prec)
+
+    def step(self, grad_fn, eps):
+        self.step_ += 1
+        original = self.p.copy()
+        sigma = 1.0 / np.sqrt(self.n * self.exp_avg_sq + self.prior_prec)
+        grads, grads2 = [], []
+        for e in eps:
+            self.p = original + e * sigma  # p.data.addcmul_(raw_noise, sigma)
+            g = grad_fn(self.p)
+            grads.append(g)
+            grads2.append(g ** 2)
+        self.p = original
+        grad = np.mean(grads, 0)
+        grad2 = np.mean(grads2, 0)
+        tlambda = self.prior_prec / self.n
+        grad = grad + tlambda * original  # grad.add_(tlambda, original_values)
+        self.exp_avg = self.exp_avg * self.b1 + (1 - self.b1) * grad
+        self.exp_avg_sq = self.exp_avg_sq * self.b2 + (1 - self.b2) * grad2
+        bias_correction1 = 1 - self.b1 ** self.step_
+        bias_correction2 = 1 - self.b2 ** self.step_
+        numerator = self.exp_avg / bias_correction1
+        denominator = np.sqrt(self.exp_avg_sq) / np.sqrt(bias_correction2) + tlambda
+        self.p = self.p - self.lr * numerator / denominator
+        return self.p

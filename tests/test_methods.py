@@ -25,6 +25,8 @@ BATTERY = {
     "amended": ("amended", "--config.estimator=unrolled", "config.estimator='unrolled' is not accepted by method"),
     "robustdarts": ("rdarts", "--config.robustdarts.sweep.target=l1",
                     "config.robustdarts.sweep.target='l1' is not accepted; accepted: none, drop_path"),
+    "balenas": ("balenas", "--config.balenas.selection=jacov",
+                "config.balenas.selection='jacov' is not accepted; accepted: argmax, synflow, snip, grasp"),
 }
 
 
@@ -48,6 +50,9 @@ def _tiny(name):
         cfg.regularization.drop_path = 0.3
         cfg.regularization.ramp = False
         return cfg
+    if name == "balenas":  # VAdam, two samples, BaLeNAS-TF with Synflow over 4 draws after the last epoch
+        return tiny_config(name, **{"balenas.vadam.num_samples": 2, "balenas.selection": "synflow",
+                                    "balenas.num_candidates": 4, "balenas.tf.sigma_scale": 3.0})
     if name == "robustdarts":
         cfg = tiny_config(name, epochs=6, hessian_every=2)  # the ES tests' program, fewer Hessians
         cfg.robustdarts.early_stopping.mode = "code"
@@ -59,7 +64,7 @@ def test_every_method_is_in_the_battery():
     assert set(methods.names()) == set(BATTERY)
     for name in methods.names():
         assert methods.get(name).name == name
-    with pytest.raises(ValueError, match="unknown method 'dart'; accepted: amended, darts, robustdarts"):
+    with pytest.raises(ValueError, match="unknown method 'dart'; accepted: amended, balenas, darts, robustdarts"):
         methods.get("dart")
 
 
@@ -89,12 +94,19 @@ def test_method_tiny_search_runs_and_resumes_bit_identically(name, tmp_path):
     assert resumed.run() == out and any("resumed" in l and "at epoch 1" in l for l in logs)
     chex.assert_trees_all_equal(jax.device_get(resumed.state), jax.device_get(full.state))
     mf, mp = (io_lib.read_jsonl(str(tmp_path / d / "metrics.jsonl")) for d in ("full", "part"))
-    strip = lambda rows: [{k: v for k, v in r.items() if k not in ("train_time", "steps_per_sec", "hessian_time")}
+    strip = lambda rows: [{k: v for k, v in r.items() if k not in ("train_time", "steps_per_sec", "hessian_time", "tf_time")}
                           for r in rows]
     assert strip(mf) == strip(mp) and len(mf) == cfg.epochs
     if name == "robustdarts":
         # the reference's schedule: epochs with epoch % every == 0, and the last
         assert [r["epoch"] for r in mf if np.isfinite(r.get("eigenvalue", np.nan))] == [0, 2, 4, 5]
+    if name == "balenas":
+        assert all(0 < r["sigma_min"] <= r["sigma_mean"] <= r["sigma_max"] for r in mf)
+        last = mf[-1]
+        assert out["genotype"] == last["tf_selected"] == out["selection"]["genotype"]
+        assert out["last_genotype"] == last["genotype"]  # argmax mu
+        assert len(last["tf_top_scores"]) == min(4, out["selection"]["num_candidates"])
+        assert last["tf_top_scores"] == sorted(last["tf_top_scores"], reverse=True)
     if name == "amended":
         m = mf[0]
         assert m["drop_prob"] == pytest.approx(0.3)  # the gradient itself: test_amended_search_gradient...

@@ -1,0 +1,223 @@
+"""BaLeNAS: VAdam against the reference optimiser and Eq. 17-18, the batched sample
+gradients, training-free selection, NAS-Bench-201 fidelity pieces."""
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from conftest import tiny_config
+from jaxdarts import config as config_lib
+from jaxdarts import genotype as G
+from jaxdarts import hypergrad, networks, optim, search, spaces, supernet
+from jaxdarts.methods import balenas
+from reference import VadamTranscription
+
+A = np.array([2.0, 0.5, 30.0, 1e-3])
+C = np.array([1.0, -2.0, 0.3, 4.0])
+
+
+def _quad_grad(theta):  # loss 0.5 * sum a (theta - c)^2
+    return A * (theta - C)
+
+
+@pytest.mark.parametrize("num_samples", [1, 3])
+def test_vadam_adam_form_matches_the_reference_optimiser(num_samples, x64):
+    n = 50
+    mu0 = np.array([0.3, -0.1, 0.0, 2.0])
+    ref = VadamTranscription(mu0, lr=0.05, betas=(0.5, 0.999), prior_prec=2.0, prec_init=3.0, train_set_size=n)
+    tx = optim.vadam(0.05, 0.5, 0.999, prior_precision=2.0, init_precision=3.0, dataset_size=n)
+    mu = jnp.asarray(mu0)
+    state = tx.init(mu)
+    np.testing.assert_allclose(optim.vadam_sigma(state), 1 / np.sqrt(3.0))  # sigma_1 = init_precision^-1/2
+    rng = np.random.default_rng(0)
+    for t in range(6):
+        eps = rng.normal(size=(num_samples, 4))
+        np.testing.assert_allclose(optim.vadam_sigma(state), ref.sigma(), rtol=1e-12)
+        sigma = np.asarray(optim.vadam_sigma(state))
+        gs = np.stack([_quad_grad(np.asarray(mu) + e * sigma) for e in eps])
+        upd, state = tx.update(jnp.asarray(gs.mean(0)), state, mu, grad_sq=jnp.asarray((gs ** 2).mean(0)))
+        mu = mu + upd
+        np.testing.assert_allclose(mu, ref.step(_quad_grad, eps), rtol=1e-10, atol=1e-14)
+        if t == 0 and num_samples == 1:  # first step: m^ = g + lt mu, s^ = (b2 s0 + (1 - b2) g^2) / (1 - b2)
+            g, lt, s0 = gs[0], 2.0 / n, (3.0 - 2.0) / n
+            shat = (0.999 * s0 + 0.001 * g ** 2) / 0.001
+            np.testing.assert_allclose(mu, mu0 - 0.05 * (g + lt * mu0) / (np.sqrt(shat) + lt), rtol=1e-10)
+
+
+def test_vadam_paper_form_is_eq_17_18_by_hand(x64):
+    lr, b1, b2, n, lam = 0.1, 0.5, 0.9, 10, 1.0
+    lt = lam / n
+    tx = optim.vadam(lr, b1, b2, prior_precision=lam, init_precision=lam, dataset_size=n, form="paper")
+    mu = jnp.asarray([1.0])
+    state = tx.init(mu)
+    # step 1 from mu0 = 1, s0 = 0, no previous step: g = 2
+    s1 = 0.9 * 0 + 0.1 * 4.0
+    mu1 = 1.0 - lr * (2.0 + lt * 1.0) / (s1 + lt)
+    upd, state = tx.update(jnp.asarray([2.0]), state, mu)
+    mu = mu + upd
+    np.testing.assert_allclose(mu, [mu1])
+    # step 2: g = -1, heavy-ball term b1 (s1 + lt) / (s2 + lt) (mu1 - mu0)
+    s2 = 0.9 * s1 + 0.1 * 1.0
+    mu2 = mu1 - lr * (-1.0 + lt * mu1) / (s2 + lt) + b1 * (s1 + lt) / (s2 + lt) * (mu1 - 1.0)
+    upd, state = tx.update(jnp.asarray([-1.0]), state, mu, grad_sq=jnp.asarray([123.0]))  # ignored by Eq. 18
+    np.testing.assert_allclose(mu + upd, [mu2])
+    np.testing.assert_allclose(optim.vadam_sigma(state), [1 / np.sqrt(n * s2 + lam)])
+    with pytest.raises(ValueError, match="form='eq17' is not accepted; accepted: adam, paper"):
+        optim.vadam(dataset_size=10, form="eq17")
+
+
+def test_vadam_samples_leave_padded_alpha_slots_alone():
+    space = spaces.get("s1")  # 2 ops per edge padded to... every s1 edge has 2 ops: use a ragged space
+    space = spaces.SearchSpace("test_ragged", {"normal": (("skip_connect", "sep_conv_3x3"), ("skip_connect",))},
+                               ((0, 0), (0, 1)), steps=1)
+    mu = {"normal": jnp.ones((2, 2))}
+    tx = optim.vadam(dataset_size=10)
+    s = optim.vadam_sample(jax.random.key(0), mu, tx.init(mu), 4, balenas.alpha_mask(space))
+    assert s["normal"].shape == (4, 2, 2)
+    assert np.all(s["normal"][:, 1, 1] == 1.0) and np.all(s["normal"][:, 0, :] != 1.0)
+
+
+@functools.lru_cache(maxsize=None)
+def _task(**kw):
+    cfg = tiny_config("balenas", **{"balenas.vadam.num_samples": 3, "model.layers": 1, **dict(kw)})
+    return search.SearchTask.from_config(cfg)
+
+
+@pytest.mark.usefixtures("fast_compile")
+@pytest.mark.parametrize("estimator,scope", [("first_order", "all"), ("finite_difference", "mixed_term_only")])
+def test_sample_gradients_are_one_batched_computation(estimator, scope):
+    """``arch_grad`` with 3 samples (one vmap) against the per-sample gradients computed
+    one at a time at the same draws: their mean and the mean of their squares. For the
+    reference's noise scope, each sample's gradient is written out independently: w', v and
+    d_alpha L_val at mu, the central difference of d_alpha L_train at the draw."""
+    task = _task(estimator=estimator, **{"balenas.vadam.noise_scope": scope})
+    state = task.init_state()
+    state = state.replace(a_opt=state.a_opt._replace(s=jax.tree.map(lambda s: s + 0.01, state.a_opt.s)))
+    tb, _, vb = task.step_batches(jax.random.key(1), task.train_stream.batch(0, 0), task.val_stream.batch(0, 0),
+                                  task.schedule_values(0))
+    key = jax.random.key(5)
+    tl, vl = task.losses(state.batch_stats)
+    opts = task.estimator_options(state)
+
+    def one_sample(a):  # independent of the method's code path
+        if scope == "all":
+            return hypergrad.first_order(tl, vl, state.params, a, tb, vb)
+        lr = opts["inner_lr"]
+        w1 = jax.tree.map(lambda w, d: w - lr * (d + opts["weight_decay"] * w), state.params,
+                          jax.grad(tl)(state.params, state.alpha, tb))  # first step: buffer = gradient
+        v, g1 = jax.grad(vl, (0, 1))(w1, state.alpha, vb)
+        eps = 0.01 / jnp.sqrt(sum(jnp.sum(x ** 2) for x in jax.tree.leaves(v)))
+        gp = jax.grad(tl, 1)(jax.tree.map(lambda w, d: w + eps * d, state.params, v), a, tb)
+        gm = jax.grad(tl, 1)(jax.tree.map(lambda w, d: w - eps * d, state.params, v), a, tb)
+        return jax.tree.map(lambda x, p, m: x - lr * (p - m) / (2 * eps), g1, gp, gm)
+
+    @jax.jit  # one program: the method's batched gradient and the three separate ones
+    def both(state):
+        g, _, extra = balenas.arch_grad(task, state, tb, vb, key)
+        samples = optim.vadam_sample(key, state.alpha, state.a_opt, 3, balenas.alpha_mask(task.space))
+        return g, extra, [one_sample(jax.tree.map(lambda x: x[k], samples)) for k in range(3)]
+
+    g, extra, per = jax.device_get(both(state))
+    for t in g:
+        stack = np.stack([np.asarray(p[t]) for p in per])
+        np.testing.assert_allclose(g[t], stack.mean(0), rtol=2e-3, atol=1e-6)
+        np.testing.assert_allclose(extra["grad_sq"][t], (stack ** 2).mean(0), rtol=4e-3, atol=1e-9)
+    assert not np.allclose(per[0]["reduce"], per[1]["reduce"])  # the draws differ (one cell: a reduction cell)
+
+
+def test_tf_sampling_dedupe_and_nb201_argmax_with_none():
+    sp = spaces.get("nb201")
+    mu = {"normal": jnp.zeros((6, 5)).at[:, 0].set(2.0).at[0, 3].set(3.0)}  # none wins except edge 0
+    g = G.derive(sp, mu)
+    assert g.to_nb201_str() == "|nor_conv_3x3~0|+|none~0|none~1|+|none~0|none~1|none~2|"
+    zero = {"normal": jnp.zeros((6, 5))}
+    draws = balenas.sample_architectures(sp, mu, zero, jax.random.key(0), 7)
+    assert len(draws) == 7 and all(d == g for d in draws) and balenas.dedupe(draws) == [g]  # sigma = 0
+    uni = balenas.uniform_architectures(sp, jax.random.key(1), 400)
+    counts = np.bincount([sp.ops["normal"][0].index(op) for d in uni for op, _ in d.normal], minlength=5)
+    assert counts.min() > 400 * 6 / 5 * 0.8  # every op, none included, about equally often
+    assert len(balenas.dedupe(uni)) > 390
+    darts = balenas.uniform_architectures("darts", jax.random.key(2), 50)
+    assert all(op != "none" for d in darts for op, _ in d.normal) and len(balenas.dedupe(darts)) == 50
+
+
+def test_nb201_networks_have_the_published_parameter_counts():
+    def count(model, *args):
+        v = jax.eval_shape(lambda: model.init(jax.random.key(0), jnp.zeros((1, 32, 32, 3)), *args, train=False))
+        return supernet.count_params(v["params"])
+
+    conv3 = G.Genotype.from_nb201_str("|nor_conv_3x3~0|+|nor_conv_3x3~0|nor_conv_3x3~1|+"
+                                      "|nor_conv_3x3~0|nor_conv_3x3~1|nor_conv_3x3~2|")
+    cheap = G.Genotype.from_nb201_str("|none~0|+|skip_connect~0|avg_pool_3x3~1|+|none~0|skip_connect~1|avg_pool_3x3~2|")
+    assert count(networks.NetworkNB201(conv3)) == 1_531_546  # NAS-Bench-201 TinyNetwork
+    assert count(networks.NetworkNB201(cheap)) == 73_306
+    # the zero-cost-proxy network: cell convs with bias, BatchNorm without parameters
+    assert count(networks.NetworkNB201(conv3, cell_affine=False, track_running_stats=False)) == 1_528_186
+    # AutoDL-Projects' DARTS search supernet (cell conv biases)
+    assert count(supernet.Supernet("nb201", 10, C=16, layers=5), supernet.init_alpha("nb201", jax.random.key(0))) \
+        == 1_692_826
+
+
+def test_nb201_strings_round_trip_and_parse_with_nats_bench():
+    nats = pytest.importorskip("nats_bench.genotype_utils")
+    sp = spaces.get("nb201")
+    for k in range(20):
+        cols = np.random.default_rng(k).integers(0, 5, 6)
+        g = G.derive(sp, {"normal": jnp.asarray(np.eye(5)[cols])})
+        s = g.to_nb201_str()
+        assert G.Genotype.from_nb201_str(s) == g
+        st = nats.topology_str2structure(s)
+        assert st.tostr() == s
+        assert [op for node in st.tolist("")[0] for op, _ in node] == [op for op, _ in g.normal]
+    for bad, match in [("|nor_conv_3x3~0|+|none~0|", "expected 3 nodes"),
+                       ("|conv~0|+|none~0|none~1|+|none~0|none~1|none~2|", "entry 'conv~0' of node 1"),
+                       ("|none~0|+|none~1|none~0|+|none~0|none~1|none~2|", "entry 'none~1' of node 2")]:
+        with pytest.raises(ValueError, match=match):
+            G.Genotype.from_nb201_str(bad)
+
+
+def test_nb201_table_index_mapping():
+    from jaxdarts import nb201
+
+    best = "|nor_conv_3x3~0|+|nor_conv_3x3~0|nor_conv_3x3~1|+|skip_connect~0|nor_conv_3x3~1|nor_conv_3x3~2|"
+    assert nb201.naslib_op_indices(best) == (2, 2, 0, 2, 2, 2)  # NASLib edge order (1,0),(2,0),(3,0),(2,1),...
+    if not nb201.available():
+        with pytest.raises(nb201.TableNotInstalledError, match="pip install analog-nasbench"):
+            nb201.accuracy(best)
+        pytest.skip("analog-nasbench not installed")
+    assert nb201.accuracy(best) == pytest.approx(93.988)
+    assert len(nb201.table()) == 15625
+
+
+def test_balenas_configs_and_nb201_protocol_validate():
+    import importlib.util
+    import os
+
+    from conftest import REPO
+
+    spec = importlib.util.spec_from_file_location("cfg_balenas", os.path.join(REPO, "configs", "balenas.py"))
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    for arg in ("", "quick", "nb201", "nb201,quick", "argmax", "paper_vadam", "reference_noise", "quick,argmax"):
+        config_lib.validate(mod.get_config(arg))
+    c = mod.get_config("nb201")
+    assert c.optim.nesterov and c.optim.lr_schedule == "step_cosine" and c.optim.weight_decay == 5e-4
+    c.estimator = "finite_difference"
+    with pytest.raises(config_lib.ConfigError, match="nesterov=True with config.estimator='finite_difference'"):
+        config_lib.validate(c)
+    c = mod.get_config("quick")
+    c.balenas.vadam.noise_scope = "mixed_term_only"
+    with pytest.raises(config_lib.ConfigError, match="noise_scope='mixed_term_only' needs a second-order"):
+        config_lib.validate(c)
+    with pytest.raises(ValueError, match="unknown variant 'nb101'"):
+        mod.get_config("nb101")
+    # Nesterov SGD as PyTorch: d + mu * buf with buf = mu * buf + d
+    tx = optim.sgd(0.1, 0.9, 0.0, None, nesterov=True)
+    w = jnp.asarray([1.0])
+    st = tx.init(w)
+    u1, st = tx.update(jnp.asarray([1.0]), st, w)
+    u2, st = tx.update(jnp.asarray([2.0]), st, w)
+    np.testing.assert_allclose([u1[0], u2[0]], [-0.1 * (1 + 0.9 * 1), -0.1 * (2 + 0.9 * (0.9 + 2))], rtol=1e-6)
