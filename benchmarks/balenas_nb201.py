@@ -126,11 +126,12 @@ def stage_proxies(args):
     syn = cache.get(sub)
     syn_time = time.time() - t
     x, y = data_lib.load_embedded("train")
-    x = data_lib.resize(x[:64], 32) if x.shape[1] > 32 else data_lib.pad_to(x[:64], 32)
+    nb, side = args.data_batch, args.data_size
+    x = data_lib.resize(x[:nb], side) if x.shape[1] > side else data_lib.pad_to(x[:nb], side)
     x = np.repeat(x, 3, axis=-1) if x.shape[-1] == 1 else x
     xb = data_lib.normalize(jnp.asarray(x), (0.2860,) * 3, (0.3530,) * 3)
     xb = data_lib.augment(jax.random.key(0), xb, pad=4, flip=True, cutout=0, cutout_prob=0.0)
-    batch = {"image": xb, "label": jnp.asarray(y[:64])}
+    batch = {"image": xb, "label": jnp.asarray(y[:nb])}
     n_dp = args.num_cells_data
     for name in ("snip", "grasp"):
         if name in have:
@@ -138,8 +139,8 @@ def stage_proxies(args):
         t = time.time()
         scorer = proxies.make_scorer(name, model)
         scores = []
-        for s in range(0, n_dp, 50):
-            d = digits[sub[s:s + 50]]
+        for s in range(0, n_dp, 25):
+            d = digits[sub[s:s + 25]]
             keys = jax.random.split(jax.random.fold_in(jax.random.key(7), s), len(d))
             scores.append(scorer({"normal": jnp.asarray(cell_alpha(d))}, keys, batch))
             print(f"{name} {s + len(d)}/{n_dp} {time.time() - t:.0f} s", flush=True)
@@ -148,7 +149,7 @@ def stage_proxies(args):
         np.savez(path, **have)
     out = {"synflow": spearman(syn, acc[sub]), "n_synflow": int(len(sub)),
            "snip": spearman(have["snip"], acc[sub[:n_dp]]), "grasp": spearman(have["grasp"], acc[sub[:n_dp]]),
-           "n_data_proxies": int(n_dp), "synflow_time": syn_time,
+           "n_data_proxies": int(n_dp), "data_batch": nb, "data_size": side, "synflow_time": syn_time,
            "snip_time": float(have["snip_time"]), "grasp_time": float(have["grasp_time"])}
     print(json.dumps(out, indent=1))
     with open(os.path.join(args.out_dir, "proxies.json"), "w") as f:
@@ -196,26 +197,29 @@ def stage_table2(args):
     digits = all_cells()
     acc = np.array([nb201.accuracy(cell_genotype(d)) for d in digits])
     rows = {"random (mean of all cells)": [float(acc.mean())], "optimum": [float(acc.max())]}
+    draws = {}  # (kind, K, seed) -> cell indices, drawn first so Synflow runs in full chunks
     for K in (10, 50, 100):
-        zc = []
         for s in range(args.zc_seeds):
             gs = balenas.uniform_architectures(SP, jax.random.key(1000 + s), K)
-            idx = [cell_index(g) for g in balenas.dedupe(gs)]
-            zc.append(acc[idx[int(np.argmax(cache.get(idx)))]])
-        rows[f"Zero-cost NAS({K})"] = zc
-        tf = []
+            draws[("zc", K, s)] = [cell_index(g) for g in balenas.dedupe(gs)]
         for r, (mu, sig) in enumerate(zip(se["balenas"]["mu"], se["balenas"]["sigma"])):
             gs = balenas.sample_architectures(SP, {"normal": jnp.asarray(mu)}, {"normal": jnp.asarray(sig)},
                                               jax.random.key(2000 + r), K)
-            idx = [cell_index(g) for g in balenas.dedupe(gs)]
-            tf.append(acc[idx[int(np.argmax(cache.get(idx)))]])
-        rows[f"BaLeNAS-TF({K})"] = tf
+            draws[("tf", K, r)] = [cell_index(g) for g in balenas.dedupe(gs)]
+    cache.get(sorted({i for idx in draws.values() for i in idx}))
+    for K in (10, 50, 100):
+        for kind, name in (("zc", f"Zero-cost NAS({K})"), ("tf", f"BaLeNAS-TF({K})")):
+            rows[name] = [acc[idx[int(np.argmax(cache.get(idx)))]] for (k, kk, _), idx in draws.items()
+                          if k == kind and kk == K]
+    uniq = {k: len(v) for k, v in draws.items() if k[0] == "tf"}
     rows["BaLeNAS (argmax mu)"] = [nb201.accuracy(s) for s in se["balenas"]["genotypes"]]
     rows["DARTS (1st order)"] = [nb201.accuracy(s) for s in se["darts"]["genotypes"]]
     lines = ["| method | CIFAR-10 table accuracy (%) mean +- std | runs |", "|---|---|---|"]
     for k, v in rows.items():
         lines.append(f"| {k} | {np.mean(v):.2f} +- {np.std(v):.2f} | {len(v)} |")
     lines.append("")
+    lines.append("distinct cells among the BaLeNAS-TF draws (K=10/50/100, per seed): "
+                 + ", ".join(str(uniq[("tf", K, r)]) for K in (10, 50, 100) for r in range(args.seeds)))
     lines.append("BaLeNAS cells: " + ", ".join(f"`{s}`" for s in se["balenas"]["genotypes"]))
     lines.append("DARTS cells: " + ", ".join(f"`{s}`" for s in se["darts"]["genotypes"]))
     sig = np.asarray(se["balenas"]["sigma"])
@@ -232,6 +236,8 @@ def main():
     p.add_argument("--out_dir", default="/tmp/balenas_nb201")
     p.add_argument("--num_cells", type=int, default=1000)
     p.add_argument("--num_cells_data", type=int, default=1000, help="cells scored by SNIP/GraSP")
+    p.add_argument("--data_batch", type=int, default=64, help="SNIP/GraSP batch (the proxy code: 64)")
+    p.add_argument("--data_size", type=int, default=32, help="SNIP/GraSP image side (CIFAR: 32)")
     p.add_argument("--seeds", type=int, default=4)
     p.add_argument("--zc_seeds", type=int, default=10)
     p.add_argument("--epochs", type=int, default=10)
@@ -239,12 +245,12 @@ def main():
     p.add_argument("--max_examples", type=int, default=5120)
     args = p.parse_args()
     os.makedirs(args.out_dir, exist_ok=True)
-    if args.stage in ("proxies", "all"):
-        stage_proxies(args)
     if args.stage in ("search", "all"):
         stage_search(args)
     if args.stage in ("table2", "all"):
         stage_table2(args)
+    if args.stage in ("proxies", "all"):
+        stage_proxies(args)
 
 
 if __name__ == "__main__":

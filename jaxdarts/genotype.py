@@ -181,6 +181,12 @@ class Genotype:
             if not cells:
                 continue
             cells = cells if self.per_cell else (cells,)
+            if not self.per_cell and [i for _, i in cells[0]] == [0, 0, 1, 0, 1, 2]:  # NAS-Bench-201 cell
+                lines.append(f"NAS-Bench-201 cell {self.to_nb201_str()}:")
+                g = cells[0]
+                for node, first in ((1, 0), (2, 1), (3, 3)):
+                    lines.append(f"  node {node} = " + " + ".join(f"{op}({i})" for op, i in g[first:first + node]))
+                continue
             for ci, gene in enumerate(cells):
                 tag = f"{t} cell" + (f" {ci}" if self.per_cell else "")
                 lines.append(f"{tag} (output = concat{list(concat)}):")

@@ -177,7 +177,12 @@ def vadam(learning_rate=3e-4, b1: float = 0.5, b2: float = 0.999, prior_precisio
 def vadam_sigma(state: VadamState):
     """Standard deviation of ``q`` per alpha entry: ``1 / sqrt(N s + lambda)`` (raw ``s``;
     the reference's, = BaLeNAS Eq. 13 ``sigma^2 = 1 / (N (s + lambda / N))``)."""
-    return jax.tree.map(lambda s: jax.lax.rsqrt(state.dataset_size * s + state.prior_precision), state.s)
+    def one(s):  # the scalars broadcast over a stacked (vmapped sweep) state's leading axes too
+        n, lam = (jnp.reshape(v, jnp.shape(v) + (1,) * (s.ndim - jnp.ndim(v)))
+                  for v in (state.dataset_size, state.prior_precision))
+        return jax.lax.rsqrt(n * s + lam)
+
+    return jax.tree.map(one, state.s)
 
 
 def vadam_sample(key, mu, state: VadamState, num_samples: int = 1, mask=None, sigma_scale=1.0):

@@ -57,6 +57,7 @@ import numpy as np
 
 from jaxdarts import genotype as genotype_lib
 from jaxdarts import hypergrad
+from jaxdarts import nb201 as nb201_lib
 from jaxdarts import optim
 from jaxdarts import proxies
 from jaxdarts import search
@@ -289,6 +290,9 @@ class BalenasHook(search.Hook):
         task = runner.task
         metrics.update(sigma_stats(task.space, runner.state.a_opt))
         b = runner.cfg.balenas
+        table = task.space.macro == "nb201" and nb201_lib.available()
+        if table:  # the optional NAS-Bench-201 table (jaxdarts.nb201)
+            metrics["nb201_table_acc"] = nb201_lib.accuracy(task.derive(runner.state.alpha))
         if b.selection == "argmax":
             return None
         last = epoch == runner.cfg.epochs - 1
@@ -299,6 +303,8 @@ class BalenasHook(search.Hook):
         metrics["tf_selected"] = sel["genotype"]
         if task.space.macro == "nb201":
             metrics["tf_selected_nb201"] = g.to_nb201_str()
+            if table:
+                metrics["tf_selected_table_acc"] = nb201_lib.accuracy(g)
         metrics["tf_top_scores"] = sel["scores"][:5]
         metrics["tf_time"] = seconds
         return [search.Select(sel["genotype"], sel)] if last else None
