@@ -132,8 +132,8 @@ def stage_proxies(args):
     xb = data_lib.normalize(jnp.asarray(x), (0.2860,) * 3, (0.3530,) * 3)
     xb = data_lib.augment(jax.random.key(0), xb, pad=4, flip=True, cutout=0, cutout_prob=0.0)
     batch = {"image": xb, "label": jnp.asarray(y[:nb])}
-    n_dp = args.num_cells_data
     for name in ("snip", "grasp"):
+        n_dp = args.num_cells_data if name == "snip" else args.num_cells_grasp
         if name in have:
             continue
         t = time.time()
@@ -148,8 +148,9 @@ def stage_proxies(args):
         have[f"{name}_time"] = np.array(time.time() - t)
         np.savez(path, **have)
     out = {"synflow": spearman(syn, acc[sub]), "n_synflow": int(len(sub)),
-           "snip": spearman(have["snip"], acc[sub[:n_dp]]), "grasp": spearman(have["grasp"], acc[sub[:n_dp]]),
-           "n_data_proxies": int(n_dp), "data_batch": nb, "data_size": side, "synflow_time": syn_time,
+           "snip": spearman(have["snip"], acc[sub[:len(have["snip"])]]), "n_snip": len(have["snip"]),
+           "grasp": spearman(have["grasp"], acc[sub[:len(have["grasp"])]]), "n_grasp": len(have["grasp"]),
+           "data_batch": nb, "data_size": side, "synflow_time": syn_time,
            "snip_time": float(have["snip_time"]), "grasp_time": float(have["grasp_time"])}
     print(json.dumps(out, indent=1))
     with open(os.path.join(args.out_dir, "proxies.json"), "w") as f:
@@ -236,6 +237,7 @@ def main():
     p.add_argument("--out_dir", default="/tmp/balenas_nb201")
     p.add_argument("--num_cells", type=int, default=1000)
     p.add_argument("--num_cells_data", type=int, default=1000, help="cells scored by SNIP/GraSP")
+    p.add_argument("--num_cells_grasp", type=int, default=1000, help="cells scored by GraSP")
     p.add_argument("--data_batch", type=int, default=64, help="SNIP/GraSP batch (the proxy code: 64)")
     p.add_argument("--data_size", type=int, default=32, help="SNIP/GraSP image side (CIFAR: 32)")
     p.add_argument("--seeds", type=int, default=4)

@@ -18,7 +18,7 @@ import pytest  # noqa: E402
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-HEAVY_FIRST = ("test_supernet.py", "test_methods.py", "test_rdarts.py", "test_readme.py")
+HEAVY_FIRST = ("test_supernet.py", "test_methods.py", "test_rdarts.py", "test_proxies.py", "test_readme.py")
 """Test files with the longest compiles, run first: the two xdist workers then finish
 together instead of one of them compiling supernets alone at the end."""
 

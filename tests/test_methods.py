@@ -52,7 +52,8 @@ def _tiny(name):
         return cfg
     if name == "balenas":  # VAdam, two samples, BaLeNAS-TF with Synflow over 4 draws after the last epoch
         return tiny_config(name, **{"balenas.vadam.num_samples": 2, "balenas.selection": "synflow",
-                                    "balenas.num_candidates": 4, "balenas.tf.sigma_scale": 3.0})
+                                    "balenas.num_candidates": 4, "balenas.tf.sigma_scale": 3.0,
+                                    "balenas.tf.layers": 1})  # a one-cell scoring network: compiles fast
     if name == "robustdarts":
         cfg = tiny_config(name, epochs=6, hessian_every=2)  # the ES tests' program, fewer Hessians
         cfg.robustdarts.early_stopping.mode = "code"

@@ -114,7 +114,7 @@ def _discrete_variables(sp, variables, genotype):
 
 @pytest.mark.usefixtures("fast_compile")
 def test_batched_candidate_scoring_equals_the_discrete_networks_one_by_one():
-    """Three NB201 cells scored as one compiled program of the one-hot supernet (fresh
+    """Two NB201 cells scored as one compiled program of the one-hot supernet (fresh
     init per candidate) equal each discrete NetworkNB201 (the zero-cost-proxy network:
     cell conv biases, batch-statistics BN) with the same weights, scored one at a time.
     Synflow and SNIP (GraSP goes through the same batched path; its value is tested
@@ -123,8 +123,7 @@ def test_batched_candidate_scoring_equals_the_discrete_networks_one_by_one():
     model = supernet.Supernet("nb201", 10, C=2, layers=1, track_running_stats=False, lowering="conv")
     gs = [G.Genotype.from_nb201_str(s) for s in (
         "|nor_conv_3x3~0|+|nor_conv_1x1~0|avg_pool_3x3~1|+|skip_connect~0|nor_conv_3x3~1|none~2|",
-        "|avg_pool_3x3~0|+|none~0|nor_conv_1x1~1|+|nor_conv_3x3~0|skip_connect~1|nor_conv_1x1~2|",
-        "|skip_connect~0|+|skip_connect~0|none~1|+|skip_connect~0|skip_connect~1|skip_connect~2|")]
+        "|avg_pool_3x3~0|+|none~0|nor_conv_1x1~1|+|nor_conv_3x3~0|skip_connect~1|nor_conv_1x1~2|")]
     alphas = {"normal": jnp.stack([G.to_alpha(sp, g)["normal"] for g in gs])}
     keys = jax.random.split(jax.random.key(3), len(gs))
     batch = {k: v[:, :4, :4] if k == "image" else v for k, v in _batch(8, 1).items()}
@@ -142,7 +141,7 @@ def test_batched_candidate_scoring_equals_the_discrete_networks_one_by_one():
             else:
                 ref = proxies.get(proxy)(net, vd, data)
             np.testing.assert_allclose(scores[k], ref, rtol=1e-10 if proxy == "synflow" else 2e-4, err_msg=proxy)
-    assert len(set(np.round(scores, 6))) == 3
+    assert len(set(np.round(scores, 6))) == 2
     with pytest.raises(ValueError, match="unknown proxy 'jacov'; accepted: synflow, snip, grasp"):
         proxies.get("jacov")
     with pytest.raises(ValueError, match="synflow needs float64"):
