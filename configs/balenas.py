@@ -6,10 +6,12 @@ Commands and expected cost/result:
   Embedded Fashion-MNIST (16x16), DARTS space at C=8 with 3 cells, 4 epochs x 20 steps of
   batch 32, BaLeNAS 1st order (one sample per step), then BaLeNAS-TF: 20 architectures drawn
   from q(mu, sigma^2), scored with Synflow, the best written to genotype.json (argmax mu as
-  ``last_genotype``). About 3-4 minutes on 2 CPU cores with a cold compilation cache
-  (benchmarks/RESULTS.md); sigma stays ~1 (N = 1280 architecture images).
+  ``last_genotype``). About 5-6 minutes on 2 CPU cores with a cold compilation cache (5 min
+  53 s measured with an earlier scorer that compiled 1.5 min longer; the search part is
+  DARTS quick's ~3 min, the Synflow scorer compiles in ~1 min); sigma stays ~0.8-1
+  (N = 1,280 architecture images).
 * ``--config configs/balenas.py:nb201,quick``: the same on NAS-Bench-201 (C=8, one cell per
-  stage); writes the NB201 string of the selected cell (``nb201_str``).
+  stage); writes the NB201 string of the selected cell (``nb201_str``); 1 min 32 s.
 * ``python bin/search.py --config configs/balenas.py --workdir /tmp/balenas`` the paper's
   DARTS-space setting (Table 3): CIFAR-10 (prepared TFDS), C16 / 8 cells, 50 epochs of
   batch 64, exact second order (``unrolled``; ``--config.estimator=finite_difference`` is the
