@@ -23,7 +23,7 @@ from flax import linen as nn
 
 from jaxdarts import ops as ops_lib
 from jaxdarts import spaces as spaces_lib
-from jaxdarts.supernet import AuxiliaryHeadCIFAR, ResNetBasicBlock, drop_path
+from jaxdarts.supernet import AuxiliaryHeadCIFAR, drop_path, nb201_skeleton
 
 
 class EvalCell(nn.Module):
@@ -201,16 +201,10 @@ class NetworkNB201(nn.Module):
     @nn.compact
     def __call__(self, x, *, train: bool):
         gene = self.genotype.normal
-        s = nn.Conv(self.C, (3, 3), padding=[(1, 1), (1, 1)], use_bias=False, kernel_init=ops_lib._torch_init,
-                    name="stem_conv")(x)
-        s = ops_lib.batch_norm(train, True, name="stem_bn")(s)
-        C_curr = self.C
-        for stage in range(3):
-            if stage > 0:
-                C_curr *= 2
-                s = ResNetBasicBlock(C_curr, train, name=f"resblock_{stage}")(s)
-            for j in range(self.N):
-                s = NB201Cell(gene, C_curr, train, self.cell_affine, self.track_running_stats,
-                              name=f"cell_{stage}_{j}")(s)
-        s = nn.relu(ops_lib.batch_norm(train, True, name="lastact_bn")(s))
-        return nn.Dense(self.num_classes, kernel_init=ops_lib._torch_init, name="classifier")(jnp.mean(s, axis=(1, 2)))
+
+        def cell(stage, j, C_curr, s):
+            return NB201Cell(gene, C_curr, train, self.cell_affine, self.track_running_stats,
+                             name=f"cell_{stage}_{j}")(s)
+
+        out = nb201_skeleton(x, self.C, self.N, train, cell)
+        return nn.Dense(self.num_classes, kernel_init=ops_lib._torch_init, name="classifier")(out)

@@ -444,21 +444,32 @@ class Supernet(nn.Module):
         return logits
 
     def _nb201(self, x, weights, train, drop_prob, space, cell_cls):
-        s = nn.Conv(self.C, (3, 3), padding=[(1, 1), (1, 1)], use_bias=False,
-                    kernel_init=ops_lib._torch_init, name="stem_conv")(x)
-        s = ops_lib.batch_norm(train, True, name="stem_bn")(s)
-        C_curr = self.C
-        for stage in range(3):
-            if stage > 0:
-                C_curr *= 2
-                s = ResNetBasicBlock(C_curr, train, name=f"resblock_{stage}")(s)
-            for j in range(self.layers):
-                s = cell_cls(space, "normal", C_curr, False, False, 1, train, kernels.resolve_lowering(self.lowering),
-                             self.drop_path_scope, self.track_running_stats,
-                             name=f"cell_{stage}_{j}")(s, None, weights["normal"], drop_prob)
-        s = nn.relu(ops_lib.batch_norm(train, True, name="lastact_bn")(s))
-        out = jnp.mean(s, axis=(1, 2))
+        def cell(stage, j, C_curr, s):
+            return cell_cls(space, "normal", C_curr, False, False, 1, train, kernels.resolve_lowering(self.lowering),
+                            self.drop_path_scope, self.track_running_stats,
+                            name=f"cell_{stage}_{j}")(s, None, weights["normal"], drop_prob)
+
+        out = nb201_skeleton(x, self.C, self.layers, train, cell)
         return nn.Dense(self.num_classes, kernel_init=ops_lib._torch_init, name="classifier")(out)
+
+
+def nb201_skeleton(x, C: int, N: int, train: bool, cell):
+    """NAS-Bench-201's macro network up to the classifier, called inside a compact
+    module: stem conv 3x3 + BN, three stages of ``N`` cells at ``C, 2C, 4C`` separated by
+    :class:`ResNetBasicBlock` (stride 2), BN + ReLU, global average pool. ``cell(stage, j,
+    C_stage, s) -> s`` builds and applies cell ``j`` of a stage (search or discrete)."""
+    s = nn.Conv(C, (3, 3), padding=[(1, 1), (1, 1)], use_bias=False, kernel_init=ops_lib._torch_init,
+                name="stem_conv")(x)
+    s = ops_lib.batch_norm(train, True, name="stem_bn")(s)
+    C_curr = C
+    for stage in range(3):
+        if stage > 0:
+            C_curr *= 2
+            s = ResNetBasicBlock(C_curr, train, name=f"resblock_{stage}")(s)
+        for j in range(N):
+            s = cell(stage, j, C_curr, s)
+    s = nn.relu(ops_lib.batch_norm(train, True, name="lastact_bn")(s))
+    return jnp.mean(s, axis=(1, 2))
 
 
 def count_params(params) -> int:
