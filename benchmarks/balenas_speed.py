@@ -17,7 +17,6 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
-import numpy as np  # noqa: E402
 
 from jaxdarts import genotype as G  # noqa: E402
 from jaxdarts import proxies, search  # noqa: E402
@@ -52,7 +51,7 @@ def time_step(cfg, reps=20):
 
 def main():
     rows = []
-    _, darts_s, _ = None, None, None
+
     c, s, _ = time_step(load("darts", "quick"))
     rows.append(("DARTS 1st order (Adam)", c, s))
     darts_s = s

@@ -29,7 +29,7 @@ a fresh initialisation per candidate) as one compiled program.
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import Callable
 
 import jax
 import jax.numpy as jnp
