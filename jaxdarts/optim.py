@@ -185,18 +185,22 @@ def vadam_sigma(state: VadamState):
     return jax.tree.map(one, state.s)
 
 
-def vadam_sample(key, mu, state: VadamState, num_samples: int = 1, mask=None, sigma_scale=1.0):
+def gaussian_sample(key, mu, sigma, num_samples: int = 1, mask=None, sigma_scale=1.0):
     """``num_samples`` draws ``mu + sigma_scale * sigma * eps`` stacked on a new leading
-    axis (one key per leaf); entries where ``mask`` (a pytree of booleans like ``mu``) is
-    False get no noise."""
-    sigma = vadam_sigma(state)
+    axis (one key per leaf, in leaf order); entries where ``mask`` (a pytree of booleans
+    like ``mu``) is False get no noise."""
     leaves, tree = jax.tree.flatten(mu)
     keys = jax.random.split(key, len(leaves))
     masks = jax.tree.leaves(mask) if mask is not None else [None] * len(leaves)
     out = []
     for k, m, s, msk in zip(keys, leaves, jax.tree.leaves(sigma), masks):
-        eps = jax.random.normal(k, (num_samples,) + m.shape, m.dtype)
+        eps = jax.random.normal(k, (num_samples,) + jnp.shape(m), jnp.result_type(m))
         if msk is not None:
             eps = jnp.where(msk, eps, 0.0)
         out.append(m + sigma_scale * s * eps)
     return jax.tree.unflatten(tree, out)
+
+
+def vadam_sample(key, mu, state: VadamState, num_samples: int = 1, mask=None, sigma_scale=1.0):
+    """:func:`gaussian_sample` with the state's sigma (:func:`vadam_sigma`)."""
+    return gaussian_sample(key, mu, vadam_sigma(state), num_samples, mask, sigma_scale)

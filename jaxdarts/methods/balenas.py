@@ -192,15 +192,8 @@ def arch_grad(task, state, train_batch, val_batch, key):
 def sample_architectures(space, mu, sigma, key, num: int, sigma_scale: float = 1.0):
     """``num`` genotypes discretised from draws ``mu + sigma_scale * sigma * eps``."""
     space = spaces_lib.get(space)
-    mask = alpha_mask(space)
-    out = []
-    keys = jax.random.split(key, len(space.cell_types))
-    draws = {t: np.asarray(mu[t])[None] + sigma_scale * np.asarray(sigma[t])[None] * np.where(
-        np.asarray(mask[t]), np.asarray(jax.random.normal(k, (num,) + np.shape(mu[t]))), 0.0)
-        for t, k in zip(space.cell_types, keys)}
-    for i in range(num):
-        out.append(genotype_lib.derive(space, {t: jnp.asarray(d[i]) for t, d in draws.items()}))
-    return out
+    draws = optim.gaussian_sample(key, mu, sigma, num, alpha_mask(space), sigma_scale)
+    return [genotype_lib.derive(space, jax.tree.map(lambda d: d[i], draws)) for i in range(num)]
 
 
 def uniform_architectures(space, key, num: int):
