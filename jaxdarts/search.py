@@ -116,9 +116,19 @@ class Method:
       arch_tx: ``(task) -> optax transformation`` over alpha (the task gives the config
         and the data sizes, e.g. VAdam's dataset size); None: PyTorch Adam from
         ``cfg.optim`` (:func:`jaxdarts.optim.adam`).
-      mix: ``(task, state, key, sched) -> mixing weights`` (``{cell_type: (E, K)}``, used
-        with ``normalized=True``) that the weight step sees instead of ``softmax(alpha)``
-        (perturbations of MS-DARTS/SDARTS), or None. Traced inside the step.
+      mix: ``(task, state, train_batch, val_batch, key, sched) -> (weights, metrics)``: the
+        mixing weights (``{cell_type: (E, K)}``, used with ``normalized=True``) that the
+        weight step sees instead of ``softmax(alpha)`` (perturbations of MS-DARTS/SDARTS),
+        computed from the state after the architecture step of ``alpha_first`` (the
+        preprocessed batches of the step, its key, the epoch's ``sched`` with the method's
+        schedule values), or None. Traced inside the step; alpha is not changed by it.
+      schedule: ``(cfg, epoch, overrides) -> {name: float}``: the method's per-epoch scalars
+        (a perturbation radius, a bandwidth), added to the step's ``sched`` as traced values
+        (a ramp or a sweep over them never recompiles) and logged each epoch; ``overrides``
+        (``{field: value}``) are a sweep's values of fields in ``sweepable``.
+      sweepable: fields of the method's section a :class:`Sweep` may vary
+        (``Sweep('<method>.<field>', values)``); each must reach the step only through
+        ``schedule``.
       update_order: ``'alpha_first'`` (DARTS: architecture step, then the weight step at the
         new alpha), ``'weights_first'`` (NAS-Bench-201's DARTS) or ``'simultaneous'`` (both
         gradients at the same ``(w, alpha)``, then both updates: one-level StacNAS).
@@ -135,6 +145,8 @@ class Method:
     arch_grad: Callable | None = None
     arch_tx: Callable[["SearchTask"], optax.GradientTransformation] | None = None
     mix: Callable | None = None
+    schedule: Callable | None = None
+    sweepable: tuple[str, ...] = ()
     update_order: str = "alpha_first"
     derive: Callable | None = None
     hooks: Callable[[Any], list] | None = None
@@ -394,8 +406,12 @@ class SearchTask:
         skipped = lambda s, t, v, k: (s, _zeros_like_struct(out_shape[1]))
         return jax.lax.cond(do_update > 0, arch, skipped, state, tb, vb, key)
 
-    def _weights(self, state, k, sched):
-        return None if self.method.mix is None else self.method.mix(self, state, jax.random.fold_in(k, 3), sched)
+    def _weight_step(self, state, tb, vb, k, sched):
+        if self.method.mix is None:
+            return self.weight_update(state, tb)
+        weights, m_metrics = self.method.mix(self, state, tb, vb, jax.random.fold_in(k, 3), sched)
+        state, w_metrics = self.weight_update(state, tb, weights=weights)
+        return state, {**w_metrics, **m_metrics}
 
     def search_step(self, state: SearchState, train_batch, val_batch, sched):
         """One architecture and one weight update in the method's order.
@@ -410,13 +426,13 @@ class SearchTask:
         order = self.update_order
         if order == "alpha_first":
             state, a_metrics = self._arch_or_skip(state, tb_arch, vb, k_arch, sched["arch_update"])
-            state, w_metrics = self.weight_update(state, tb, weights=self._weights(state, k, sched))
+            state, w_metrics = self._weight_step(state, tb, vb, k, sched)
         elif order == "weights_first":
-            state, w_metrics = self.weight_update(state, tb, weights=self._weights(state, k, sched))
+            state, w_metrics = self._weight_step(state, tb, vb, k, sched)
             state, a_metrics = self._arch_or_skip(state, tb_arch, vb, k_arch, sched["arch_update"])
         else:  # simultaneous: both gradients at the same (w, alpha)
             a_state, a_metrics = self._arch_or_skip(state, tb_arch, vb, k_arch, sched["arch_update"])
-            state, w_metrics = self.weight_update(state, tb, weights=self._weights(state, k, sched))
+            state, w_metrics = self._weight_step(state, tb, vb, k, sched)
             state = state.replace(alpha=a_state.alpha, a_opt=a_state.a_opt)
         return state.replace(step=state.step + 1), {**w_metrics, **a_metrics}
 
@@ -447,9 +463,10 @@ class SearchTask:
         n = logits.shape[0]
         return cross_entropy(logits, b["label"]) * n, jnp.sum(jnp.argmax(logits, -1) == b["label"])
 
-    def schedule_values(self, epoch: int, reg: dict | None = None) -> dict:
+    def schedule_values(self, epoch: int, reg: dict | None = None, overrides: dict | None = None) -> dict:
         """Per-epoch drop-path / cutout probabilities (linear ramps as RobustDARTS:
-        ``max * epoch / (epochs - 1)``) and whether alpha is updated. With
+        ``max * epoch / (epochs - 1)``), whether alpha is updated, and the method's
+        schedule values (``overrides``: a sweep's values of the method's fields). With
         ``regularization.cutout_needs_drop_path`` (the RobustDARTS code) cutout is off in
         a run whose maximum drop-path is 0 (per run of a sweep; after DARTS-ADA changes it)."""
         cfg = self.cfg
@@ -459,8 +476,15 @@ class SearchTask:
         cp = cfg.data.cutout_prob * frac if cfg.regularization.ramp_cutout else cfg.data.cutout_prob
         if cfg.regularization.cutout_needs_drop_path and dp_max == 0:
             cp = 0.0
-        return {"drop_prob": np.float32(dp), "cutout_prob": np.float32(cp),
-                "arch_update": np.float32(epoch >= cfg.arch_start_epoch)}
+        out = {"drop_prob": np.float32(dp), "cutout_prob": np.float32(cp),
+               "arch_update": np.float32(epoch >= cfg.arch_start_epoch)}
+        if self.method.schedule is not None:
+            extra = self.method.schedule(cfg, epoch, dict(overrides or {}))
+            clash = set(extra) & set(out)
+            if clash:
+                raise ValueError(f"method {self.method.name!r}: schedule values {sorted(clash)} clash with the engine's")
+            out.update({k: np.float32(v) for k, v in extra.items()})
+        return out
 
 
 # ---------------------------------------------------------------- hooks/events
@@ -601,8 +625,10 @@ SWEEP_MODES = ("batched", "sequential")
 class Sweep:
     """Several searches that differ only in ``target``, advanced together on the same batches.
 
-    ``target``: ``'drop_path'`` (maximum of the ramp), ``'weight_decay'`` (weight optimiser)
-    or ``'seed'`` (initialisation and per-step randomness; the batch order is shared).
+    ``target``: ``'drop_path'`` (maximum of the ramp), ``'weight_decay'`` (weight optimiser),
+    ``'seed'`` (initialisation and per-step randomness; the batch order is shared), or
+    ``'<method>.<field>'``, a field the task's method lists in ``Method.sweepable`` (e.g.
+    ``'msdarts.bandwidth'``; it reaches the step through the method's ``schedule``).
     ``mode='batched'``: one ``vmap``-ed step over the stacked states (one compiled
     program); ``'sequential'``: the runs one after another, epoch by epoch (same numbers)."""
 
@@ -611,8 +637,9 @@ class Sweep:
     mode: str = "batched"
 
     def __post_init__(self):
-        if self.target not in SWEEP_TARGETS:
-            raise ValueError(f"unknown sweep target {self.target!r}; accepted: {', '.join(SWEEP_TARGETS)}")
+        if self.target not in SWEEP_TARGETS and "." not in str(self.target):
+            raise ValueError(f"unknown sweep target {self.target!r}; accepted: {', '.join(SWEEP_TARGETS)}, "
+                             "or <method>.<field> for a field in the method's sweepable")
         if self.mode not in SWEEP_MODES:
             raise ValueError(f"unknown sweep mode {self.mode!r}; accepted: {', '.join(SWEEP_MODES)}")
         if not self.values:
@@ -635,6 +662,12 @@ class Runner:
         if sweep is not None and hooks:
             raise ValueError(f"hooks ({', '.join(h.name for h in hooks)}) act on one search; a sweep "
                              f"({sweep.target}) runs without them")
+        if sweep is not None and sweep.target not in SWEEP_TARGETS:
+            name, _, field = sweep.target.partition(".")
+            if name != task.method.name or field not in task.method.sweepable:
+                ok = [f"{task.method.name}.{f}" for f in task.method.sweepable]
+                raise ValueError(f"unknown sweep target {sweep.target!r} for method {task.method.name!r}; accepted: "
+                                 f"{', '.join(SWEEP_TARGETS + tuple(ok))}")
         self.task = task
         self.cfg = task.cfg
         self.workdir = workdir
@@ -775,8 +808,10 @@ class Runner:
         task = self.task
         if self.sweep is None:
             return task.schedule_values(epoch, self.reg)
-        per_run = [task.schedule_values(epoch, {**self.reg, "drop_path": v} if self.sweep.target == "drop_path"
-                                        else self.reg) for v in self.sweep.values]
+        target = self.sweep.target
+        field = target.partition(".")[2] if target not in SWEEP_TARGETS else None
+        per_run = [task.schedule_values(epoch, {**self.reg, "drop_path": v} if target == "drop_path" else self.reg,
+                                        {field: v} if field else None) for v in self.sweep.values]
         return {k: np.stack([s[k] for s in per_run]) for k in per_run[0]}
 
     def _train(self, epoch: int, sched, progress):

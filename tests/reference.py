@@ -10,6 +10,8 @@ Also the depthwise convolution written with ``lax.conv_general_dilated``'s
 ``feature_group_count`` (the reference for :mod:`jaxdarts.kernels`' tap primitives).
 """
 
+import math
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -194,3 +196,70 @@ class VadamTranscription:
         denominator = np.sqrt(self.exp_avg_sq) / np.sqrt(bias_correction2) + tlambda
         self.p = self.p - self.lr * numerator / denominator
         return self.p
+
+
+# ------------------------------------------------------------- MS-DARTS / SDARTS
+def clip_transcription(p):
+    """SmoothDARTS/MS-DARTS ``model_search.py::clip`` on one arch tensor, row by row
+    (NumPy, in place on a copy): argmax before clamping, clamp to [0, 1], an all-zero row
+    gets 1 at that argmax, divide by the row sum."""
+    p = np.array(p, np.float64)
+    for line in p:
+        max_index = line.argmax()
+        np.clip(line, 0, 1, out=line)
+        if line.sum() == 0.0:
+            line[max_index] = 1.0
+        line /= line.sum()
+    return p
+
+
+def mean_shift_transcription(params, loss, draws, bandwidth):
+    """``attacker/perturb_ms.py::Mean_Shift_alpha`` (aaron851113/MS-DARTS) line by line in
+    NumPy float64, with the uniform draws injected: ``params`` a list of arch tensors (the
+    softmax-ed alphas), ``loss(list of clipped tensors) -> float``, ``draws[t][n][i]`` the
+    U(-eps, eps) noise of iteration t, sample n, tensor i. Returns the list of tensors."""
+    params = [np.array(p, np.float64) for p in params]
+    T, N = len(draws), len(draws[0])
+    gaussian = lambda d, bw: (-1 / (bw * math.sqrt(2 * math.pi))) * np.exp(-0.5 * d)
+    for t in range(T):
+        saved = [p.copy() for p in params]
+        omega_list = np.zeros(N)
+        kernel_list = np.zeros((N, len(params)))
+        perturb_list = []
+        for n in range(N):
+            cur = [s + draws[t][n][i] for i, s in enumerate(saved)]
+            perturb_list.append([c.copy() for c in cur])
+            cur = [clip_transcription(c) for c in cur]
+            omega_list[n] = loss(cur)
+            for i in range(len(params)):
+                a_xi = (saved[i] - cur[i]).reshape(-1)
+                dist = (np.sqrt((a_xi ** 2).sum(0)) / bandwidth) ** 2
+                kernel_list[n][i] = (-1) * gaussian(dist, bandwidth)
+        omega_list = np.exp(omega_list - omega_list.max())
+        omega_list /= omega_list.sum()
+        total_down = omega_list @ kernel_list
+        total_up = [np.zeros_like(p) for p in params]
+        for i in range(len(params)):
+            for n in range(N):
+                total_up[i] += perturb_list[n][i] * omega_list[n] * kernel_list[n][i]
+        params = [total_up[i] / total_down[i] for i in range(len(params))]
+    return params
+
+
+def linf_pgd_transcription(params, loss, grad, draws, epsilon, steps=7):
+    """SmoothDARTS ``Linf_PGD_alpha`` in NumPy float64 with the random start injected
+    (``draws[i]`` the U(-eps, eps) noise of tensor i): ``Linf_SGD`` with lr 2 eps / steps on
+    ``-loss`` (a step ``p -= lr * sign(-grad)``), projection onto the eps box around the
+    saved tensors, then ``clip``; the saved tensors back when the loss went down."""
+    saved = [np.array(p, np.float64) for p in params]
+    lr = 2 * epsilon / steps
+    loss_before = loss(saved)
+    cur = [clip_transcription(s + d) for s, d in zip(saved, draws)]
+    for _ in range(steps):
+        g = [-x for x in grad(cur)]  # loss = -model._loss
+        cur = [c - lr * np.sign(gi) for c, gi in zip(cur, g)]
+        diff = [np.clip(c - s, -epsilon, epsilon) for c, s in zip(cur, saved)]
+        cur = [clip_transcription(d + s) for d, s in zip(diff, saved)]
+    if loss_before > loss(cur):
+        return saved
+    return cur

@@ -27,6 +27,9 @@ BATTERY = {
                     "config.robustdarts.sweep.target='l1' is not accepted; accepted: none, drop_path"),
     "balenas": ("balenas", "--config.balenas.selection=jacov",
                 "config.balenas.selection='jacov' is not accepted; accepted: argmax, synflow, snip, grasp"),
+    "msdarts": ("msdarts", "--config.msdarts.omega=gaussian",
+                "config.msdarts.omega='gaussian' is not accepted; accepted: softmax, proportional"),
+    "sdarts": ("sdarts", "--config.sdarts.kind=pgd", "config.sdarts.kind='pgd' is not accepted; accepted: rs, adv"),
 }
 
 
@@ -54,6 +57,10 @@ def _tiny(name):
         return tiny_config(name, **{"balenas.vadam.num_samples": 2, "balenas.selection": "synflow",
                                     "balenas.num_candidates": 4, "balenas.tf.sigma_scale": 3.0,
                                     "balenas.tf.layers": 1})  # a one-cell scoring network: compiles fast
+    if name == "msdarts":  # alpha steps from the second epoch (the reference waits 5)
+        return tiny_config(name, arch_start_epoch=1)
+    if name == "sdarts":  # the adversarial kind: the attack's gradients inside the step
+        return tiny_config(name, **{"sdarts.kind": "adv", "sdarts.attack_steps": 2})
     if name == "robustdarts":
         cfg = tiny_config(name, epochs=6, hessian_every=2)  # the ES tests' program, fewer Hessians
         cfg.robustdarts.early_stopping.mode = "code"
@@ -65,7 +72,7 @@ def test_every_method_is_in_the_battery():
     assert set(methods.names()) == set(BATTERY)
     for name in methods.names():
         assert methods.get(name).name == name
-    with pytest.raises(ValueError, match="unknown method 'dart'; accepted: amended, balenas, darts, robustdarts"):
+    with pytest.raises(ValueError, match="unknown method 'dart'; accepted: amended, balenas, darts, msdarts, robustdarts, sdarts"):
         methods.get("dart")
 
 
@@ -108,6 +115,13 @@ def test_method_tiny_search_runs_and_resumes_bit_identically(name, tmp_path):
         assert out["last_genotype"] == last["genotype"]  # argmax mu
         assert len(last["tf_top_scores"]) == min(4, out["selection"]["num_candidates"])
         assert last["tf_top_scores"] == sorted(last["tf_top_scores"], reverse=True)
+    if name == "msdarts":
+        assert [r["arch_update"] for r in mf] == [0.0, 1.0, 1.0]
+        assert [r["ms_epsilon"] for r in mf] == pytest.approx([0.025 + 0.225 * e / 3 for e in range(3)])
+        assert all(r["ms_shift"] > 0 for r in mf)
+    if name == "sdarts":
+        assert [r["sdarts_epsilon"] for r in mf] == pytest.approx([0.03 + 0.27 * e / 3 for e in range(3)])
+        assert all(0 <= r["adv_reverted"] <= 1 and r["perturb_linf"] > 0 for r in mf)
     if name == "amended":
         m = mf[0]
         assert m["drop_prob"] == pytest.approx(0.3)  # the gradient itself: test_amended_search_gradient...
@@ -215,9 +229,9 @@ def test_update_orders_and_mixing_weights_slot():
 
     calls = []
 
-    def same_weights(task, state, key, sched):
+    def same_weights(task, state, train_batch, val_batch, key, sched):
         calls.append(1)
-        return mixing_weights(task.space, state.alpha)
+        return mixing_weights(task.space, state.alpha), {}
 
     base = search.SearchTask.from_config(tiny_config())
     s0 = base.init_state()

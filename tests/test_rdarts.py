@@ -167,7 +167,7 @@ def test_sweep_batched_equals_sequential_and_differs_per_value(tmp_path):
     assert not np.allclose(states["batched"].alpha["normal"][0], states["batched"].alpha["normal"][1])
     m = io_lib.read_jsonl(str(tmp_path / "batched" / "metrics.jsonl"))
     assert len(m[0]["train_loss"]) == 2 and m[0]["drop_prob"] == [0.0, 0.5]  # no ramp
-    with pytest.raises(ValueError, match="unknown sweep target 'l1'; accepted: drop_path, weight_decay, seed"):
+    with pytest.raises(ValueError, match="unknown sweep target 'l1'; accepted: drop_path, weight_decay, seed, or <method>"):
         search.Sweep("l1", values)
 
 

@@ -1,0 +1,66 @@
+"""MS-DARTS (mean-shift on the mixing weights for the weight step), reference settings.
+
+Method ``msdarts`` (:mod:`jaxdarts.methods.msdarts`; section ``config.msdarts``), the code
+``sota/cnn/train_search_ms.py`` of aaron851113/MS-DARTS: DARTS space, CIFAR-10 25k/25k,
+C16 / 8 cells, batch 64, 40 epochs, SGD 0.025 -> 0.001 cosine, first-order Adam steps on
+alpha from epoch 5, mean-shift with eps = 0.25 ramped eps/10 -> eps, h = 1.0 (a standard
+deviation), N = 3 samples, T = 2 iterations, weights softmax of the training-batch losses
+in eval-mode BatchNorm.
+
+Commands and expected cost/result:
+
+* ``python bin/search.py --config configs/msdarts.py:quick --workdir /tmp/msdarts_quick``
+  Embedded Fashion-MNIST (16x16), C=8, 3 cells, 4 epochs x 20 steps of batch 32, alpha
+  steps from epoch 1 (the quick search is too short for 5 warm-up epochs): about 2x the
+  DARTS quick run on 2 CPU cores (each step adds N x T = 6 eval-mode forwards;
+  benchmarks/RESULTS.md has the measured time); metrics ``ms_epsilon``, ``ms_shift``.
+* ``python bin/search.py --config configs/msdarts.py --workdir /tmp/msdarts``: the paper's
+  DARTS-space search (Table 1); ``:s1`` .. ``:s4`` the RobustDARTS spaces (Table 2; cutout
+  16 forced on with the code's ramped probability and on the architecture batches, as the
+  code).
+
+Variants (combinable, ``:s3,quick``): ``quick``, ``s1``..``s4``, ``paper`` (the paper's
+choices where it differs from the code: validation-batch losses, weights proportional to
+the loss, a clean simplex mean-shift: clipped average, clipped result), ``cifar100``.
+Sweeps over h or eps without recompiling: ``benchmarks/msdarts_bandwidth.py``
+(``Sweep('msdarts.bandwidth', ...)``).
+"""
+
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from common import quick  # noqa: E402
+
+from jaxdarts import config as config_lib  # noqa: E402
+
+SPACES = ("s1", "s2", "s3", "s4")
+VARIANTS = ("quick", "paper", "cifar100") + SPACES
+
+
+def robust_space(c, space):
+    """A RobustDARTS space as the MS-DARTS/SDARTS code searches it: cutout 16 forced on,
+    probability ramped e/(E-1), architecture batches through the training transform."""
+    c.space = space
+    c.data.cutout = 16
+    c.regularization.ramp_cutout = True
+    c.data.augment_val = True
+
+
+def get_config(arg: str = ""):
+    variants = [v for v in arg.split(",") if v]
+    for v in variants:
+        if v not in VARIANTS:
+            raise ValueError(f"unknown variant {v!r} of configs/msdarts.py; accepted: {', '.join(VARIANTS)}")
+    c = config_lib.base("msdarts")  # first order, 40 epochs, alpha steps from epoch 5
+    for v in variants:
+        if v in SPACES:
+            robust_space(c, v)
+        elif v == "cifar100":
+            c.dataset = "cifar100"
+        elif v == "paper":
+            c.msdarts.update(dict(loss_batch="val", omega="proportional", average="clipped", clip_result=True))
+    if "quick" in variants:
+        quick(c)
+        c.arch_start_epoch = 1
+    return c

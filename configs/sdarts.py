@@ -1,0 +1,52 @@
+"""SDARTS-RS / SDARTS-ADV (Chen & Hsieh, 2020), the baselines of MS-DARTS.
+
+Method ``sdarts`` (:mod:`jaxdarts.methods.sdarts`; section ``config.sdarts``), the code
+``sota/cnn/train_search.py`` of xiangning-chen/SmoothDARTS: DARTS space, CIFAR-10
+25k/25k, C16 / 8 cells, batch 64, 50 epochs, first-order Adam steps on alpha from the
+first epoch, the weight step at perturbed softmax(alpha): ``rs`` uniform noise in the
+eps box, clipped onto the simplex; ``adv`` 7 steps of projected sign-gradient ascent in
+eval mode from a random start, kept only when it raised the loss; eps ramped 0.03 -> 0.3.
+
+Commands and expected cost/result:
+
+* ``python bin/search.py --config configs/sdarts.py:rs,quick --workdir /tmp/sdarts_rs``
+  Embedded Fashion-MNIST (16x16), C=8, 3 cells, 4 epochs x 20 steps of batch 32: the cost
+  of the DARTS quick run (one uniform draw per step); metrics ``sdarts_epsilon``,
+  ``perturb_linf``.
+* ``python bin/search.py --config configs/sdarts.py:adv,quick --workdir /tmp/sdarts_adv``
+  the same with the attack: 7 extra forward+backward passes per step (about 3x the DARTS
+  quick run; benchmarks/RESULTS.md); metrics ``adv_reverted``, ``adv_loss_gain``.
+* ``python bin/search.py --config configs/sdarts.py:adv --workdir /tmp/sdarts_adv``: the
+  paper's search; ``:s1`` .. ``:s4`` the RobustDARTS spaces (cutout forced on, as the code).
+
+Variants (combinable): ``rs`` (default) | ``adv``, ``quick``, ``s1``..``s4``, ``cifar100``.
+"""
+
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from common import quick  # noqa: E402
+from msdarts import SPACES, robust_space  # noqa: E402
+
+from jaxdarts import config as config_lib  # noqa: E402
+
+VARIANTS = ("rs", "adv", "quick", "cifar100") + SPACES
+
+
+def get_config(arg: str = ""):
+    variants = [v for v in arg.split(",") if v]
+    for v in variants:
+        if v not in VARIANTS:
+            raise ValueError(f"unknown variant {v!r} of configs/sdarts.py; accepted: {', '.join(VARIANTS)}")
+    c = config_lib.base("sdarts")  # first order, 50 epochs
+    for v in variants:
+        if v in ("rs", "adv"):
+            c.sdarts.kind = v
+        elif v in SPACES:
+            robust_space(c, v)
+        elif v == "cifar100":
+            c.dataset = "cifar100"
+    if "quick" in variants:
+        quick(c)
+    return c
