@@ -9,14 +9,19 @@
   full re-orthogonalisation on HVPs; for per-cell spaces with thousands of entries).
 * :func:`discretization_gap` — accuracy of the supernet with the derived one-hot alpha vs
   the continuous alpha, with the supernet's weights (RobustDARTS Section 6).
+* StacNAS analyses: :func:`op_outputs` (each candidate op's output on an edge before
+  mixing), :class:`PooledCorrelation` / :func:`operator_correlation` (Appendix B: pooled
+  Pearson correlation between ops over samples and positions, streamed in bounded
+  memory), :func:`gradient_confusion` (Eq. 7-8).
 """
 
 from __future__ import annotations
 
-from typing import Callable
+from typing import Callable, Iterable
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax.flatten_util import ravel_pytree
 
 
@@ -114,3 +119,98 @@ def discretization_gap(evaluate: Callable, space, genotype) -> dict:
     cont = evaluate(prefix="continuous")
     disc = evaluate(alpha=onehot, normalized=True, prefix="discrete")
     return {**cont, **disc, "accuracy_drop": cont["continuous_acc"] - disc["discrete_acc"]}
+
+
+# ------------------------------------------------------------------ StacNAS analyses
+def op_outputs(model, variables, x, alpha, cell: int, edges: Iterable[int], *, normalized: bool = False):
+    """Each candidate op's output on ``edges`` of supernet cell ``cell`` before mixing, in
+    eval mode: ``{edge: (K, N, H, W, C)}`` (K = the space's padded op count; zeros for
+    ``none`` and padded slots). ``model`` is a :class:`jaxdarts.supernet.Supernet` (DARTS
+    macro); ``variables`` its ``params``/``batch_stats``. Jit the caller for many batches."""
+    from jaxdarts import spaces as spaces_lib
+    from jaxdarts import supernet as supernet_lib
+
+    space = spaces_lib.get(model.space)
+    if space.macro != "darts":
+        raise ValueError(f"op_outputs reads DARTS-macro supernets; space {space.name!r} is {space.macro!r}")
+    if not 0 <= cell < model.layers:
+        raise ValueError(f"cell={cell} is not a cell of this {model.layers}-cell supernet; accepted: 0..{model.layers - 1}")
+    _, mut = model.clone(capture_ops=True).apply(variables, x, alpha, train=False, normalized=normalized,
+                                                 mutable=["intermediates"])
+    inter = mut["intermediates"][f"cell_{cell}"]
+    ctype = space.cell_type_of(cell, model.layers)
+    groups = supernet_lib.edge_groups(space, ctype, ctype == "reduce")
+    out = {}
+    for e in edges:
+        g = next((g for g in groups if e in g.edges), None)
+        if g is None:
+            raise ValueError(f"edge={e} is not an edge of space {space.name!r}; accepted: 0..{space.num_edges - 1}")
+        out[e] = inter["ops_" + g.name][0][g.edges.index(e)]
+    return out
+
+
+class PooledCorrelation:
+    """StacNAS Appendix B correlation between ops, streamed over batches (float64 on host).
+
+    For op features ``x_a[n, d]`` (sample n, position d = every (h, w, c)), centred by the
+    per-position mean over all samples, ``rho_ab = sum_{n,d} xc_a xc_b / sqrt(sum xc_a^2
+    sum xc_b^2)`` (the code's online update computes exactly this). Memory: the per-position
+    sums ``(K, D)`` and a ``(K, K)`` matrix of cross sums, whatever the number of samples,
+    using ``sum_n xc_a xc_b = sum_n x_a x_b - S_a S_b / N`` per position."""
+
+    def __init__(self):
+        self.n = 0
+        self.sums = None
+        self.cross = None
+
+    def update(self, feats) -> None:
+        """``feats``: ``(K, N, ...)`` outputs of K ops on N samples."""
+        f = np.asarray(feats, np.float64)
+        f = f.reshape(f.shape[0], f.shape[1], -1)
+        if self.sums is None:
+            self.sums = np.zeros((f.shape[0], f.shape[2]))
+            self.cross = np.zeros((f.shape[0], f.shape[0]))
+        self.n += f.shape[1]
+        self.sums += f.sum(1)
+        flat = f.reshape(f.shape[0], -1)
+        self.cross += flat @ flat.T
+
+    def result(self) -> np.ndarray:
+        """The ``(K, K)`` correlation matrix (NaN rows/columns for ops with zero variance,
+        e.g. ``none``)."""
+        cov = self.cross - (self.sums @ self.sums.T) / self.n
+        d = np.sqrt(np.clip(np.diag(cov), 0, None))
+        with np.errstate(divide="ignore", invalid="ignore"):
+            return cov / np.outer(d, d)
+
+
+def operator_correlation(model, variables, batches: Iterable, alpha, cell: int, edges: Iterable[int], *,
+                         normalized: bool = False) -> dict[int, np.ndarray]:
+    """:class:`PooledCorrelation` of the ops on each of ``edges`` of ``cell`` over all
+    ``batches`` (float image arrays, preprocessed; eval mode): ``{edge: (K, K)}`` in the
+    space's op order. One jitted forward per batch; memory bounded by one batch."""
+    edges = tuple(edges)
+    fn = jax.jit(lambda v, x: op_outputs(model, v, x, alpha, cell, edges, normalized=normalized))
+    acc = {e: PooledCorrelation() for e in edges}
+    for x in batches:
+        out = jax.device_get(fn(variables, x))
+        for e in edges:
+            acc[e].update(out[e])
+    return {e: a.result() for e, a in acc.items()}
+
+
+def confusion_of_gradients(grads) -> jax.Array:
+    """Eq. 7: ``max(0, max_{i != j} -<g_i, g_j>)`` over the rows of ``grads`` (m, P)."""
+    g = jnp.asarray(grads)
+    gram = g @ g.T
+    off = jnp.where(jnp.eye(g.shape[0], dtype=bool), -jnp.inf, -gram)
+    return jnp.maximum(0.0, jnp.max(off))
+
+
+def gradient_confusion(loss_fn: Callable, params, batches) -> jax.Array:
+    """Eq. 7 at fixed ``params``: the m per-mini-batch gradients of ``loss_fn(params,
+    batch)`` as one ``vmap`` over ``batches`` (a pytree whose leaves have a leading axis m),
+    flattened, then :func:`confusion_of_gradients`. Eq. 8 (the paper's Table 6) is the mean
+    over 10 such draws divided by the parameter count in millions."""
+    grads = jax.vmap(lambda b: ravel_pytree(jax.grad(loss_fn)(params, b))[0])(batches)
+    return confusion_of_gradients(grads)

@@ -140,8 +140,12 @@ def validate(cfg) -> None:
     for f in ("optim.weight_decay", "optim.arch_weight_decay", "optim.momentum", "regularization.drop_path",
               "steps_per_epoch", "arch_start_epoch", "hessian_every", "eval_batches", "data.cutout"):
         check_positive(f, _get(cfg, f), allow_zero=True)
-    if not 0 < cfg.data.train_portion < 1:
-        raise ConfigError(f"config.data.train_portion={cfg.data.train_portion!r} must be in (0, 1)")
+    if not 0 < cfg.data.train_portion <= 1:
+        raise ConfigError(f"config.data.train_portion={cfg.data.train_portion!r} must be in (0, 1]")
+    if cfg.data.train_portion == 1 and cfg.estimator != "one_level":
+        raise ConfigError(f"config.data.train_portion=1 leaves no architecture split for config.estimator="
+                          f"{cfg.estimator!r}; accepted: a portion in (0, 1), or estimator=one_level (StacNAS: "
+                          "weights and alpha on all training data)")
     if not 0 <= cfg.regularization.drop_path < 1:
         raise ConfigError(f"config.regularization.drop_path={cfg.regularization.drop_path!r} must be in [0, 1)")
     from jaxdarts import search as search_lib

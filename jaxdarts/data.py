@@ -130,7 +130,10 @@ def load_search_data(dataset: str, data_dir=None, max_examples: int = 0, image_s
 
 def search_split(images: np.ndarray, labels: np.ndarray, portion: float = 0.5):
     """DARTS split of the training set: the first ``portion`` trains the weights, the
-    rest is the architecture ("validation") set."""
+    rest is the architecture ("validation") set. ``portion=1`` (one-level StacNAS: both on
+    all the data): both sets are the whole training set."""
+    if portion == 1:
+        return (images, labels), (images, labels)
     n = int(len(images) * portion)
     return (images[:n], labels[:n]), (images[n:], labels[n:])
 

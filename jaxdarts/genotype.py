@@ -211,11 +211,12 @@ def _derive_cell(space, cell_type: str, w: np.ndarray) -> Gene:
             if n != node:
                 continue
             real = [k for k, op in enumerate(padded[e])
-                    if op is not None and (op != "none" or space.none_in_argmax)]
+                    if op is not None and (ops_lib.base_op(op) != "none" or space.none_in_argmax)]
             if not real:
                 continue
             k_best = real[int(np.argmax(w[e, real]))]  # first maximum wins, as in DARTS
-            cands.append((float(w[e, k_best]), e, padded[e][k_best], inp))
+            # an alias (StacNAS's second skip, 'skip_connect@2') is its op in the genotype
+            cands.append((float(w[e, k_best]), e, ops_lib.base_op(padded[e][k_best]), inp))
         if space.derive == "top2":
             cands = sorted(cands, key=lambda c: -c[0])[:2]  # stable: lower edge wins ties
         gene.extend((op, inp) for _, _, op, inp in cands)

@@ -339,8 +339,8 @@ def make_op(name: str, C_in: int, C_out: int, stride: int, affine: bool, family:
       track_running_stats: False gives ``nor_conv`` ops batch-statistics BatchNorm in
         evaluation too (:class:`BatchStatNorm`; NAS-Bench-201 option).
     """
-    if name not in _OPS:
-        raise ValueError(f"unknown op {name!r}; accepted: {', '.join(OP_NAMES)}")
+    check_ops([name])
+    name = base_op(name)
     if not final_bn and not ends_with_bn(name, stride, affine, family):
         raise ValueError(f"op {name!r} (stride {stride}, affine {affine}, {family}) has no parameter-free final "
                          "BatchNorm to leave out")
@@ -354,6 +354,7 @@ def make_op(name: str, C_in: int, C_out: int, stride: int, affine: bool, family:
 def ends_with_bn(name: str, stride: int, affine: bool, family: str = "darts") -> bool:
     """Whether op ``name`` ends with a BatchNorm that has no parameters (``affine=False``),
     so that its output can be normalised together with other ops' outputs."""
+    name = base_op(name)
     if affine:
         return False
     if name in ("max_pool_3x3", "avg_pool_3x3"):
@@ -391,10 +392,19 @@ OP_NAMES: tuple[str, ...] = tuple(_OPS)
 
 def is_identity(name: str, stride: int) -> bool:
     """Whether the op is the identity (drop-path is never applied to identities)."""
-    return name == "skip_connect" and stride == 1
+    return base_op(name) == "skip_connect" and stride == 1
+
+
+def base_op(name: str | None) -> str | None:
+    """The op an alias names: ``'skip_connect@2'`` is a second, independent
+    ``skip_connect`` on the same edge (StacNAS's stage 2 lists the skip twice; at stride 2
+    they are two FactorizedReduce modules with their own weights)."""
+    return name if name is None else name.split("@", 1)[0]
 
 
 def check_ops(names: Sequence[str]) -> None:
+    """ValueError naming an unknown op (or a malformed alias ``op@k``, k a positive integer)."""
     for n in names:
-        if n not in _OPS:
-            raise ValueError(f"unknown op {n!r}; accepted: {', '.join(OP_NAMES)}")
+        base, _, k = n.partition("@")
+        if base not in _OPS or ("@" in n and not (k.isdigit() and int(k) > 1)):
+            raise ValueError(f"unknown op {n!r}; accepted: {', '.join(OP_NAMES)} (and aliases op@k, k >= 2)")

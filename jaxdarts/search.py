@@ -430,11 +430,45 @@ class SearchTask:
         elif order == "weights_first":
             state, w_metrics = self._weight_step(state, tb, vb, k, sched)
             state, a_metrics = self._arch_or_skip(state, tb_arch, vb, k_arch, sched["arch_update"])
+        elif self._fused_one_level:  # simultaneous one-level: ONE joint gradient (StacNAS, Eq. 5-6)
+            state, w_metrics, a_metrics = self._joint_one_level_step(state, tb, sched)
         else:  # simultaneous: both gradients at the same (w, alpha)
             a_state, a_metrics = self._arch_or_skip(state, tb_arch, vb, k_arch, sched["arch_update"])
             state, w_metrics = self._weight_step(state, tb, vb, k, sched)
             state = state.replace(alpha=a_state.alpha, a_opt=a_state.a_opt)
         return state.replace(step=state.step + 1), {**w_metrics, **a_metrics}
+
+    @property
+    def _fused_one_level(self) -> bool:
+        """Simultaneous order with the ``one_level`` estimator, the method's own gradient and
+        no mixing weights: both gradients are of the same training loss at the same point."""
+        m = self.method
+        return (self.update_order == "simultaneous" and self.cfg.estimator == "one_level" and m.arch_grad is None
+                and m.mix is None)
+
+    def _joint_one_level_step(self, state: SearchState, tb, sched):
+        """One ``value_and_grad`` of the training loss (auxiliary head included) w.r.t.
+        ``(params, alpha)`` on the weight step's batch, then both optimisers on those
+        gradients (the weight optimiser's clipping acts on the weights only); alpha is kept
+        in the weight-only warm-up. Same numbers as the two separate passes of the
+        simultaneous order (tested), one forward and one backward instead of two each."""
+
+        def loss_fn(params, alpha):
+            return self.train_loss_terms(params, state.batch_stats, alpha, tb)
+
+        (_, (loss, logits, new_bs)), (gw, ga) = jax.value_and_grad(loss_fn, argnums=(0, 1), has_aux=True)(
+            state.params, state.alpha)
+        updates, w_opt = self.weight_tx().update(gw, state.w_opt, state.params)
+        params = optax.apply_updates(state.params, updates)
+        a_updates, a_opt = self.arch_tx().update(ga, state.a_opt, state.alpha)
+        do = sched["arch_update"] > 0
+        keep = lambda new, old: jax.tree.map(lambda n, o: jnp.where(do, n, o), new, old)
+        alpha = keep(optax.apply_updates(state.alpha, a_updates), state.alpha)
+        a_opt = keep(a_opt, state.a_opt)
+        acc = jnp.mean(jnp.argmax(logits, -1) == tb["label"])
+        state = state.replace(params=params, batch_stats=new_bs, w_opt=w_opt, alpha=alpha, a_opt=a_opt)
+        g1 = jnp.where(do, hypergrad.tree_norm(ga), 0.0)
+        return state, {"train_loss": loss, "train_acc": acc}, {"g1_norm": g1, "g2_norm": jnp.zeros_like(g1)}
 
     def step_batches(self, key, train_batch, val_batch, sched):
         """The preprocessed ``(weight batch, architecture-step training batch, architecture

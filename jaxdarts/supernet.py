@@ -141,31 +141,34 @@ class MixedOp(nn.Module):
     lowering: str = "auto"
     drop_path_scope: str = "edge"
     track_running_stats: bool = True
+    capture: bool = False  # also return every op's output before mixing (K, N, H, W, C)
 
     @nn.compact
     def __call__(self, x: Array, w: Array, drop_prob: Array | float = 0.0) -> Array:
         if self.drop_path_scope not in DROP_PATH_SCOPES:
             raise ValueError(f"drop_path_scope={self.drop_path_scope!r} is not accepted; accepted: "
                              f"{', '.join(DROP_PATH_SCOPES)}")
-        per_op = self.train and self.drop_path_scope == "op"
+        drop_each = self.train and self.drop_path_scope == "op"
         # the input's cotangent, the sum of every op's input gradient, gets its own buffer on
         # XLA:CPU instead of being recomputed inside each consumer (2.6x faster cell backward)
         x = kernels.materialize(x)
         out = jnp.zeros(x.shape[:1] + self._out_hw(x) + (self.C,), x.dtype)
         stacked_k, stacked_y = [], []
+        per_op = {}  # k -> the op's output (capture)
         lowering = kernels.resolve_lowering(self.lowering)
         compact = lowering == "conv"
         # separable convs: first blocks of all of them, one BatchNorm, then second blocks
-        seps = {k: ops_lib.SepConv(self.C, ops_lib.SEP_KERNEL[name], self.stride, False, False, False, lowering,
-                                   name=name)
+        seps = {k: ops_lib.SepConv(self.C, ops_lib.SEP_KERNEL[ops_lib.base_op(name)], self.stride, False, False,
+                                   False, lowering, name=name)
                 for k, name in enumerate(self.ops)
-                if compact and name in ops_lib.SEP_KERNEL and ops_lib.ends_with_bn(name, self.stride, self.affine)}
+                if compact and ops_lib.base_op(name) in ops_lib.SEP_KERNEL
+                and ops_lib.ends_with_bn(name, self.stride, self.affine)}
         if seps:
             h = jnp.stack([m(x, self.train, part="first") for m in seps.values()])
             h = ops_lib.batch_norm(self.train, False, name="joint_bn_first", axis=(0, -1))(h)
             seps = {k: m(h[i], self.train, part="second") for i, (k, m) in enumerate(seps.items())}
         for k, name in enumerate(self.ops):
-            if name is None or name == "none":
+            if name is None or ops_lib.base_op(name) == "none":
                 continue
             joint = compact and ops_lib.ends_with_bn(name, self.stride, self.affine, self.family)
             if k in seps:
@@ -178,18 +181,22 @@ class MixedOp(nn.Module):
                 stacked_k.append(k)
                 stacked_y.append(y)
                 continue
-            if per_op and not ops_lib.is_identity(name, self.stride) and name != "noise":
+            if drop_each and not ops_lib.is_identity(name, self.stride) and ops_lib.base_op(name) != "noise":
                 y = drop_path(self, y, drop_prob)
+            per_op[k] = y
             out = out + w[k] * y
         if stacked_y:
             y = ops_lib.batch_norm(self.train, False, name="joint_bn", axis=(0, -1),
                                    track_running_stats=self.track_running_stats)(jnp.stack(stacked_y))
-            if per_op:
+            if drop_each:
                 y = drop_path(self, y, drop_prob, batch_axes=2)
+            per_op.update({k: y[i] for i, k in enumerate(stacked_k)})
             wk = jnp.stack([w[k] for k in stacked_k])  # static slices: no gather
             out = out + jnp.tensordot(wk, y, axes=1)
         if self.train and self.drop_path_scope == "edge":
             out = drop_path(self, out, drop_prob)  # the mixed-op output, per sample (reference)
+        if self.capture:  # none / padded slots: zeros
+            return out, jnp.stack([per_op.get(k, jnp.zeros_like(out)) for k in range(len(self.ops))])
         return out
 
     def _out_hw(self, x):
@@ -241,6 +248,7 @@ class SearchCell(nn.Module):
     lowering: str = "auto"
     drop_path_scope: str = "edge"
     track_running_stats: bool = True
+    capture_ops: bool = False
 
     @nn.compact
     def __call__(self, s0, s1, weights, drop_prob=0.0):
@@ -263,7 +271,10 @@ class SearchCell(nn.Module):
             w = jnp.stack([weights[e] for e in g.edges])  # static slices: no gather/scatter
             y = _BatchedMixedOp(g.ops, self.C, g.stride, self.train, family, lowering=self.lowering,
                                 drop_path_scope=self.drop_path_scope, track_running_stats=self.track_running_stats,
-                                name=g.name)(x, w, drop_prob)
+                                capture=self.capture_ops, name=g.name)(x, w, drop_prob)
+            if self.capture_ops:  # (edges of the group, K, N, H, W, C) before mixing
+                y, y_ops = y
+                self.sow("intermediates", "ops_" + g.name, y_ops)
             for node in sorted(set(g.nodes)):
                 idx = [j for j, n in enumerate(g.nodes) if n == node]
                 part = sum(y[j] for j in idx[1:]) + y[idx[0]] if len(idx) > 1 else y[idx[0]]
@@ -372,6 +383,10 @@ class Supernet(nn.Module):
         in evaluation too and keep none (PyTorch ``track_running_stats=False``; the
         NAS-Bench-201 ``BN`` flag and the zero-cost-proxy network). Stem, reduction blocks
         and classifier BatchNorms always track.
+      capture_ops: every edge's per-op outputs before mixing are sown into the
+        ``'intermediates'`` collection (per cell, per edge group ``ops_edges_...``: an array
+        ``(edges of the group, K, N, H, W, C)``, zeros for ``none``/padded slots); read them
+        with :func:`jaxdarts.analysis.op_outputs` (StacNAS operator correlation).
 
     ``__call__(x, alpha, *, train, normalized=False, drop_prob=0.0)``:
       x: ``(N, H, W, C_in)`` float images (NHWC).
@@ -396,6 +411,7 @@ class Supernet(nn.Module):
     lowering: str = "auto"
     drop_path_scope: str = "edge"
     track_running_stats: bool = True
+    capture_ops: bool = False
 
     @nn.compact
     def __call__(self, x, alpha, *, train: bool, normalized: bool = False, drop_prob=0.0):
@@ -432,7 +448,7 @@ class Supernet(nn.Module):
             counters[ctype] += 1
             cell = cell_cls(space, ctype, C_curr, reduction, reduction_prev, self.multiplier, train,
                             kernels.resolve_lowering(self.lowering), self.drop_path_scope, self.track_running_stats,
-                            name=f"cell_{i}")
+                            self.capture_ops, name=f"cell_{i}")
             s0, s1 = s1, cell(s0, s1, w, drop_prob)
             reduction_prev = reduction
             if self.auxiliary and train and i == 2 * self.layers // 3:
@@ -446,7 +462,7 @@ class Supernet(nn.Module):
     def _nb201(self, x, weights, train, drop_prob, space, cell_cls):
         def cell(stage, j, C_curr, s):
             return cell_cls(space, "normal", C_curr, False, False, 1, train, kernels.resolve_lowering(self.lowering),
-                            self.drop_path_scope, self.track_running_stats,
+                            self.drop_path_scope, self.track_running_stats, self.capture_ops,
                             name=f"cell_{stage}_{j}")(s, None, weights["normal"], drop_prob)
 
         out = nb201_skeleton(x, self.C, self.layers, train, cell)

@@ -30,6 +30,8 @@ BATTERY = {
     "msdarts": ("msdarts", "--config.msdarts.omega=gaussian",
                 "config.msdarts.omega='gaussian' is not accepted; accepted: softmax, proportional"),
     "sdarts": ("sdarts", "--config.sdarts.kind=pgd", "config.sdarts.kind='pgd' is not accepted; accepted: rs, adv"),
+    "stacnas": ("stacnas", "--config.stacnas.rank_by=value",
+                "config.stacnas.rank_by='value' is not accepted; accepted: logits, softmax"),
 }
 
 
@@ -61,6 +63,9 @@ def _tiny(name):
         return tiny_config(name, arch_start_epoch=1)
     if name == "sdarts":  # the adversarial kind: the attack's gradients inside the step
         return tiny_config(name, **{"sdarts.kind": "adv", "sdarts.attack_steps": 2})
+    if name == "stacnas":  # stage 1 as one search (the program: test_stacnas, same shapes)
+        return tiny_config(name, space="stacnas_stage1", epochs=2,
+                           **{"stacnas.stage1_layers": 2, "stacnas.stage2_layers": 3, "model.layers": 2})
     if name == "robustdarts":
         cfg = tiny_config(name, epochs=6, hessian_every=2)  # the ES tests' program, fewer Hessians
         cfg.robustdarts.early_stopping.mode = "code"
@@ -72,7 +77,7 @@ def test_every_method_is_in_the_battery():
     assert set(methods.names()) == set(BATTERY)
     for name in methods.names():
         assert methods.get(name).name == name
-    with pytest.raises(ValueError, match="unknown method 'dart'; accepted: amended, balenas, darts, msdarts, robustdarts, sdarts"):
+    with pytest.raises(ValueError, match="unknown method 'dart'; accepted: amended, balenas, darts, msdarts, robustdarts, sdarts, stacnas"):
         methods.get("dart")
 
 

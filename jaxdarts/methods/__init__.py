@@ -10,24 +10,20 @@ config file, and touches no engine file.
 
 Today: ``darts`` (DARTS first/second order and every estimator of
 :mod:`jaxdarts.hypergrad`), ``amended`` (Amended-DARTS), ``robustdarts`` (RobustDARTS:
-DARTS-ES, DARTS-ADA, R-DARTS).
+DARTS-ES, DARTS-ADA, R-DARTS), ``balenas`` (BaLeNAS: ``arch_tx`` is VAdam, ``arch_grad``
+vmaps the estimator over samples of q and passes the squared-gradient mean as
+``tx_args``, a hook adds the training-free selection), ``msdarts`` and ``sdarts``
+(MS-DARTS mean-shift, SDARTS-RS/ADV: ``mix`` returns the perturbed mixing weights of the
+weight step from the step's batches and key, ``schedule`` gives the traced radius and
+bandwidth, ``sweepable`` lets ``Sweep('msdarts.bandwidth', ...)`` vary them in one
+program). Modules whose name starts with ``_`` are shared helpers, not methods.
 
-How the coming methods plug in (no engine change needed):
-
-* ``msdarts`` / ``sdarts`` (MS-DARTS, SDARTS-RS/ADV): ``mix`` returns the mean-shifted or
-  perturbed mixing weights for the weight step (traced in the step; it receives the task,
-  the state, a key and the epoch's schedule, so radius ramps are traced values and the
-  sample losses are one ``vmap`` through ``task.apply``); ``arch_grad`` stays first order.
-* ``stacnas``: ``update_order='simultaneous'`` with a one-level ``arch_grad`` (training
-  loss at the same point as the weight gradient), and a ``program`` of two stages, each a
-  :func:`jaxdarts.search.run_single` in its own sub-workdir with a task built by
-  :meth:`jaxdarts.search.SearchTask.from_arrays` / ``from_config`` on the stage's space
-  (stage 2's space derived from stage 1's genotype), ``max_epochs`` counted across stages.
-* ``balenas``: ``arch_tx`` is VAdam (an optax transformation whose ``update`` takes extra
-  arguments), ``arch_grad`` samples alphas from N(mu, sigma^2) with the key it receives,
-  ``vmap``-s the estimator over the samples and returns the mean gradient plus the
-  squared-gradient mean as ``tx_args``; ``derive`` or the program adds the training-free
-  selection.
+How the coming method plugs in (no engine change needed): ``stacnas`` takes
+``update_order='simultaneous'`` with a one-level ``arch_grad`` (training loss at the same
+point as the weight gradient), and a ``program`` of two stages, each a
+:func:`jaxdarts.search.run_single` in its own sub-workdir with a task built by
+:meth:`jaxdarts.search.SearchTask.from_arrays` / ``from_config`` on the stage's space
+(stage 2's space derived from stage 1's genotype), ``max_epochs`` counted across stages.
 """
 
 from __future__ import annotations
