@@ -139,7 +139,8 @@ def op_outputs(model, variables, x, alpha, cell: int, edges: Iterable[int], *, n
                                                  mutable=["intermediates"])
     inter = mut["intermediates"][f"cell_{cell}"]
     ctype = space.cell_type_of(cell, model.layers)
-    groups = supernet_lib.edge_groups(space, ctype, ctype == "reduce")
+    index = sum(space.cell_type_of(i, model.layers) == ctype for i in range(cell)) if space.cell_ops else None
+    groups = supernet_lib.edge_groups(space, ctype, ctype == "reduce", index)
     out = {}
     for e in edges:
         g = next((g for g in groups if e in g.edges), None)

@@ -202,8 +202,8 @@ def _json_gene(v):
     return [[op, i] for op, i in v]
 
 
-def _derive_cell(space, cell_type: str, w: np.ndarray) -> Gene:
-    padded = space.padded_ops(cell_type)
+def _derive_cell(space, cell_type: str, w: np.ndarray, cell: int | None = None) -> Gene:
+    padded = space.padded_ops(cell_type, cell)
     gene = []
     for node in range(space.steps):
         cands = []
@@ -238,14 +238,14 @@ def derive(space, alpha, *, normalized: bool = False) -> Genotype:
     genes = {}
     for t in space.cell_types:
         if space.per_cell:
-            genes[t] = tuple(_derive_cell(space, t, w[t][i]) for i in range(w[t].shape[0]))
+            genes[t] = tuple(_derive_cell(space, t, w[t][i], i) for i in range(w[t].shape[0]))
         else:
             genes[t] = _derive_cell(space, t, w[t])
     return Genotype(genes["normal"], concat, genes.get("reduce", ()), concat if "reduce" in genes else ())
 
 
-def _to_alpha_cell(space, cell_type, gene: Sequence[tuple[str, int]]) -> np.ndarray:
-    padded = space.padded_ops(cell_type)
+def _to_alpha_cell(space, cell_type, gene: Sequence[tuple[str, int]], cell: int | None = None) -> np.ndarray:
+    padded = space.padded_ops(cell_type, cell)
     out = np.zeros((space.num_edges, space.num_ops), np.float32)
     if space.derive == "top2":
         per_node = 2
@@ -282,7 +282,7 @@ def to_alpha(space, genotype: Genotype) -> dict:
             n = space.alpha_shapes()[t][0]
             if not genotype.per_cell or len(cells) != n:
                 raise ValueError(f"space {space.name!r} needs a per-cell genotype with {n} {t} cells")
-            out[t] = jnp.asarray(np.stack([_to_alpha_cell(space, t, c) for c in cells]))
+            out[t] = jnp.asarray(np.stack([_to_alpha_cell(space, t, c, i) for i, c in enumerate(cells)]))
         else:
             out[t] = jnp.asarray(_to_alpha_cell(space, t, getattr(genotype, t)))
     return out

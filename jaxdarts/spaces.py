@@ -61,6 +61,10 @@ class SearchSpace:
       none_in_argmax: the op of an edge is the argmax over all its ops, ``none``
         included (NAS-Bench-201's ``genotype()`` in AutoDL-Projects, SDARTS, DrNAS,
         BaLeNAS); False: over the non-``none`` ops (DARTS).
+      cell_ops: per-cell spaces only: ``{cell_type: (per-edge op lists of each cell of
+        that type, ...)}`` when the cells of a type search different ops (StacNAS stage 2
+        with per-cell alphas); ``ops`` then holds the first cell's lists, K is the longest
+        list of any cell, and :meth:`mask` is ``(n_cells_of_type, E, K)``.
     """
 
     name: str
@@ -72,6 +76,7 @@ class SearchSpace:
     layers: int | None = None
     derive: str = "top2"
     none_in_argmax: bool = False
+    cell_ops: Mapping[str, tuple[tuple[tuple[str, ...], ...], ...]] | None = None
 
     def __post_init__(self):
         object.__setattr__(self, "ops", FrozenDict({t: tuple(tuple(n) for n in v) for t, v in self.ops.items()}))
@@ -86,6 +91,23 @@ class SearchSpace:
                     raise ValueError(f"space {self.name!r}: duplicate op in {names}")
         if self.per_cell and not self.layers:
             raise ValueError(f"per-cell space {self.name!r} needs `layers`")
+        if self.cell_ops is not None:
+            co = FrozenDict({t: tuple(tuple(tuple(n) for n in cell) for cell in v) for t, v in self.cell_ops.items()})
+            object.__setattr__(self, "cell_ops", co)
+            if not self.per_cell or set(co) != set(self.ops):
+                raise ValueError(f"space {self.name!r}: cell_ops needs per_cell=True and the cell types of ops")
+            for t, cells in co.items():
+                if len(cells) != self.alpha_shapes()[t][0]:
+                    raise ValueError(f"space {self.name!r}: cell_ops[{t!r}] has {len(cells)} cells; the "
+                                     f"{self.layers}-cell network has {self.alpha_shapes()[t][0]} {t} cells")
+                for per_edge in cells:
+                    if len(per_edge) != len(self.edges):
+                        raise ValueError(f"space {self.name!r}: a {t} cell has {len(per_edge)} op lists for "
+                                         f"{len(self.edges)} edges")
+                    for names in per_edge:
+                        ops_lib.check_ops(names)
+                        if len(set(names)) != len(names):
+                            raise ValueError(f"space {self.name!r}: duplicate op in {names}")
 
     @property
     def cell_types(self) -> tuple[str, ...]:
@@ -98,20 +120,29 @@ class SearchSpace:
     @property
     def num_ops(self) -> int:
         """K, the padded number of ops per edge."""
-        return max(len(n) for per_edge in self.ops.values() for n in per_edge)
+        k = max(len(n) for per_edge in self.ops.values() for n in per_edge)
+        if self.cell_ops is not None:
+            k = max(k, max(len(n) for cells in self.cell_ops.values() for c in cells for n in c))
+        return k
 
     @property
     def num_inputs(self) -> int:
         return 2 if self.macro == "darts" else 1
 
-    def padded_ops(self, cell_type: str) -> tuple[tuple[str | None, ...], ...]:
-        """Per-edge op names padded with ``None`` to length K."""
+    def padded_ops(self, cell_type: str, cell: int | None = None) -> tuple[tuple[str | None, ...], ...]:
+        """Per-edge op names padded with ``None`` to length K (of the ``cell``-th cell of
+        the type when the space has ``cell_ops``)."""
         K = self.num_ops
-        return tuple(tuple(n) + (None,) * (K - len(n)) for n in self.ops[cell_type])
+        lists = self.ops[cell_type] if self.cell_ops is None or cell is None else self.cell_ops[cell_type][cell]
+        return tuple(tuple(n) + (None,) * (K - len(n)) for n in lists)
 
     def mask(self, cell_type: str) -> np.ndarray:
-        """Boolean ``(E, K)`` mask of real (unpadded) op slots."""
-        return np.array([[n is not None for n in row] for row in self.padded_ops(cell_type)])
+        """Boolean ``(E, K)`` mask of real (unpadded) op slots (``(n_cells, E, K)`` with
+        ``cell_ops``)."""
+        one = lambda rows: np.array([[n is not None for n in row] for row in rows])
+        if self.cell_ops is not None:
+            return np.stack([one(self.padded_ops(cell_type, i)) for i in range(len(self.cell_ops[cell_type]))])
+        return one(self.padded_ops(cell_type))
 
     def cell_type_of(self, layer: int, layers: int) -> str:
         """Cell type of cell ``layer`` in a ``layers``-cell DARTS network."""

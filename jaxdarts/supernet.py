@@ -85,7 +85,7 @@ class EdgeGroup:
 
 
 @functools.lru_cache(maxsize=None)
-def edge_groups(space, cell_type: str, reduction: bool) -> tuple[EdgeGroup, ...]:
+def edge_groups(space, cell_type: str, reduction: bool, cell: int | None = None) -> tuple[EdgeGroup, ...]:
     """The batched edge groups of a cell, in execution order.
 
     All edges leaving the cell inputs are known before any node is computed, so they go
@@ -93,7 +93,7 @@ def edge_groups(space, cell_type: str, reduction: bool) -> tuple[EdgeGroup, ...]
     strided ones); then, node by node, the edges from intermediate nodes. Within each
     stage edges are bucketed by ``(op list, stride)``.
     """
-    padded = space.padded_ops(cell_type)
+    padded = space.padded_ops(cell_type, cell)
 
     def bucket(edge_ids):
         buckets: dict[tuple, list[int]] = {}
@@ -249,6 +249,7 @@ class SearchCell(nn.Module):
     drop_path_scope: str = "edge"
     track_running_stats: bool = True
     capture_ops: bool = False
+    cell_index: int | None = None  # the cell's index among its type (spaces with cell_ops)
 
     @nn.compact
     def __call__(self, s0, s1, weights, drop_prob=0.0):
@@ -266,7 +267,7 @@ class SearchCell(nn.Module):
         n_in = space.num_inputs
         remaining = {node: sum(n == node for n, _ in space.edges) for node in range(space.steps)}
         node_out: dict[int, Array] = {}
-        for g in edge_groups(space, self.cell_type, self.reduction):
+        for g in edge_groups(space, self.cell_type, self.reduction, self.cell_index):
             x = jnp.stack([states[i] for i in g.inputs])
             w = jnp.stack([weights[e] for e in g.edges])  # static slices: no gather/scatter
             y = _BatchedMixedOp(g.ops, self.C, g.stride, self.train, family, lowering=self.lowering,
@@ -443,12 +444,13 @@ class Supernet(nn.Module):
             if reduction:
                 C_curr *= 2
             w = weights[ctype]
+            index = counters[ctype] if space.cell_ops is not None else None
             if space.per_cell:
                 w = w[counters[ctype]]
             counters[ctype] += 1
             cell = cell_cls(space, ctype, C_curr, reduction, reduction_prev, self.multiplier, train,
                             kernels.resolve_lowering(self.lowering), self.drop_path_scope, self.track_running_stats,
-                            self.capture_ops, name=f"cell_{i}")
+                            self.capture_ops, index, name=f"cell_{i}")
             s0, s1 = s1, cell(s0, s1, w, drop_prob)
             reduction_prev = reduction
             if self.auxiliary and train and i == 2 * self.layers // 3:

@@ -216,3 +216,39 @@ def test_op_outputs_before_mixing_and_their_correlation():
     assert np.isnan(corr[4, 4]) and np.allclose(corr[:4, :4], corr[:4, :4].T)
     with pytest.raises(ValueError, match="edge=14 is not an edge of space 'stacnas_stage1'; accepted: 0..13"):
         analysis.op_outputs(model, v, x, a, 0, (14,))
+
+
+@pytest.mark.usefixtures("fast_compile")
+def test_per_cell_stage2_space_has_different_op_lists_per_cell():
+    """alpha_share=False: every stage-1 cell activates its own groups; stage-2 cell j of a
+    type takes stage-1 cell floor(j n1 / n2); the supernet builds each cell from its own
+    lists (ragged masks per cell) and the genotype has one gene list per cell."""
+    from jaxdarts import supernet
+
+    sp1 = stacnas.per_cell_space("stacnas_stage1", 3)  # cells: reduce, reduce, normal (layers 3: 1 and 2 reduce)
+    assert sp1.alpha_shapes() == {"normal": (1, 14, 5), "reduce": (2, 14, 5)}
+    rng = np.random.default_rng(0)
+    alpha1 = {t: rng.normal(size=s) for t, s in sp1.alpha_shapes().items()}
+    alpha1["reduce"][0, :, 1] = 9.0  # reduce cell 0: skip everywhere
+    alpha1["reduce"][1, :, 2] = 9.0  # reduce cell 1: sep3 everywhere
+    groups = stacnas.activated_groups(sp1, alpha1, per_cell=True)
+    assert groups["reduce"][0] == ["skip_connect"] * 14 and groups["reduce"][1] == ["sep_conv_3x3"] * 14
+    ops = stacnas.stage2_ops(groups, "dedupe")
+    sp2 = stacnas.stage2_space(ops, layers=4)  # 4 cells: normal, reduce, reduce, normal
+    assert sp2.alpha_shapes() == {"normal": (2, 14, 3), "reduce": (2, 14, 3)}
+    assert sp2.padded_ops("reduce", 0)[0] == ("skip_connect", "none", None)
+    assert sp2.padded_ops("reduce", 1)[0] == ("sep_conv_3x3", "sep_conv_5x5", "none")
+    assert sp2.mask("reduce").shape == (2, 14, 3) and not sp2.mask("reduce")[0, 0, 2]
+    assert sp2.cell_ops["normal"][0] == sp2.cell_ops["normal"][1] == ops["normal"][0]  # one stage-1 normal cell
+    model = supernet.Supernet(sp2, 10, C=4, layers=4, lowering="conv")
+    x = jnp.ones((2, 8, 8, 1))
+    a = supernet.init_alpha(sp2, jax.random.key(0))
+    v = model.init(jax.random.key(1), x, a, train=False)
+    paths = lambda cell: [jax.tree_util.keystr(p) for p, _ in jax.tree_util.tree_flatten_with_path(
+        v["params"][cell])[0]]
+    assert any("sep_conv_5x5" in p for p in paths("cell_2"))  # reduce cell 1: the sep group
+    assert not any("sep_conv" in p for p in paths("cell_1"))  # reduce cell 0: the skip group
+    assert model.apply(v, x, a, train=False).shape == (2, 10)
+    g = G.derive(sp2, a)
+    assert g.per_cell and len(g.reduce) == 2 and {op for op, _ in g.reduce[0]} == {"skip_connect"}
+    chex.assert_trees_all_equal(G.to_alpha(sp2, g)["reduce"].shape, (2, 14, 3))

@@ -26,9 +26,12 @@ search with its own checkpoints and metrics; ``stage1.json`` stores the stage-1 
 the activated groups; ``genotype.json`` the final result); re-running the command resumes
 whichever stage was interrupted; ``--max_epochs`` counts epochs across the stages.
 
-``stacnas.alpha_share=False`` gives every cell its own alpha in stage 1 (the paper's
-Section 2.1): the activated groups then come from the mean of the cells' logits per cell
-type (one stage-2 op list per edge and cell type, the shared-alpha supernet's form).
+``stacnas.alpha_share=False`` gives every cell its own alpha (the paper's Section 2.1: all
+cells of the final architecture may differ): stage 1 learns one alpha per cell, every
+stage-1 cell activates its own groups, stage 2 is a per-cell space whose cells search
+different op lists (``SearchSpace.cell_ops``; stage-2 cell j of a type takes the groups of
+stage-1 cell ``floor(j * n1 / n2)`` of that type, our choice: the paper does not say how 14
+cells map to 20), and the final genotype has one gene list per cell.
 
 Paper vs code (``../shared/METHODS_SPEC.md`` 2.5): epochs 80 per stage (code; the paper
 says 100), gradient clipping 3 (code; DARTS 5), ranking by logits (code), duplicated skip
@@ -102,52 +105,77 @@ def validate(cfg) -> None:
 
 
 # ------------------------------------------------------------------ stages
-def activated_groups(space, alpha) -> dict[str, list[str]]:
+def _winners(space, t, a):
+    padded = space.padded_ops(t)
+    win = []
+    for e, ops in enumerate(padded):
+        real = [k for k, o in enumerate(ops) if o is not None and o != "none"]
+        win.append(ops[real[int(np.argmax(a[e, real]))]])
+    return win
+
+
+def activated_groups(space, alpha, per_cell: bool = False) -> dict[str, list]:
     """Per cell type, the stage-1 winner of every edge: the op of the largest non-``none``
-    logit (first maximum on ties; padded slots excluded). Per-cell alphas (leading axis)
-    are averaged over the cells first."""
+    logit (first maximum on ties; padded slots excluded). Per-cell alphas (leading axis):
+    one list per cell with ``per_cell=True``, else of the cells' mean logits."""
     space = spaces_lib.get(space)
     out = {}
     for t in space.cell_types:
         a = np.asarray(alpha[t], np.float64)
-        if a.ndim == 3:
-            a = a.mean(0)
-        padded = space.padded_ops(t)
-        win = []
-        for e, ops in enumerate(padded):
-            real = [k for k, o in enumerate(ops) if o is not None and o != "none"]
-            win.append(ops[real[int(np.argmax(a[e, real]))]])
-        out[t] = win
+        if a.ndim == 3 and per_cell:
+            out[t] = [_winners(space, t, c) for c in a]
+        else:
+            out[t] = _winners(space, t, a.mean(0) if a.ndim == 3 else a)
     return out
 
 
-def stage2_ops(groups: dict[str, list[str]], skip: str = "reference") -> dict[str, tuple[tuple[str, ...], ...]]:
-    """Stage-2 op lists per cell type and edge from the stage-1 winners (+ ``none``)."""
+def _group_ops(winners, skip):
+    rows = []
+    for w in winners:
+        if w not in GROUPS:
+            raise ValueError(f"stage-1 winner {w!r} has no StacNAS group; accepted: {', '.join(GROUPS)}")
+        ops = ("skip_connect",) if skip == "dedupe" and w == "skip_connect" else GROUPS[w]
+        rows.append(tuple(ops) + ("none",))
+    return tuple(rows)
+
+
+def stage2_ops(groups: dict[str, list], skip: str = "reference") -> dict[str, tuple]:
+    """Stage-2 op lists per cell type and edge (per cell type, cell and edge for per-cell
+    groups) from the stage-1 winners (+ ``none``)."""
     check_choice("stacnas.stage2_skip", skip, STAGE2_SKIPS)
     out = {}
     for t, winners in groups.items():
-        rows = []
-        for w in winners:
-            if w not in GROUPS:
-                raise ValueError(f"stage-1 winner {w!r} has no StacNAS group; accepted: {', '.join(GROUPS)}")
-            ops = GROUPS[w]
-            if skip == "dedupe" and w == "skip_connect":
-                ops = ("skip_connect",)
-            rows.append(tuple(ops) + ("none",))
-        out[t] = tuple(rows)
+        if winners and isinstance(winners[0], (list, tuple)):
+            out[t] = tuple(_group_ops(c, skip) for c in winners)
+        else:
+            out[t] = _group_ops(winners, skip)
     return out
 
 
-def stage2_space(ops: dict[str, tuple[tuple[str, ...], ...]], base="stacnas_stage1") -> spaces_lib.SearchSpace:
+def stage2_space(ops: dict[str, tuple], base="stacnas_stage1", layers: int | None = None) -> spaces_lib.SearchSpace:
     """The registered stage-2 space with these per-edge op lists (named by their content,
-    so a resumed run finds the same space)."""
+    so a resumed run finds the same space). Per-cell op lists (from per-cell stage-1
+    alphas) give a per-cell space of ``layers`` cells whose cell j of a type takes the
+    lists of stage-1 cell ``floor(j * n1 / n2)`` of that type (n1, n2: the two stages'
+    counts of that cell type; the paper does not say how 14 stage-1 cells map to 20)."""
     base = spaces_lib.get(base)
-    ops = {t: tuple(tuple(o) for o in v) for t, v in ops.items()}
-    digest = hashlib.sha1(repr(sorted(ops.items())).encode()).hexdigest()[:10]
-    name = f"stacnas_stage2_{digest}"
+    nested = any(v and isinstance(v[0][0], (list, tuple)) for v in ops.values())
+    key = repr((sorted((t, repr(v)) for t, v in ops.items()), layers if nested else None))
+    name = f"stacnas_stage2_{hashlib.sha1(key.encode()).hexdigest()[:10]}"
     if name in spaces_lib.NAMES:
         return spaces_lib.get(name)
-    return spaces_lib.register(spaces_lib.SearchSpace(name, ops, base.edges))
+    if not nested:
+        return spaces_lib.register(spaces_lib.SearchSpace(name, ops, base.edges))
+    if not layers:
+        raise ValueError("per-cell stage-2 op lists need the stage-2 cell count `layers`")
+    probe = spaces_lib.SearchSpace("probe", {t: v[0] for t, v in ops.items()}, base.edges, per_cell=True,
+                                   layers=layers)
+    cell_ops = {}
+    for t, cells in ops.items():
+        n2 = probe.alpha_shapes()[t][0]
+        cell_ops[t] = tuple(cells[j * len(cells) // n2] for j in range(n2))
+    return spaces_lib.register(spaces_lib.SearchSpace(name, {t: v[0] for t, v in cell_ops.items()}, base.edges,
+                                                      per_cell=True, layers=layers, cell_ops=cell_ops))
 
 
 def per_cell_space(name: str, layers: int) -> spaces_lib.SearchSpace:
@@ -173,6 +201,19 @@ def stage_task(cfg, stage: int, space: str):
     return c, search.SearchTask.from_config(c, method=method)
 
 
+def _jsonable(ops):
+    return {t: _lists(v) for t, v in ops.items()}
+
+
+def _lists(x):
+    return [_lists(y) for y in x] if isinstance(x, (list, tuple)) else x
+
+
+def _tuples(ops):
+    conv = lambda x: tuple(conv(y) for y in x) if isinstance(x, (list, tuple)) else x
+    return {t: conv(v) for t, v in ops.items()}
+
+
 def _epochs_done(workdir):
     return len(io_lib.read_jsonl(os.path.join(workdir, "metrics.jsonl")))
 
@@ -196,14 +237,14 @@ def program(cfg, workdir, *, log=print, max_epochs=None, hooks=None):
             left -= out1["epochs_run"] - before
         if not runner.finished:
             return {"stage": 1, "epochs_run": out1["epochs_run"], "finished": False}
-        groups = activated_groups(task1.space, jax.device_get(runner.state.alpha))
+        groups = activated_groups(task1.space, jax.device_get(runner.state.alpha), per_cell=not s.alpha_share)
         info = {"alpha": {t: np.asarray(a).tolist() for t, a in jax.device_get(runner.state.alpha).items()},
                 "groups": groups, "stage1_genotype": out1["genotype"],
-                "stage2_ops": {t: [list(o) for o in v] for t, v in stage2_ops(groups, s.stage2_skip).items()}}
+                "stage2_ops": _jsonable(stage2_ops(groups, s.stage2_skip))}
         io_lib.write_json(info_path, info)
     if left is not None and left <= 0:
         return {"stage": 1, "epochs_run": cfg.epochs, "finished": False}
-    space2 = stage2_space(info["stage2_ops"], cfg.space)
+    space2 = stage2_space(_tuples(info["stage2_ops"]), cfg.space, s.stage2_layers)
     c2, task2 = stage_task(cfg, 2, space2.name)
     runner = search.Runner(task2, wd2, search.default_hooks(c2, task2.method) + list(hooks or []), log=log)
     log(f"StacNAS stage 2: {c2.model.layers} cells, space {space2.name}")
