@@ -113,16 +113,22 @@ def eigen_fn(task):
 
 
 def run_with_eigenvalues(cfg, sweep, workdir, log):
+    """Runs (resumes) the sweep epoch by epoch; the eigenvalues of every finished epoch are
+    kept in ``workdir/eigenvalues.json`` so an interrupted benchmark resumes too."""
     task = search.SearchTask.from_config(cfg)
     runner = search.Runner(task, workdir, log=lambda *_: None, sweep=sweep)
+    runner.restore_or_init()
     eig = eigen_fn(task)
     spe = task.steps_per_epoch
-    curves, t0 = [], time.time()
+    path = os.path.join(workdir, "eigenvalues.json")
+    curves = json.load(open(path))[:runner.epoch] if os.path.exists(path) else []
+    t0 = time.time()
     while not runner.finished:
         epoch = runner.epoch
         runner.run(max_epochs=1)
         tb, vb = task.train_stream.batch(epoch, spe - 1), task.val_stream.batch(epoch, spe - 1)
         curves.append(np.asarray(eig(runner.state, tb, vb, runner._sched(epoch))).tolist())
+        json.dump(curves, open(path, "w"))
         log(f"{sweep.target} epoch {epoch}: eigenvalues {np.round(curves[-1], 4).tolist()} ({time.time() - t0:.0f} s)")
     gens = [task.derive(jax.tree.map(lambda a: a[r], runner.state.alpha)) for r in range(len(sweep.values))]
     return np.array(curves).T, gens, time.time() - t0  # (runs, epochs)
@@ -194,8 +200,8 @@ def main():
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--stage", default="all", choices=["speed", "table4", "fig4", "all"])
     p.add_argument("--out_dir", default="/tmp/msdarts_bench")
-    p.add_argument("--epochs", type=int, default=12)
-    p.add_argument("--steps", type=int, default=25)
+    p.add_argument("--epochs", type=int, default=8)
+    p.add_argument("--steps", type=int, default=20)
     p.add_argument("--max_examples", type=int, default=2560)
     p.add_argument("--fig4_epochs", type=int, default=8)
     args = p.parse_args()

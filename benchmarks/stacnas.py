@@ -10,7 +10,9 @@ Stages:
   between ops (:func:`jaxdarts.analysis.operator_correlation`). The same at initialisation
   as a control. Reported: the (last cell, first edge) matrix, the mean over the last
   cell's 14 edges, and the within-group (avg-max, sep3-sep5, dil3-dil5) vs cross-group
-  pair means.
+  pair means, and the groups that average-linkage clustering of the mean matrix forms at
+  ``--group_threshold`` (:func:`jaxdarts.analysis.group_ops`; the paper's groups are the
+  default of the method).
 * ``confusion`` (Table 6 analogue): stage-1 supernets of 5, 8, 11, 14 cells and a stage-2
   supernet (20 cells in the paper; ``--stage2_layers`` here), C=8, 16x16, each trained
   one-level for ``--epochs`` x ``--steps``; then at the fixed weights 10 draws of m = 10
@@ -86,6 +88,7 @@ def stage_correlation(args):
         cross = [mean[i, j] for i in range(6) for j in range(i + 1, 6)
                  if (SIX[i], SIX[j]) not in PAIRS_WITHIN]
         out[name] = {"first_edge": mats[0].tolist(), "mean": mean.tolist(), "within": within,
+                     "groups": analysis.group_ops(mean, SIX, threshold=args.group_threshold),
                      "cross_mean": float(np.mean(cross)), "cross_min": float(np.min(cross)),
                      "cross_max": float(np.max(cross)), "seconds": time.time() - t}
         print(name, json.dumps({k: v for k, v in out[name].items() if k not in ("first_edge", "mean")}), flush=True)
@@ -100,7 +103,8 @@ def stage_correlation(args):
         o = out[name]
         lines += ["", f"within-group avg-max {o['within'][0]:.2f}, sep3-sep5 {o['within'][1]:.2f}, dil3-dil5 "
                       f"{o['within'][2]:.2f}; cross-group mean {o['cross_mean']:.2f} (min {o['cross_min']:.2f}, "
-                      f"max {o['cross_max']:.2f})", ""]
+                      f"max {o['cross_max']:.2f}); hierarchical groups at rho >= {args.group_threshold}: "
+                      f"{o['groups']}", ""]
     print("\n".join(lines), flush=True)
     open(os.path.join(args.out_dir, "correlation.md"), "w").write("\n".join(lines) + "\n")
 
@@ -177,6 +181,7 @@ def main():
     p.add_argument("--epochs", type=int, default=3)
     p.add_argument("--steps", type=int, default=40)
     p.add_argument("--stage2_layers", type=int, default=8)
+    p.add_argument("--group_threshold", type=float, default=0.2, help="average-linkage correlation to merge ops")
     args = p.parse_args()
     os.makedirs(args.out_dir, exist_ok=True)
     for stage in (("quick", "correlation", "confusion") if args.stage == "all" else (args.stage,)):

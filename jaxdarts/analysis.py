@@ -215,3 +215,37 @@ def gradient_confusion(loss_fn: Callable, params, batches) -> jax.Array:
     over 10 such draws divided by the parameter count in millions."""
     grads = jax.vmap(lambda b: ravel_pytree(jax.grad(loss_fn)(params, b))[0])(batches)
     return confusion_of_gradients(grads)
+
+
+STACNAS_GROUPS = (("max_pool_3x3", "avg_pool_3x3"), ("skip_connect",), ("sep_conv_3x3", "sep_conv_5x5"),
+                  ("dil_conv_3x3", "dil_conv_5x5"))
+"""The paper's operator groups (the default grouping of StacNAS stage 1/2)."""
+
+
+def group_ops(corr, names, threshold: float = 0.2) -> tuple[tuple[str, ...], ...]:
+    """Operator groups from a correlation matrix by agglomerative clustering (average
+    linkage on the distance ``1 - rho``): clusters are merged while the closest pair's
+    average correlation is at least ``threshold``. Ops with an undefined correlation
+    (NaN, e.g. ``none``) stay alone. Groups are returned in the order of their first op in
+    ``names``, ops within a group in ``names`` order."""
+    corr = np.asarray(corr, np.float64)
+    names = list(names)
+    clusters = [[i] for i in range(len(names))]
+
+    def link(a, b):
+        vals = [corr[i, j] for i in a for j in b]
+        return -np.inf if np.any(np.isnan(vals)) else float(np.mean(vals))
+
+    while len(clusters) > 1:
+        best, pair = -np.inf, None
+        for x in range(len(clusters)):
+            for y in range(x + 1, len(clusters)):
+                v = link(clusters[x], clusters[y])
+                if v > best:
+                    best, pair = v, (x, y)
+        if pair is None or best < threshold:
+            break
+        x, y = pair
+        clusters[x] = sorted(clusters[x] + clusters[y])
+        del clusters[y]
+    return tuple(tuple(names[i] for i in c) for c in sorted(clusters))

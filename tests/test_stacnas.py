@@ -252,3 +252,19 @@ def test_per_cell_stage2_space_has_different_op_lists_per_cell():
     g = G.derive(sp2, a)
     assert g.per_cell and len(g.reduce) == 2 and {op for op, _ in g.reduce[0]} == {"skip_connect"}
     chex.assert_trees_all_equal(G.to_alpha(sp2, g)["reduce"].shape, (2, 14, 3))
+
+
+def test_hierarchical_grouping_recovers_block_correlations():
+    from jaxdarts import analysis
+
+    names = ["max_pool_3x3", "avg_pool_3x3", "sep_conv_3x3", "sep_conv_5x5", "dil_conv_3x3", "dil_conv_5x5", "none"]
+    c = np.full((7, 7), 0.05)
+    for a, b, r in ((0, 1, 0.52), (2, 3, 0.38), (4, 5, 0.27), (2, 4, 0.15), (0, 4, -0.13)):  # Table 5's values
+        c[a, b] = c[b, a] = r
+    np.fill_diagonal(c, 1.0)
+    c[6, :] = c[:, 6] = np.nan  # none: no variance
+    groups = analysis.group_ops(c, names, threshold=0.2)
+    assert groups == (("max_pool_3x3", "avg_pool_3x3"), ("sep_conv_3x3", "sep_conv_5x5"),
+                      ("dil_conv_3x3", "dil_conv_5x5"), ("none",))
+    assert analysis.group_ops(c, names, threshold=0.3)[2:] == (("dil_conv_3x3",), ("dil_conv_5x5",), ("none",))
+    assert len(analysis.group_ops(c, names, threshold=-1.0)) == 2  # everything with a defined correlation merges
