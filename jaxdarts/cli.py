@@ -101,3 +101,89 @@ def main(argv=None) -> int:
     if out.get("stop_reason"):
         print(out["stop_reason"])
     return 0
+
+
+TRAIN_USAGE = ("usage: train.py --config configs/retrain_X.py[:variant] --workdir DIR [--config.genotype=SPEC] "
+               "[--config.FIELD=VALUE ...] [--max_epochs N] [--distributed] [--compilation_cache DIR|none]")
+
+
+def train_main(argv=None) -> int:
+    """``bin/train.py``: retraining (:func:`jaxdarts.retrain.run`); re-running resumes."""
+    argv = list(sys.argv if argv is None else argv)
+    add_xla_workarounds()
+    from absl import flags
+    from ml_collections import config_flags
+
+    fv = flags.FlagValues()
+    config_flags.DEFINE_config_file("config", None, "config file[:variant]", flag_values=fv, lock_config=True)
+    flags.DEFINE_string("workdir", None, "run directory (re-running resumes)", flag_values=fv)
+    flags.DEFINE_integer("max_epochs", None, "stop after this many epochs of this invocation", flag_values=fv)
+    flags.DEFINE_bool("distributed", False, "jax.distributed.initialize() first (several hosts; arguments from "
+                      "JAXDARTS_COORDINATOR/_NUM_PROCESSES/_PROCESS_ID or cluster auto-detection)", flag_values=fv)
+    flags.DEFINE_string("compilation_cache", os.environ.get("JAXDARTS_COMPILATION_CACHE", DEFAULT_CACHE),
+                        "persistent XLA compilation cache directory ('none': off)", flag_values=fv)
+    try:
+        fv(argv)
+    except flags.Error as e:
+        _fail(str(e).splitlines()[0])
+    except (KeyError, AttributeError, ValueError, TypeError) as e:
+        _fail(f"bad --config override: {str(e).splitlines()[0] if str(e) else type(e).__name__}")
+    if fv.config is None:
+        _fail("--config is required; " + TRAIN_USAGE)
+    if not fv.workdir:
+        _fail("--workdir is required; " + TRAIN_USAGE)
+    from jaxdarts import parallel
+
+    if fv.distributed:
+        if not parallel.initialize():  # no JAXDARTS_* settings: JAX's cluster auto-detection
+            jax_distributed_autodetect()
+    from jaxdarts import checkpoint as ckpt_lib
+    from jaxdarts import data as data_lib
+    from jaxdarts import retrain
+
+    enable_compilation_cache(fv.compilation_cache)
+    try:
+        out = retrain.run(fv.config, fv.workdir, max_epochs=fv.max_epochs)
+    except (data_lib.DatasetNotPreparedError, ckpt_lib.CheckpointError) as e:
+        _fail(str(e), 1)
+    except ValueError as e:  # a bad genotype, network, schedule, batch size, or another config in the workdir
+        _fail(str(e), 2)
+    if not out["finished"]:
+        print(f"stopped after epoch {out['epoch']} of {fv.config.epochs} (--max_epochs); re-run the command to "
+              f"continue from {fv.workdir}")
+    elif "test_top1" in out:
+        print(f"test top-1 {out['test_top1']:.4f} top-5 {out['test_top5']:.4f}; metrics in {fv.workdir}/metrics.jsonl")
+    return 0
+
+
+def jax_distributed_autodetect() -> None:
+    import jax
+
+    if not jax.distributed.is_initialized():
+        jax.distributed.initialize()
+
+
+def eval_main(argv=None) -> int:
+    """``bin/eval.py WORKDIR``: top-1/top-5, parameters, FLOPs and images/s of the latest
+    checkpoint of a retraining workdir, printed as JSON (and written to ``eval.json``)."""
+    import json
+
+    argv = list(sys.argv if argv is None else argv)
+    add_xla_workarounds()
+    if len(argv) != 2 or argv[1].startswith("-"):
+        _fail("usage: eval.py WORKDIR (a bin/train.py workdir)")
+    workdir = argv[1]
+    if not os.path.exists(os.path.join(workdir, "config.json")):
+        _fail(f"{workdir!r} is not a retraining workdir (no config.json); accepted: a bin/train.py --workdir")
+    from jaxdarts import checkpoint as ckpt_lib
+    from jaxdarts import data as data_lib
+    from jaxdarts import io as io_lib
+    from jaxdarts import retrain
+
+    try:
+        out = retrain.evaluate_workdir(workdir)
+    except (data_lib.DatasetNotPreparedError, ckpt_lib.CheckpointError) as e:
+        _fail(str(e), 1)
+    io_lib.write_json(os.path.join(workdir, "eval.json"), out)
+    print(json.dumps(out, indent=1))
+    return 0

@@ -77,6 +77,9 @@ def base(method: str = "darts") -> ml_collections.ConfigDict:
     c.checkpoint_keep = 2
     c.snapshot_window = 12  # in-memory epoch snapshots kept for ES/ADA rollback
     c.donate = True
+    # Data parallelism (jaxdarts.parallel): the search batches split over this many devices
+    # (0 = all devices of all hosts); 1 = one device, the program as before.
+    c.mesh = ml_collections.ConfigDict({"num_devices": 1})
     c.log_every = 10
     c.progress = "auto"  # auto | bar | log
     m = methods_lib.get(method)

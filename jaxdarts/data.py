@@ -23,6 +23,7 @@ jitted step, so the host only gathers uint8 batches.
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 from typing import Iterator
 
@@ -222,3 +223,118 @@ def resize(images: np.ndarray, size: int) -> np.ndarray:
     out = jax.image.resize(jnp.asarray(images, jnp.float32), (images.shape[0], size, size, images.shape[3]),
                            "bilinear")
     return np.asarray(jnp.clip(jnp.round(out), 0, 255)).astype(np.uint8)
+
+
+# ------------------------------------------------------------------ ImageNet (host side)
+def _resize_bilinear(img: np.ndarray, h: int, w: int) -> np.ndarray:
+    """Bilinear resize of one HxWxC image (align_corners=False, as PIL/torchvision
+    without antialiasing), float32 out."""
+    H, W = img.shape[:2]
+    ys = np.clip((np.arange(h) + 0.5) * H / h - 0.5, 0, H - 1)
+    xs = np.clip((np.arange(w) + 0.5) * W / w - 0.5, 0, W - 1)
+    y0, x0 = np.floor(ys).astype(int), np.floor(xs).astype(int)
+    y1, x1 = np.minimum(y0 + 1, H - 1), np.minimum(x0 + 1, W - 1)
+    wy, wx = (ys - y0)[:, None, None], (xs - x0)[None, :, None]
+    im = img.astype(np.float32)
+    top = im[y0][:, x0] * (1 - wx) + im[y0][:, x1] * wx
+    bot = im[y1][:, x0] * (1 - wx) + im[y1][:, x1] * wx
+    return top * (1 - wy) + bot * wy
+
+
+def random_resized_crop(rng: np.random.Generator, img: np.ndarray, size: int, scale=(0.08, 1.0),
+                        ratio=(3 / 4, 4 / 3)) -> np.ndarray:
+    """torchvision ``RandomResizedCrop`` (10 tries, then a centre crop of the clamped
+    ratio) followed by a horizontal flip with probability 1/2; uint8 out."""
+    H, W = img.shape[:2]
+    area = H * W
+    for _ in range(10):
+        a = area * rng.uniform(*scale)
+        r = math.exp(rng.uniform(math.log(ratio[0]), math.log(ratio[1])))
+        w, h = int(round(math.sqrt(a * r))), int(round(math.sqrt(a / r)))
+        if 0 < w <= W and 0 < h <= H:
+            i, j = rng.integers(0, H - h + 1), rng.integers(0, W - w + 1)
+            break
+    else:
+        r0 = W / H
+        w, h = (W, int(round(W / ratio[0]))) if r0 < ratio[0] else \
+            ((int(round(H * ratio[1])), H) if r0 > ratio[1] else (W, H))
+        w, h = min(w, W), min(h, H)
+        i, j = (H - h) // 2, (W - w) // 2
+    out = _resize_bilinear(img[i:i + h, j:j + w], size, size)
+    if rng.random() < 0.5:
+        out = out[:, ::-1]
+    return np.clip(np.round(out), 0, 255).astype(np.uint8)
+
+
+def center_crop(img: np.ndarray, size: int, resize_to: int | None = None) -> np.ndarray:
+    """``Resize(resize_to)`` (shorter side; default ``size * 256 / 224``) then
+    ``CenterCrop(size)``, as the ImageNet evaluation transform; uint8 out."""
+    resize_to = resize_to or int(round(size * 256 / 224))
+    H, W = img.shape[:2]
+    h, w = (resize_to, max(1, int(round(W * resize_to / H)))) if H <= W else \
+        (max(1, int(round(H * resize_to / W))), resize_to)
+    im = _resize_bilinear(img, h, w)
+    i, j = (h - size) // 2, (w - size) // 2
+    return np.clip(np.round(im[i:i + size, j:j + size]), 0, 255).astype(np.uint8)
+
+
+class ImageSource:
+    """Random access to a decoded-image source (``tfds.data_source`` of ImageNet) that
+    returns fixed-size uint8 batches: ``read(idx, epoch)`` -> ``{'image', 'label'}``.
+    Training: :func:`random_resized_crop` seeded by ``(seed, epoch, index)`` (deterministic,
+    the same on resume and independent of the host count); evaluation: :func:`center_crop`.
+    Grey-scale or RGBA records are made RGB. ``len()`` and ``shape`` without reading."""
+
+    def __init__(self, source, size: int, train: bool, seed: int = 0):
+        self.source, self.size, self.train, self.seed = source, size, train, seed
+        self.shape = (len(source), size, size, 3)
+
+    def __len__(self):
+        return len(self.source)
+
+    def _records(self, idx):
+        try:
+            return self.source.__getitems__([int(i) for i in idx])
+        except (AttributeError, TypeError):
+            return [self.source[int(i)] for i in idx]
+
+    def read(self, idx, epoch: int = 0) -> dict[str, np.ndarray]:
+        images, labels = [], []
+        for i, r in zip(idx, self._records(idx)):
+            im = np.asarray(r["image"])
+            im = im[..., None] if im.ndim == 2 else im
+            im = np.repeat(im, 3, -1) if im.shape[-1] == 1 else im[..., :3]
+            if self.train:
+                im = random_resized_crop(np.random.default_rng([self.seed, epoch, int(i)]), im, self.size)
+            else:
+                im = center_crop(im, self.size)
+            images.append(im)
+            labels.append(int(r["label"]))
+        return {"image": np.stack(images), "label": np.asarray(labels, np.int32)}
+
+    def __getitem__(self, idx):
+        return self.read(np.atleast_1d(idx))["image"]
+
+
+def imagenet_sources(data_dir=None, size: int = 224, seed: int = 0):
+    """``((train, train), (val, val))`` :class:`ImageSource` pairs for TFDS ``imagenet2012``
+    (labels are read with the images); a clear error at once when it is not prepared
+    (ImageNet needs a manual download: see the TFDS catalogue)."""
+    train = ImageSource(tfds_source("imagenet2012", "train", data_dir), size, True, seed)
+    val = ImageSource(tfds_source("imagenet2012", "validation", data_dir), size, False, seed)
+    return (train, train), (val, val)
+
+
+def color_jitter(key: jax.Array, x: jax.Array, strength: float = 0.4) -> jax.Array:
+    """Per-image random brightness, contrast and saturation factors in
+    ``[1 - strength, 1 + strength]`` (torchvision ``ColorJitter(s, s, s)`` on device, in a
+    fixed order; the reference's hue jitter is not applied). ``x``: normalised or not,
+    NHWC with 3 channels."""
+    n = x.shape[0]
+    kb, kc, ks = jax.random.split(key, 3)
+    f = lambda k: jax.random.uniform(k, (n, 1, 1, 1), minval=1 - strength, maxval=1 + strength)  # noqa: E731
+    x = x * f(kb)
+    grey = jnp.mean(x, axis=-1, keepdims=True)
+    x = (x - jnp.mean(grey, axis=(1, 2, 3), keepdims=True)) * f(kc) + jnp.mean(grey, axis=(1, 2, 3), keepdims=True)
+    grey = jnp.mean(x, axis=-1, keepdims=True)
+    return (x - grey) * f(ks) + grey

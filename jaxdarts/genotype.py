@@ -15,6 +15,7 @@ from __future__ import annotations
 import ast
 import dataclasses
 import json
+import os
 from typing import Sequence
 
 import jax.numpy as jnp
@@ -299,3 +300,52 @@ DARTS_V2 = Genotype(
     reduce=[("max_pool_3x3", 0), ("max_pool_3x3", 1), ("skip_connect", 2), ("max_pool_3x3", 1),
             ("max_pool_3x3", 0), ("skip_connect", 2), ("skip_connect", 2), ("max_pool_3x3", 1)])
 """The published DARTS architectures (``genotypes.py`` of the reference)."""
+MS_DARTS = Genotype(
+    normal=[("sep_conv_3x3", 1), ("sep_conv_3x3", 0), ("skip_connect", 0), ("sep_conv_3x3", 2),
+            ("sep_conv_3x3", 0), ("sep_conv_3x3", 1), ("sep_conv_3x3", 0), ("dil_conv_3x3", 3)],
+    reduce=[("sep_conv_3x3", 0), ("avg_pool_3x3", 1), ("sep_conv_3x3", 0), ("sep_conv_3x3", 2),
+            ("max_pool_3x3", 0), ("dil_conv_3x3", 3), ("sep_conv_3x3", 3), ("skip_connect", 2)])
+"""MS-DARTS's CIFAR-10 cell (``c10_s5_ms`` of the reference's ``sota/cnn/genotypes.py``)."""
+
+PUBLISHED = {"DARTS_V1": DARTS_V1, "DARTS_V2": DARTS_V2, "DARTS": DARTS_V2, "MS_DARTS": MS_DARTS,
+             "c10_s5_ms": MS_DARTS}
+"""Published cells by name. StacNAS and BaLeNAS publish theirs only as figures (the
+StacNAS code's ``genotypes.py`` holds none), so they are not here."""
+
+GENOTYPE_SOURCES = ("a published name (" + ", ".join(PUBLISHED) + ")", "a search workdir (its genotype.json; "
+                    "WORKDIR#i for run i of a sweep)", "a JSON file or JSON text", "a PyTorch DARTS text "
+                    "'Genotype(normal=[...], ...)' or a file holding one", "a NAS-Bench-201 string '|op~0|+...'")
+
+
+def resolve(spec) -> Genotype:
+    """A :class:`Genotype` from any of :data:`GENOTYPE_SOURCES` (or a Genotype/dict).
+    ValueError naming the spec and the accepted forms otherwise."""
+    if isinstance(spec, Genotype):
+        return spec
+    if isinstance(spec, dict):
+        return Genotype.from_json(spec.get("genotype", spec))
+    s = str(spec).strip()
+    if s in PUBLISHED:
+        return PUBLISHED[s]
+    path, _, run = s.rpartition("#") if "#" in s and os.path.isdir(s.rpartition("#")[0]) else (s, "", "")
+    if os.path.isdir(path):
+        f = os.path.join(path, "genotype.json")
+        if not os.path.exists(f):
+            raise ValueError(f"genotype {spec!r}: the directory has no genotype.json (has the search finished?)")
+        d = json.load(open(f))
+        if "genotypes" in d:  # a sweep
+            if not run:
+                raise ValueError(f"genotype {spec!r} is a sweep of {len(d['genotypes'])} runs; accepted: "
+                                 f"{path}#0 .. {path}#{len(d['genotypes']) - 1}")
+            return Genotype.from_json(d["genotypes"][int(run)])
+        return Genotype.from_json(d["genotype"] if "genotype" in d else d)
+    if os.path.isfile(s):
+        text = open(s).read().strip()
+        return resolve(json.loads(text) if text.startswith("{") else text)
+    if s.startswith("{"):
+        return resolve(json.loads(s))
+    if s.startswith("Genotype("):
+        return Genotype.from_pytorch_str(s)
+    if s.startswith("|"):
+        return Genotype.from_nb201_str(s)
+    raise ValueError(f"genotype {spec!r} not understood; accepted: " + "; ".join(GENOTYPE_SOURCES))

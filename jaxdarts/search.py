@@ -722,6 +722,10 @@ class Runner:
         keep = self.cfg.checkpoint_keep if not self.horizon else max(self.cfg.checkpoint_keep, self.horizon + 2)
         self.ckpt = ckpt_lib.Checkpointer(os.path.join(workdir, "checkpoints"), keep=keep)
         self._compiled = None
+        from jaxdarts import parallel
+
+        n = int(self.cfg.get("mesh", {}).get("num_devices", 1))
+        self.mesh = parallel.make_mesh(n) if n != 1 else None  # data-parallel search over a device mesh
         for h in self.hooks:
             h.setup(self)
 
@@ -753,6 +757,13 @@ class Runner:
                 def ev(state, batch, alpha=None, normalized=False):
                     fn = lambda s: task.eval_step(s, batch, alpha, normalized=normalized)
                     return jax.vmap(fn)(state)
+            if self.mesh is not None:  # batches sharded over the mesh, everything else replicated
+                from jaxdarts import parallel
+
+                rep = parallel.replicated(self.mesh)
+                self._compiled = (jax.jit(step, donate_argnums=donate, out_shardings=rep),
+                                  jax.jit(ev, static_argnames=("normalized",)))
+                return self._compiled
             self._compiled = (task.memo(("step", batched, donate), lambda: jax.jit(step, donate_argnums=donate)),
                               task.memo(("eval", self.sweep is not None),
                                         lambda: jax.jit(ev, static_argnames=("normalized",))))
@@ -854,6 +865,10 @@ class Runner:
         step, _ = self._fns()
         spe = task.steps_per_epoch
         pairs = lambda: zip(task.train_stream.epoch(epoch, 0, spe), task.val_stream.epoch(epoch, 0, spe))
+        if self.mesh is not None:
+            self.state = jax.device_put(self.state, parallel_replicated(self.mesh))
+            plain = pairs
+            pairs = lambda: ((_to_mesh(self.mesh, tb), _to_mesh(self.mesh, vb)) for tb, vb in plain())  # noqa: E731
         if self.sweep is not None and self.sweep.mode == "sequential":
             states, per_run = [], []
             for r in range(self.num_runs):
@@ -1033,6 +1048,23 @@ class Runner:
         io_lib.write_json(os.path.join(self.workdir, "genotype.json"), out)
         self.log("final genotype:\n" + final.render())
         return out
+
+
+def parallel_replicated(mesh):
+    from jaxdarts import parallel
+
+    return parallel.replicated(mesh)
+
+
+def _to_mesh(mesh, batch: dict) -> dict:
+    """A global batch (every host holds all of it) -> arrays sharded over the mesh, each
+    host contributing its contiguous rows."""
+    from jaxdarts import parallel
+
+    p, P = jax.process_index(), jax.process_count()
+    n = len(next(iter(batch.values())))
+    parallel.check_batch(n, mesh)
+    return parallel.global_batch(mesh, {k: v[p * n // P:(p + 1) * n // P] for k, v in batch.items()})
 
 
 def _scalar_or_list(v):

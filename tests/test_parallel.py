@@ -1,0 +1,178 @@
+"""Data parallelism (jaxdarts.parallel): retraining and search on 1 vs 8 simulated CPU
+devices, FSDP, two processes with jax.distributed, per-host input pipelines, resume,
+genotype sources."""
+
+import json
+import os
+import subprocess
+import sys
+
+import chex
+import jax
+import numpy as np
+import pytest
+
+from conftest import REPO
+from jaxdarts import genotype as G
+from jaxdarts import io as io_lib
+from jaxdarts import parallel, retrain, search
+from retrain_helpers import _steps, tiny_retrain
+
+pytestmark = pytest.mark.usefixtures("fast_compile")
+
+
+def test_retraining_on_8_devices_equals_1_device_and_fsdp():
+    cfg = tiny_retrain()
+    data = retrain.load_data(cfg)
+    one = retrain.Trainer(cfg, "DARTS_V2", mesh=parallel.make_mesh(1), data=data)
+    eight = retrain.Trainer(cfg, "DARTS_V2", mesh=parallel.make_mesh(8), data=data)
+    s1, l1 = _steps(one)
+    s8, l8 = _steps(eight)
+    np.testing.assert_allclose(l8, l1, rtol=2e-5)
+    chex.assert_trees_all_close(s8.params, s1.params, rtol=1e-3, atol=1e-4)
+    chex.assert_trees_all_close(s8.batch_stats, s1.batch_stats, rtol=1e-3, atol=1e-4)
+    # the batch really is split: each device holds 2 of the 16 rows
+    b = parallel.global_batch(eight.mesh, next(eight.stream.epoch(0)))
+    assert {s.data.shape[0] for s in b["image"].addressable_shards} == {2}
+    # FSDP: parameters and momentum sharded over the 8 devices, same numbers
+    fsdp = retrain.Trainer(tiny_retrain(**{"mesh.fsdp": True}), "DARTS_V2", mesh=parallel.make_mesh(8), data=data)
+    st = fsdp.init_state()
+    sharded = [x for x in jax.tree.leaves(st.params) if not x.sharding.is_fully_replicated]
+    assert sharded and all(x.addressable_shards[0].data.size * 8 == x.size for x in sharded)
+    sf, lf = _steps(fsdp)
+    np.testing.assert_allclose(lf, l1, rtol=2e-5)
+    chex.assert_trees_all_close(sf.params, s1.params, rtol=1e-3, atol=1e-4)
+    # evaluation: every test example once (40 = 2 full batches + 8 padded rows), 1 == 8 devices
+    e1, e8 = one.evaluate(one.init_state()), eight.evaluate(eight.init_state())
+    assert e1["test_examples"] == e8["test_examples"] == 40
+    assert e1["test_top1"] == pytest.approx(e8["test_top1"]) and e1["test_loss"] == pytest.approx(e8["test_loss"],
+                                                                                               rel=1e-5)
+
+
+def test_host_batches_are_disjoint_and_independent_of_the_host_count():
+    x, y = np.arange(100)[:, None], np.arange(100)
+    ref = parallel.HostBatches(x, y, 16, seed=3)
+    for P in (2, 4, 8):
+        hosts = [parallel.HostBatches(x, y, 16, 3, p, P) for p in range(P)]
+        for e, s in ((0, 0), (1, 5)):
+            parts = [h.batch(e, s)["label"] for h in hosts]
+            assert all(len(p) == 16 // P for p in parts)
+            np.testing.assert_array_equal(np.concatenate(parts), ref.batch(e, s)["label"])
+    labels = [ref.batch(0, s)["label"] for s in range(ref.steps_per_epoch)]
+    assert len(np.unique(np.concatenate(labels))) == 16 * 6  # an epoch: no example twice
+    with pytest.raises(ValueError, match="not divisible by the 8 devices"):
+        parallel.check_batch(12, parallel.make_mesh(8))
+    with pytest.raises(ValueError, match=r"mesh.num_devices=9: accepted 0 \(all\) or 1..8"):
+        parallel.make_mesh(9)
+
+
+def test_retraining_resumes_bit_identically_and_eval_reads_the_checkpoint(tmp_path):
+    cfg = tiny_retrain(**{"mesh.num_devices": 8})
+    logs = []
+    full = retrain.run(cfg, str(tmp_path / "full"), log=logs.append)
+    assert full["finished"] and full["epoch"] == 2
+    part = retrain.run(cfg, str(tmp_path / "part"), max_epochs=1, log=lambda *_: None)
+    assert not part["finished"] and part["epoch"] == 1
+    logs = []
+    resumed = retrain.run(cfg, str(tmp_path / "part"), log=logs.append)
+    assert any("resumed" in l and "epoch 1" in l for l in logs)
+    strip = lambda rows: [{k: v for k, v in r.items() if k not in ("seconds", "images_per_s")} for r in rows]  # noqa
+    mf, mp = (io_lib.read_jsonl(str(tmp_path / d / "metrics.jsonl")) for d in ("full", "part"))
+    assert strip(mf) == strip(mp) and len(mf) == 2
+    assert mf[0]["num_devices"] == 8 and mf[0]["num_hosts"] == 1
+    assert strip([resumed])[0] == strip([full])[0]
+    ev = retrain.evaluate_workdir(str(tmp_path / "part"), log=lambda *_: None)
+    assert ev["test_top1"] == pytest.approx(mf[-1]["test_top1"]) and ev["epoch"] == 2
+    # parameters without the auxiliary head, counted from the checkpoint's arrays
+    ck = retrain.Trainer(cfg, "DARTS_V2")
+    params = jax.device_get(ck.init_state().params)
+    assert ev["params"] == sum(np.size(v) for k, v in params.items() for v in jax.tree.leaves(v) if k != "aux_head")
+    assert ev["macs"] > 0
+    with pytest.raises(ValueError, match="holds a run of another config"):
+        retrain.run(tiny_retrain(lr=0.1), str(tmp_path / "full"), log=lambda *_: None)
+
+
+def test_genotype_sources(tmp_path):
+    g = G.DARTS_V1
+    assert G.resolve("DARTS_V2") == G.DARTS_V2 and G.resolve("MS_DARTS").normal[-1] == ("dil_conv_3x3", 3)
+    (tmp_path / "run").mkdir()
+    io_lib.write_json(str(tmp_path / "run" / "genotype.json"), {"genotype": g.to_dict(), "epochs_run": 3})
+    assert G.resolve(str(tmp_path / "run")) == g
+    (tmp_path / "sweep").mkdir()
+    io_lib.write_json(str(tmp_path / "sweep" / "genotype.json"), {"genotypes": [G.DARTS_V2.to_dict(), g.to_dict()]})
+    assert G.resolve(f"{tmp_path / 'sweep'}#1") == g
+    with pytest.raises(ValueError, match="is a sweep of 2 runs"):
+        G.resolve(str(tmp_path / "sweep"))
+    (tmp_path / "g.json").write_text(g.to_json())
+    assert G.resolve(str(tmp_path / "g.json")) == g and G.resolve(g.to_json()) == g
+    text = g.to_pytorch_str()
+    (tmp_path / "g.txt").write_text(text + "\n")
+    assert G.resolve(text) == g and G.resolve(str(tmp_path / "g.txt")) == g
+    s = "|nor_conv_3x3~0|+|skip_connect~0|none~1|+|avg_pool_3x3~0|nor_conv_1x1~1|nor_conv_3x3~2|"
+    assert G.resolve(s).to_nb201_str() == s
+    with pytest.raises(ValueError, match="genotype 'DARTS_V3' not understood; accepted: a published name"):
+        G.resolve("DARTS_V3")
+
+
+@pytest.mark.parametrize("name", ["darts", "balenas", "msdarts", "sdarts", "stacnas", "amended", "robustdarts"])
+def test_search_step_data_parallel_equals_one_device(name, tmp_path):
+    from test_methods import _tiny
+
+    runs = {}
+    for n in (1, 8):
+        cfg = _tiny(name)
+        cfg.mesh.num_devices = n
+        cfg.arch_start_epoch = 0
+        r = search.Runner(search.SearchTask.from_config(cfg), str(tmp_path / str(n)), log=lambda *_: None)
+        r.restore_or_init()
+        r.run(max_epochs=1)
+        runs[n] = (jax.device_get(r.state), r.history[-1])
+    (s1, m1), (s8, m8) = runs[1], runs[8]
+    assert m8["train_loss"] == pytest.approx(m1["train_loss"], rel=1e-4)
+    chex.assert_trees_all_close(s8.alpha, s1.alpha, rtol=1e-4, atol=1e-5)
+    chex.assert_trees_all_close(s8.params, s1.params, rtol=1e-3, atol=1e-5)
+
+
+WORKER = r"""
+import json, os, sys
+import jax
+jax.config.update("jax_num_cpu_devices", 2)
+sys.path.insert(0, {repo!r}); sys.path.insert(0, os.path.join({repo!r}, "tests"))
+from jaxdarts import parallel, retrain
+assert parallel.initialize({addr!r}, 2, int(sys.argv[1]))
+assert jax.process_count() == 2 and len(jax.devices()) == 4
+from retrain_helpers import tiny_retrain, _steps
+cfg = tiny_retrain()
+t = retrain.Trainer(cfg, "DARTS_V2")
+state, losses = _steps(t)
+rows = t.stream.rows(0, 0).tolist()
+ev = t.evaluate(t.init_state())
+flat = [float(abs(x).sum()) for x in jax.tree.leaves(state.params)]
+json.dump({{"losses": losses, "rows": rows, "top1": ev["test_top1"], "flat": flat}}, open(sys.argv[2], "w"))
+"""
+
+
+def test_two_processes_with_jax_distributed_agree_with_one(tmp_path):
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("localhost", 0))
+        port = s.getsockname()[1]
+    script = tmp_path / "worker.py"
+    script.write_text(WORKER.format(repo=REPO, addr=f"localhost:{port}"))
+    env = {**os.environ, "JAX_PLATFORMS": "cpu", "JAX_COMPILATION_CACHE_DIR": ""}
+    procs = [subprocess.Popen([sys.executable, str(script), str(p), str(tmp_path / f"out{p}.json")], env=env,
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for p in range(2)]
+    outs = [p.communicate(timeout=400)[0] for p in procs]
+    assert all(p.returncode == 0 for p in procs), "\n".join(o[-3000:] for o in outs)
+    r = [json.load(open(tmp_path / f"out{p}.json")) for p in range(2)]
+    cfg = tiny_retrain()
+    one = retrain.Trainer(cfg, "DARTS_V2", mesh=parallel.make_mesh(4))
+    state, losses = _steps(one)
+    for x in r:
+        np.testing.assert_allclose(x["losses"], losses, rtol=2e-5)
+        np.testing.assert_allclose(x["flat"], [float(abs(v).sum()) for v in jax.tree.leaves(state.params)],
+                                   rtol=1e-3, atol=1e-4)
+        assert x["top1"] == pytest.approx(one.evaluate(one.init_state())["test_top1"])
+    assert sorted(r[0]["rows"] + r[1]["rows"]) == sorted(one.stream.rows(0, 0).tolist())  # disjoint halves
+    assert not set(r[0]["rows"]) & set(r[1]["rows"])
