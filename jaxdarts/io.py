@@ -5,6 +5,9 @@ results) goes through :func:`write_json`: written to a temporary file beside the
 flushed to disk, then renamed over it (``os.replace`` is atomic on POSIX).
 ``metrics.jsonl`` is appended line by line (:func:`append_jsonl`) and rewritten with
 :func:`write_jsonl` when a resume or rollback drops epochs.
+
+With several JAX processes (``jax.distributed``) only process 0 writes these files (every
+process computes the same values; Orbax checkpoints coordinate their own writes).
 """
 
 from __future__ import annotations
@@ -28,7 +31,13 @@ def jsonable(x):
     return x
 
 
+def _primary() -> bool:
+    return jax.process_count() == 1 or jax.process_index() == 0
+
+
 def _replace(path: str, text: str) -> None:
+    if not _primary():
+        return
     tmp = f"{path}.tmp"
     with open(tmp, "w") as f:
         f.write(text)
@@ -64,6 +73,8 @@ def write_jsonl(path: str, rows: Iterable[dict]) -> None:
 
 def append_jsonl(path: str, row: dict) -> None:
     """Appends one line and syncs it to disk."""
+    if not _primary():
+        return
     with open(path, "a") as f:
         f.write(json.dumps(jsonable(row)) + "\n")
         f.flush()

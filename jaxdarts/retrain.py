@@ -260,14 +260,14 @@ def _write_once(path, obj):
 
 def run(cfg, workdir: str, max_epochs: int | None = None, log=print, mesh=None, data=None) -> dict:
     """Trains (or resumes) the config's genotype in ``workdir``; returns the last metrics."""
-    os.makedirs(workdir, exist_ok=True)
     cfg_json = json.loads(cfg.to_json_best_effort())
     saved = io_lib.read_json(os.path.join(workdir, "config.json"))
     if saved is not None and saved != cfg_json:
         diff = sorted(k for k in set(saved) | set(cfg_json) if saved.get(k) != cfg_json.get(k))
         raise ValueError(f"workdir {workdir} holds a run of another config (differs in {', '.join(diff)}); "
                          "use a new --workdir")
-    trainer = Trainer(cfg, cfg.genotype, mesh=mesh, data=data)
+    trainer = Trainer(cfg, cfg.genotype, mesh=mesh, data=data)  # bad input fails here, before any file
+    os.makedirs(workdir, exist_ok=True)
     _write_once(os.path.join(workdir, "config.json"), cfg_json)
     _write_once(os.path.join(workdir, "genotype.json"), {"genotype": trainer.genotype.to_dict(),
                                                           "source": str(cfg.genotype)})

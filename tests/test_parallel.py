@@ -148,7 +148,9 @@ state, losses = _steps(t)
 rows = t.stream.rows(0, 0).tolist()
 ev = t.evaluate(t.init_state())
 flat = [float(abs(x).sum()) for x in jax.tree.leaves(state.params)]
-json.dump({{"losses": losses, "rows": rows, "top1": ev["test_top1"], "flat": flat}}, open(sys.argv[2], "w"))
+out = retrain.run(cfg, sys.argv[3], max_epochs=1, log=lambda *_: None)  # orbax checkpoint from 2 processes
+json.dump({{"losses": losses, "rows": rows, "top1": ev["test_top1"], "flat": flat, "epoch": out["epoch"]}},
+          open(sys.argv[2], "w"))
 """
 
 
@@ -161,7 +163,8 @@ def test_two_processes_with_jax_distributed_agree_with_one(tmp_path):
     script = tmp_path / "worker.py"
     script.write_text(WORKER.format(repo=REPO, addr=f"localhost:{port}"))
     env = {**os.environ, "JAX_PLATFORMS": "cpu", "JAX_COMPILATION_CACHE_DIR": ""}
-    procs = [subprocess.Popen([sys.executable, str(script), str(p), str(tmp_path / f"out{p}.json")], env=env,
+    wd = str(tmp_path / "run")
+    procs = [subprocess.Popen([sys.executable, str(script), str(p), str(tmp_path / f"out{p}.json"), wd], env=env,
                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for p in range(2)]
     outs = [p.communicate(timeout=400)[0] for p in procs]
     assert all(p.returncode == 0 for p in procs), "\n".join(o[-3000:] for o in outs)
@@ -176,3 +179,77 @@ def test_two_processes_with_jax_distributed_agree_with_one(tmp_path):
         assert x["top1"] == pytest.approx(one.evaluate(one.init_state())["test_top1"])
     assert sorted(r[0]["rows"] + r[1]["rows"]) == sorted(one.stream.rows(0, 0).tolist())  # disjoint halves
     assert not set(r[0]["rows"]) & set(r[1]["rows"])
+    # the two processes' checkpoint resumes in this single process on 8 devices
+    assert r[0]["epoch"] == r[1]["epoch"] == 1
+    logs = []
+    out = retrain.run(cfg, wd, log=logs.append)
+    assert out["finished"] and any("resumed" in l and "epoch 1" in l for l in logs)
+    rows = io_lib.read_jsonl(os.path.join(wd, "metrics.jsonl"))
+    assert [(m["num_hosts"], m["num_devices"]) for m in rows] == [(2, 4), (1, 8)]
+
+
+def test_imagenet_host_pipeline_and_missing_dataset(tmp_path):
+    import time
+
+    import jax.numpy as jnp
+
+    from jaxdarts import data as data_lib
+
+    rng = np.random.default_rng(0)
+    img = rng.integers(0, 256, (37, 53, 3)).astype(np.uint8)
+    # bilinear upscaling against jax.image.resize (half-pixel centres; no antialiasing when enlarging)
+    np.testing.assert_allclose(data_lib._resize_bilinear(img, 64, 80),
+                               np.asarray(jax.image.resize(jnp.asarray(img, jnp.float32), (64, 80, 3), "bilinear")),
+                               atol=1e-3)
+    c = data_lib.center_crop(img, 24)  # shorter side 37 -> round(24*256/224)=27, then the centre 24x24
+    assert c.shape == (24, 24, 3)
+    records = [{"image": rng.integers(0, 256, (20 + i, 30 + 2 * i, 3)).astype(np.uint8), "label": i}
+               for i in range(6)] + [{"image": rng.integers(0, 256, (25, 25)).astype(np.uint8), "label": 6}]
+    src = data_lib.ImageSource(records, 16, train=True, seed=1)
+    a, b = src.read(np.array([3, 6]), epoch=2), src.read(np.array([3, 6]), epoch=2)
+    assert a["image"].shape == (2, 16, 16, 3) and a["label"].tolist() == [3, 6]
+    np.testing.assert_array_equal(a["image"], b["image"])  # deterministic in (seed, epoch, index)
+    assert not np.array_equal(a["image"], src.read(np.array([3, 6]), epoch=3)["image"])
+    hb = parallel.HostBatches(src, src, 4, seed=0)
+    assert hb.batch(0, 1)["image"].shape == (4, 16, 16, 3)
+    t = time.time()
+    cfg = retrain.base_config()
+    cfg.network, cfg.dataset, cfg.data_dir = "imagenet", "imagenet2012", str(tmp_path)
+    with pytest.raises(data_lib.DatasetNotPreparedError, match="imagenet2012"):
+        retrain.load_data(cfg)
+    assert time.time() - t < 1.0
+
+
+def test_imagenet_and_nb201_networks_retrain_on_the_mesh():
+    from jaxdarts import data as data_lib
+
+    x, y = data_lib.load_embedded("train")
+    data = ((data_lib.pad_to(x[:64], 32), y[:64]), (data_lib.pad_to(x[:16], 32), y[:16]))
+    for network, genotype, extra in (
+            ("imagenet", "DARTS_V2", {"model.auxiliary": False, "label_smoothing": 0.1, "schedule": "exponential",
+                                      "data.color_jitter": 0.4}),
+            ("nb201", "|nor_conv_3x3~0|+|skip_connect~0|none~1|+|avg_pool_3x3~0|nor_conv_1x1~1|skip_connect~2|",
+             {"model.N": 1, "schedule": "cosine_step", "nesterov": True, "grad_clip": 0.0})):
+        cfg = tiny_retrain(network=network, **extra)
+        cfg.dataset = "fashion_mnist"
+        t = retrain.Trainer(cfg, genotype, mesh=parallel.make_mesh(8), data=data)
+        state, losses = _steps(t, 2)
+        assert np.all(np.isfinite(losses)) and t.evaluate(state)["test_examples"] == 16
+
+
+def test_learning_rate_schedules_follow_the_references():
+    import math
+
+    cfg = tiny_retrain(epochs=4)
+    f = retrain.learning_rate_fn(cfg, 10)  # cosine per epoch: PyTorch CosineAnnealingLR stepped each epoch
+    assert [float(f(s)) for s in (0, 9, 10, 35)] == pytest.approx(
+        [0.025, 0.025, 0.0125 * (1 + math.cos(math.pi / 4)), 0.0125 * (1 + math.cos(3 * math.pi / 4))])
+    cfg.schedule, cfg.lr, cfg.lr_gamma = "exponential", 0.1, 0.97
+    f = retrain.learning_rate_fn(cfg, 10)
+    assert float(f(25)) == pytest.approx(0.1 * 0.97 ** 2)
+    cfg.schedule, cfg.lr_scaling, cfg.batch_size, cfg.base_batch_size = "cosine_step", "linear", 64, 16
+    f = retrain.learning_rate_fn(cfg, 10)
+    assert float(f(20)) == pytest.approx(0.2 * (1 + math.cos(math.pi * 20 / 40)))
+    cfg.schedule = "step"
+    with pytest.raises(ValueError, match="schedule='step'; accepted: cosine, cosine_step, exponential, constant"):
+        retrain.learning_rate_fn(cfg, 10)
