@@ -262,8 +262,9 @@ def run(cfg, workdir: str, max_epochs: int | None = None, log=print, mesh=None, 
     """Trains (or resumes) the config's genotype in ``workdir``; returns the last metrics."""
     cfg_json = json.loads(cfg.to_json_best_effort())
     saved = io_lib.read_json(os.path.join(workdir, "config.json"))
-    if saved is not None and saved != cfg_json:
-        diff = sorted(k for k in set(saved) | set(cfg_json) if saved.get(k) != cfg_json.get(k))
+    # the mesh may change between invocations (resume on another machine or host count)
+    if saved is not None and {**saved, "mesh": None} != {**cfg_json, "mesh": None}:
+        diff = sorted(k for k in set(saved) | set(cfg_json) if saved.get(k) != cfg_json.get(k) and k != "mesh")
         raise ValueError(f"workdir {workdir} holds a run of another config (differs in {', '.join(diff)}); "
                          "use a new --workdir")
     trainer = Trainer(cfg, cfg.genotype, mesh=mesh, data=data)  # bad input fails here, before any file
@@ -328,6 +329,11 @@ def evaluate_workdir(workdir: str, log=print, mesh=None, data=None) -> dict:
     cfg = ml_collections.ConfigDict(io_lib.read_json(os.path.join(workdir, "config.json")))
     if cfg is None or not len(cfg):
         raise ValueError(f"{workdir} has no config.json: not a retraining workdir")
+    if mesh is None:  # this machine's devices, as many as divide the evaluation batch
+        n = max(d for d in range(1, len(jax.devices()) + 1)
+                if cfg.eval_batch_size % d == 0 and cfg.batch_size % d == 0
+                and (jax.process_count() == 1 or d == len(jax.devices())))
+        mesh = parallel.make_mesh(n)
     trainer = Trainer(cfg, genotype_lib.resolve(io_lib.read_json(os.path.join(workdir, "genotype.json"))),
                       mesh=mesh, data=data)
     ckpt = ckpt_lib.Checkpointer(os.path.join(workdir, "checkpoints"))

@@ -253,3 +253,23 @@ def test_learning_rate_schedules_follow_the_references():
     cfg.schedule = "step"
     with pytest.raises(ValueError, match="schedule='step'; accepted: cosine, cosine_step, exponential, constant"):
         retrain.learning_rate_fn(cfg, 10)
+
+
+def test_train_and_eval_commands(tmp_path):
+    wd = str(tmp_path / "w")
+    base = [sys.executable, os.path.join(REPO, "bin", "train.py"), "--config", "configs/retrain_nb201.py:quick",
+            "--workdir", wd, "--compilation_cache", "none"]
+    r = subprocess.run(base + ["--config.network=vgg"], capture_output=True, text=True, cwd=REPO, timeout=120)
+    lines = [l for l in r.stderr.strip().splitlines() if l.strip()]
+    assert r.returncode == 2 and len(lines) == 1 and "network='vgg'; accepted: cifar, imagenet, nb201" in lines[0]
+    assert not os.path.exists(wd)
+    r = subprocess.run(base + ["--config.epochs=1", "--config.steps_per_epoch=2", "--config.mesh.num_devices=2"],
+                       capture_output=True, text=True, cwd=REPO, timeout=300,
+                       env={**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=2"})
+    assert r.returncode == 0 and "test top-1" in r.stdout, r.stderr[-2000:]
+    r = subprocess.run([sys.executable, os.path.join(REPO, "bin", "eval.py"), wd], capture_output=True, text=True,
+                       cwd=REPO, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    ev, last = json.loads(r.stdout), io_lib.read_jsonl(os.path.join(wd, "metrics.jsonl"))[-1]
+    assert ev["test_top1"] == pytest.approx(last["test_top1"]) and ev["test_examples"] == 512
+    assert json.load(open(os.path.join(wd, "eval.json")))["params"] == ev["params"] > 0
