@@ -187,3 +187,23 @@ def eval_main(argv=None) -> int:
     io_lib.write_json(os.path.join(workdir, "eval.json"), out)
     print(json.dumps(out, indent=1))
     return 0
+
+
+def report_main(argv=None) -> int:
+    """``bin/report.py WORKDIR [WORKDIR ...] [--out FILE]``: an HTML report of one run or a
+    side-by-side comparison (:mod:`jaxdarts.report`)."""
+    import argparse
+
+    argv = list(sys.argv if argv is None else argv)
+    p = argparse.ArgumentParser(prog="report.py", description=report_main.__doc__.splitlines()[0])
+    p.add_argument("workdirs", nargs="+", help="search or retraining workdirs")
+    p.add_argument("--out", default=None, help="HTML file (default: WORKDIR/report.html, or ./report.html)")
+    args = p.parse_args(argv[1:])
+    from jaxdarts import report
+
+    try:
+        out = report.write_report(args.workdirs, args.out)
+    except (FileNotFoundError, ImportError) as e:
+        _fail(str(e), 2)
+    print(f"report written to {out}")
+    return 0

@@ -801,6 +801,7 @@ class Runner:
             self._write_config()
             io_lib.write_json(os.path.join(self.workdir, "backend.json"), self._backend_record())
             self._truncate_metrics(0)
+            self._truncate_events()
             return False
         self.state, meta = restored
         self.epoch = meta["epoch"]
@@ -808,6 +809,7 @@ class Runner:
         self.extra = meta.get("extra", {})
         for h in self.hooks:
             h.load_state_dict(meta.get("hooks", {}).get(h.name, {}))
+        self._truncate_events()
         self.history = self._truncate_metrics(self.epoch)
         self.log(f"resumed from {self.ckpt.directory} at epoch {self.epoch}")
         return True
@@ -833,6 +835,15 @@ class Runner:
 
     def _metrics_path(self):
         return os.path.join(self.workdir, "metrics.jsonl")
+
+    def _events_path(self) -> str:
+        return os.path.join(self.workdir, "events.jsonl")
+
+    def _truncate_events(self):
+        """Keeps the events the restored checkpoint had seen (``extra['num_events']``)."""
+        rows = io_lib.read_jsonl(self._events_path())
+        if rows or os.path.exists(self._events_path()):
+            io_lib.write_jsonl(self._events_path(), rows[:self.extra.get("num_events", 0)])
 
     def _truncate_metrics(self, epochs_done: int) -> list[dict]:
         """Keeps metrics lines of epochs < epochs_done (atomically rewritten)."""
@@ -980,6 +991,16 @@ class Runner:
 
     def _apply_events(self, events) -> str | None:
         stop, rollback, sets = merge_events(events)
+        done = self.epoch - 1  # the epoch that just ran
+        log = []
+        if rollback is not None:
+            log.append({"epoch": done, "kind": "rollback", "to_epoch": rollback.to_epoch})
+        log += [{"epoch": done, "kind": "set", "name": k, "value": v} for k, v in sets.items()]
+        if stop is not None:
+            log.append({"epoch": done, "kind": "stop", "reason": stop.reason})
+        for row in log:  # kept across rollbacks (metrics.jsonl is truncated by them): reports mark them
+            io_lib.append_jsonl(self._events_path(), io_lib.jsonable(row))
+        self.extra["num_events"] = self.extra.get("num_events", 0) + len(log)  # checkpointed: resume truncates
         for _, ev in events:
             if isinstance(ev, Select):
                 self.extra["final_genotype"] = ev.genotype

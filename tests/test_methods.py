@@ -110,6 +110,15 @@ def test_method_tiny_search_runs_and_resumes_bit_identically(name, tmp_path):
     strip = lambda rows: [{k: v for k, v in r.items() if k not in ("train_time", "steps_per_sec", "hessian_time", "tf_time")}
                           for r in rows]
     assert strip(mf) == strip(mp) and len(mf) == cfg.epochs
+    # the run's report renders with the sections this method has data for
+    from jaxdarts import report
+
+    page = report.render_html([report.load_run(str(tmp_path / "full"))])
+    expected = {"cells", "alpha", "curves", "config", **{"robustdarts": {"eigenvalue"}, "balenas": {"sigma"},
+                                                        "msdarts": {"perturbation"}, "sdarts": {"perturbation"}}
+                .get(name, set())}
+    assert all(f"id='section-{s}'" in page for s in expected), name
+    assert page.count("data:image/png;base64,") >= 4
     if name == "robustdarts":
         # the reference's schedule: epochs with epoch % every == 0, and the last
         assert [r["epoch"] for r in mf if np.isfinite(r.get("eigenvalue", np.nan))] == [0, 2, 4, 5]

@@ -88,6 +88,12 @@ def test_retraining_resumes_bit_identically_and_eval_reads_the_checkpoint(tmp_pa
     params = jax.device_get(ck.init_state().params)
     assert ev["params"] == sum(np.size(v) for k, v in params.items() for v in jax.tree.leaves(v) if k != "aux_head")
     assert ev["macs"] > 0
+    from jaxdarts import report  # a retraining run's report: curves, retraining, config
+
+    out = report.write_report([str(tmp_path / "part"), str(tmp_path / "full")], str(tmp_path / "cmp.html"))
+    page = open(out).read()
+    assert all(f"id='section-{s}'" in page for s in ("curves", "retrain", "config", "cells"))
+    assert "part (retrain)" in page and "full (retrain)" in page
     with pytest.raises(ValueError, match="holds a run of another config"):
         retrain.run(tiny_retrain(lr=0.1), str(tmp_path / "full"), log=lambda *_: None)
 
@@ -273,3 +279,9 @@ def test_train_and_eval_commands(tmp_path):
     ev, last = json.loads(r.stdout), io_lib.read_jsonl(os.path.join(wd, "metrics.jsonl"))[-1]
     assert ev["test_top1"] == pytest.approx(last["test_top1"]) and ev["test_examples"] == 512
     assert json.load(open(os.path.join(wd, "eval.json")))["params"] == ev["params"] > 0
+    r = subprocess.run([sys.executable, os.path.join(REPO, "bin", "report.py"), wd], capture_output=True, text=True,
+                       cwd=REPO, timeout=120)
+    assert r.returncode == 0 and os.path.exists(os.path.join(wd, "report.html")), r.stderr[-2000:]
+    r = subprocess.run([sys.executable, os.path.join(REPO, "bin", "report.py"), str(tmp_path / "nothing")],
+                       capture_output=True, text=True, cwd=REPO, timeout=120)
+    assert r.returncode == 2 and "is not a directory" in r.stderr.strip().splitlines()[-1]

@@ -155,6 +155,10 @@ def test_two_stage_program_resumes_and_counts_epochs_across_stages(tmp_path):
     assert out == full
     assert io_lib.read_json(str(tmp_path / "part" / "genotype.json")) == io_lib.read_json(
         str(tmp_path / "full" / "genotype.json"))
+    from jaxdarts import report  # the program's report shows both stages and the final cells
+
+    page = report.render_html([report.load_run(str(tmp_path / "full"))])
+    assert all(f"id='section-{s}'" in page for s in ("cells", "stages", "curves", "alpha", "config"))
 
 
 # ------------------------------------------------------------------ analyses

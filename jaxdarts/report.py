@@ -1,0 +1,357 @@
+"""Run reports: one self-contained HTML page per run, or several runs side by side.
+
+``bin/report.py WORKDIR [WORKDIR ...] [--out FILE]`` (or :func:`write_report`) reads what a
+run leaves in its workdir (``config.json``, ``metrics.jsonl``, ``events.jsonl``,
+``genotype.json``; StacNAS ``stage1/`` ``stage2/``; a retraining run's ``model.json``) and
+renders, with matplotlib (``pip install -e ".[report]"``), figures embedded as PNG:
+
+* ``cells`` — the final normal and reduce cells (and NB201 cells), laid out as DARTS's
+  ``visualize.py`` (inputs ``c_{k-2}``, ``c_{k-1}``, intermediate nodes, output ``c_{k}``),
+  drawn with graphviz when its ``dot`` program is installed, otherwise with matplotlib;
+* ``alpha`` — per edge, the softmax of alpha over epochs (ops x epochs heatmaps);
+* ``curves`` — training/validation loss and accuracy (test top-1/top-5 for retraining);
+* ``skip`` — skip_connect count of the derived normal cell per epoch;
+* ``eigenvalue`` — dominant Hessian eigenvalue with the DARTS-ES stop and DARTS-ADA
+  rollback / regularisation markers (``events.jsonl``);
+* ``sigma`` — BaLeNAS's sigma statistics; ``perturbation`` — MS-DARTS/SDARTS radius and
+  the measured perturbation; ``stages`` — StacNAS's two stages; ``retrain`` — learning
+  rate, images/s, parameters and FLOPs of a retraining run;
+* ``config`` — the run's config and cost (epochs, seconds).
+
+Sections without data in a run are left out. The page can be rendered while a run is
+still going (it reads the lines written so far).
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import json
+import os
+import shutil
+import subprocess
+from typing import Any
+
+import numpy as np
+
+from jaxdarts import io as io_lib
+
+SECTIONS = ("cells", "alpha", "curves", "skip", "eigenvalue", "sigma", "perturbation", "stages", "retrain", "config")
+
+
+def _need_matplotlib():
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        return plt
+    except ImportError:
+        raise ImportError("reports need matplotlib: pip install -e '.[report]' (or pip install matplotlib)") from None
+
+
+def load_run(workdir: str) -> dict[str, Any]:
+    """Everything a report shows of one workdir (missing files are empty)."""
+    if not os.path.isdir(workdir):
+        raise FileNotFoundError(f"{workdir!r} is not a directory; accepted: a bin/search.py or bin/train.py --workdir")
+    read = lambda name: io_lib.read_json(os.path.join(workdir, name))  # noqa: E731
+    run = {"name": os.path.basename(os.path.normpath(workdir)), "workdir": workdir, "config": read("config.json") or {},
+           "metrics": io_lib.read_jsonl(os.path.join(workdir, "metrics.jsonl")),
+           "events": io_lib.read_jsonl(os.path.join(workdir, "events.jsonl")),
+           "genotype": read("genotype.json") or {}, "model": read("model.json"), "stages": {}}
+    for stage in ("stage1", "stage2"):
+        if os.path.isdir(os.path.join(workdir, stage)):
+            run["stages"][stage] = load_run(os.path.join(workdir, stage))
+    if run["stages"] and not run["metrics"]:  # a StacNAS program: its curves are the stages'
+        run["metrics"] = [dict(m, stage=s) for s, r in run["stages"].items() for m in r["metrics"]]
+    if not (run["config"] or run["metrics"] or run["stages"]):
+        raise FileNotFoundError(f"{workdir!r} holds no run (no config.json or metrics.jsonl)")
+    return run
+
+
+def _png(fig) -> str:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=80, bbox_inches="tight")
+    import matplotlib.pyplot as plt
+
+    plt.close(fig)
+    return base64.b64encode(buf.getvalue()).decode()
+
+
+def _series(metrics, key):
+    xs, ys = [], []
+    for i, m in enumerate(metrics):
+        v = m.get(key)
+        if isinstance(v, (int, float)) and v is not None and np.isfinite(v):
+            xs.append(m.get("epoch", i) + 1 if "stage" not in m else i + 1)
+            ys.append(v)
+    return xs, ys
+
+
+def _line_plot(metrics, keys, title, ylabel="", markers=()):
+    plt = _need_matplotlib()
+    present = [k for k in keys if _series(metrics, k)[0]]
+    if not present:
+        return None
+    fig, ax = plt.subplots(figsize=(5.2, 3.2))
+    for k in present:
+        ax.plot(*_series(metrics, k), marker="o", ms=3, label=k)
+    for x, label, color in markers:
+        ax.axvline(x, color=color, ls="--", lw=1)
+        ax.text(x, ax.get_ylim()[1], label, color=color, fontsize=7, rotation=90, va="top", ha="right")
+    ax.set_xlabel("epoch")
+    ax.set_ylabel(ylabel)
+    ax.set_title(title, fontsize=10)
+    ax.legend(fontsize=7)
+    ax.grid(alpha=0.3)
+    return _png(fig)
+
+
+# ---------------------------------------------------------------- cell diagrams
+def _cell_edges(gene, nb201: bool):
+    """``[(src, dst, op)]`` with node names as DARTS's visualize.py."""
+    edges = []
+    if nb201:  # node i = sum over j < i of op(node j); node 0 the input, node 3 the output
+        pos = 0
+        for node in range(1, 4):
+            for j in range(node):
+                op, _ = gene[pos]
+                pos += 1
+                if op != "none":
+                    edges.append(("c_{k-1}" if j == 0 else str(j - 1), "c_{k}" if node == 3 else str(node - 1), op))
+        return edges
+    for k, (op, j) in enumerate(gene):
+        src = "c_{k-2}" if j == 0 else "c_{k-1}" if j == 1 else str(j - 2)
+        edges.append((src, str(k // 2), op))
+    return edges
+
+
+def _dot_png(edges, nodes, concat_nodes, title):
+    lines = ["digraph G {", "rankdir=LR;", 'node [shape=rect, style=filled, fontname="helvetica"];',
+             f'label="{title}";']
+    for n in ("c_{k-2}", "c_{k-1}"):
+        if any(e[0] == n for e in edges):
+            lines.append(f'"{n}" [fillcolor=darkseagreen2];')
+    lines += [f'"{n}" [fillcolor=lightblue];' for n in nodes]
+    lines.append('"c_{k}" [fillcolor=palegoldenrod];')
+    lines += [f'"{a}" -> "{b}" [label="{op}"];' for a, b, op in edges]
+    lines += [f'"{n}" -> "c_{{k}}";' for n in concat_nodes]
+    lines.append("}")
+    r = subprocess.run(["dot", "-Tpng"], input="\n".join(lines).encode(), capture_output=True, timeout=60)
+    if r.returncode != 0:
+        return None
+    return base64.b64encode(r.stdout).decode()
+
+
+def cell_diagram(gene, title: str, nb201: bool = False, concat=None, engine: str = "auto") -> str:
+    """PNG (base64) of one cell; ``engine`` ``'graphviz'``, ``'matplotlib'`` or ``'auto'``
+    (graphviz when ``dot`` is on the PATH)."""
+    edges = _cell_edges(gene, nb201)
+    nodes = sorted({b for _, b, _ in edges} - {"c_{k}"} | {a for a, _, _ in edges} - {"c_{k-2}", "c_{k-1}", "c_{k}"},
+                   key=int)
+    if nb201:
+        concat_nodes = []
+    else:
+        concat_nodes = [str(c - 2) for c in (concat or range(2, 2 + len(gene) // 2)) if c >= 2]
+    if engine in ("auto", "graphviz") and shutil.which("dot"):
+        png = _dot_png(edges, nodes, concat_nodes, title)
+        if png:
+            return png
+    plt = _need_matplotlib()
+    inputs = [n for n in ("c_{k-2}", "c_{k-1}") if any(e[0] == n for e in edges) or not nb201]
+    pos = {n: (0.0, 1.0 - i) for i, n in enumerate(inputs)}
+    for i, n in enumerate(nodes):  # a staircase: edge labels overlap less
+        pos[n] = (1.3 * (1.0 + i), 1.2 - 1.4 * i / max(len(nodes) - 1, 1))
+    pos["c_{k}"] = (1.3 * (1.0 + len(nodes)), 0.5)
+    fig, ax = plt.subplots(figsize=(2.0 + 1.8 * len(nodes), 3.4))
+    colors = {"c_{k-2}": "#b4eeb4", "c_{k-1}": "#b4eeb4", "c_{k}": "#eee8aa"}
+    for a, b, op in edges + [(n, "c_{k}", "") for n in concat_nodes]:
+        (x0, y0), (x1, y1) = pos[a], pos[b]
+        ax.annotate("", (x1, y1), (x0, y0), arrowprops=dict(arrowstyle="->", color="grey", lw=1,
+                                                            connectionstyle="arc3,rad=0.12"))
+        if op:
+            ax.text((x0 + x1) / 2, (y0 + y1) / 2 + 0.05, op, fontsize=7, color="#1e5aa8", ha="center")
+    for n, (x, y) in pos.items():
+        ax.text(x, y, n, ha="center", va="center", fontsize=9,
+                bbox=dict(boxstyle="round", fc=colors.get(n, "#add8e6"), ec="black"))
+    ax.set_xlim(-0.5, pos["c_{k}"][0] + 0.5)
+    ax.set_ylim(-0.5, 1.5)
+    ax.axis("off")
+    ax.set_title(title, fontsize=10)
+    return _png(fig)
+
+
+def _genotype_of(run):
+    g = run["genotype"]
+    if not g and run["stages"].get("stage2"):
+        g = run["stages"]["stage2"]["genotype"]
+    if "genotype" in g:
+        return g["genotype"]
+    if "genotypes" in g:  # a sweep: the first run's
+        return g["genotypes"][0]
+    return g or None
+
+
+# ---------------------------------------------------------------- sections
+def _section_cells(run):
+    g = _genotype_of(run)
+    if not g:
+        return []
+    nb201 = not g.get("reduce") and len(g.get("normal", ())) == 6 and list(g.get("normal_concat", [])) == [1, 2, 3]
+    out = []
+    for t in ("normal", "reduce"):
+        gene = g.get(t)
+        if not gene:
+            continue
+        cells = gene if gene and isinstance(gene[0], list) and gene[0] and isinstance(gene[0][0], list) else [gene]
+        for i, c in enumerate(cells[:4]):
+            title = f"{t} cell" + (f" {i}" if len(cells) > 1 else "") + (" (NAS-Bench-201)" if nb201 else "")
+            out.append(cell_diagram([tuple(e) for e in c], title, nb201, g.get(f"{t}_concat")))
+    return out
+
+
+def _section_alpha(run):
+    rows = [m for m in run["metrics"] if isinstance(m.get("alpha_softmax"), dict)]
+    if not rows:
+        return []
+    plt = _need_matplotlib()
+    out = []
+    for t in rows[-1]["alpha_softmax"]:
+        try:  # op names of the space (a StacNAS stage-2 space exists only in its process: indices then)
+            from jaxdarts import spaces
+
+            ops = [o for o in spaces.get(run["config"].get("space", "")).padded_ops(t)[0]]
+        except Exception:  # noqa: BLE001
+            ops = None
+        a = np.asarray([m["alpha_softmax"][t] for m in rows], dtype=float)  # (epochs, [cells,] edges, ops)
+        if a.ndim == 4:
+            a = a[:, 0]  # per-cell alphas: the first cell
+        E, K = a.shape[1], a.shape[2]
+        cols = min(E, 7)
+        nrows = -(-E // cols)
+        fig, axes = plt.subplots(nrows, cols, figsize=(1.9 * cols + 1.0, 1.7 * nrows + 0.6), squeeze=False)
+        vmin, vmax = float(a.min()), float(a.max())  # one scale for all edges, stretched to the data
+        for e in range(nrows * cols):
+            ax = axes[e // cols][e % cols]
+            if e >= E:
+                ax.axis("off")
+                continue
+            im = ax.imshow(a[:, e, :].T, aspect="auto", cmap="viridis", vmin=vmin, vmax=vmax)
+            ax.set_title(f"edge {e}", fontsize=7)
+            ax.set_yticks(range(K))
+            ax.set_yticklabels((ops or [str(k) for k in range(K)]) if e % cols == 0 else [], fontsize=6)
+            ax.tick_params(axis="x", labelsize=5)
+        fig.suptitle(f"{t}: softmax(alpha) per edge (rows: ops, columns: epochs)", fontsize=9)
+        fig.tight_layout()
+        fig.colorbar(im, ax=axes, shrink=0.6)
+        out.append(_png(fig))
+    return out
+
+
+def _event_markers(run):
+    marks = []
+    for ev in run["events"]:
+        x = ev.get("epoch", 0) + 1
+        if ev["kind"] == "stop":
+            marks.append((x, "ES stop", "red"))
+        elif ev["kind"] == "rollback":
+            marks.append((x, f"ADA rollback to {ev['to_epoch'] + 1}", "orange"))
+        elif ev["kind"] == "set":
+            marks.append((x, f"{ev['name']}={ev['value']:.2g}", "purple"))
+    return marks
+
+
+def _section_stages(run):
+    if not run["stages"]:
+        return []
+    out = []
+    for s, r in run["stages"].items():
+        fig = _line_plot(r["metrics"], ["train_loss", "val_loss", "train_acc", "val_acc"], f"StacNAS {s}")
+        if fig:
+            out.append(fig)
+        out += _section_cells(r)[:1] if s == "stage1" else []
+    return out
+
+
+def sections(run) -> dict[str, list[str]]:
+    """Section name -> list of PNGs (base64); empty sections are left out."""
+    m = run["metrics"]
+    retrain = "test_top1" in (m[-1] if m else {}) or run["model"] is not None
+    out = {
+        "cells": _section_cells(run),
+        "alpha": _section_alpha(run),
+        "curves": [_line_plot(m, ["train_loss", "val_loss", "test_loss"], "loss"),
+                   _line_plot(m, ["train_acc", "val_acc", "test_top1", "test_top5"], "accuracy")],
+        "skip": [_line_plot(m, ["skip_connect_normal"], "skip_connect in the derived normal cell")],
+        "eigenvalue": [_line_plot(m, ["eigenvalue"], "dominant eigenvalue of the Hessian w.r.t. alpha",
+                                  markers=_event_markers(run))],
+        "sigma": [_line_plot(m, ["sigma_mean", "sigma_min", "sigma_max"], "BaLeNAS sigma")],
+        "perturbation": [_line_plot(m, ["ms_epsilon", "sdarts_epsilon", "perturb_l2", "perturb_linf", "ms_shift"],
+                                    "perturbation radius and size")],
+        "stages": _section_stages(run),
+        "retrain": [_line_plot(m, ["lr"], "learning rate"), _line_plot(m, ["images_per_s"], "images/s")]
+        if retrain else [],
+    }
+    return {k: [p for p in v if p] for k, v in out.items() if any(v)}
+
+
+def _config_html(run) -> str:
+    m = run["metrics"]
+    secs = sum(r.get("train_time", r.get("seconds", 0)) or 0 for r in m)
+    cost = f"{len(m)} epochs logged, {secs:.0f} s of training"
+    g = run["genotype"]
+    extra = {k: g[k] for k in ("stop_reason", "nb201_str", "genotype_str", "selection") if g.get(k)}
+    model = run["model"] or {}
+    if model:
+        cost += (f"; {model.get('params', 0) / 1e6:.3f} M parameters, {model.get('macs', 0) / 1e6:.1f} M "
+                 f"multiply-adds, {model.get('num_devices', 1)} device(s)")
+    body = json.dumps(run["config"], indent=1, sort_keys=True)
+    return (f"<p>{html.escape(cost)}</p>" + "".join(f"<p><b>{k}</b>: <code>{html.escape(str(v))}</code></p>"
+                                                    for k, v in extra.items())
+            + f"<details><summary>config.json</summary><pre>{html.escape(body)}</pre></details>")
+
+
+TITLES = {"cells": "Final cells", "alpha": "Architecture weights over epochs", "curves": "Training curves",
+          "skip": "skip_connect count", "eigenvalue": "Hessian eigenvalue (DARTS-ES / ADA)", "sigma": "BaLeNAS sigma",
+          "perturbation": "MS-DARTS / SDARTS perturbation", "stages": "StacNAS stages",
+          "retrain": "Retraining", "config": "Config and cost"}
+
+
+def render_html(runs: list[dict]) -> str:
+    """One page: a column per run, a row per section present in any run."""
+    per_run = [sections(r) for r in runs]
+    title = "jaxdarts report: " + ", ".join(r["name"] for r in runs)
+    parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>",
+             "<style>body{font-family:sans-serif;margin:1em} table{border-collapse:collapse} "
+             "td{vertical-align:top;padding:6px;border-top:1px solid #ddd} img{max-width:100%}</style></head><body>",
+             f"<h1>{html.escape(title)}</h1>"]
+    method = lambda r: r["config"].get("method", "retrain" if r["model"] else "?")  # noqa: E731
+    parts.append("<table><tr>" + "".join(f"<th>{html.escape(r['name'])} ({html.escape(str(method(r)))})</th>"
+                                          for r in runs) + "</tr>")
+    for name in SECTIONS:
+        if name == "config":
+            cells = [_config_html(r) for r in runs]
+        elif any(name in s for s in per_run):
+            cells = ["".join(f"<img src='data:image/png;base64,{p}'/>" for p in s.get(name, [])) or "<i>n/a</i>"
+                     for s in per_run]
+        else:
+            continue
+        parts.append(f"<tr id='section-{name}'><td colspan='{len(runs)}'><h2>{TITLES[name]}</h2></td></tr>")
+        parts.append("<tr>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>")
+    parts.append("</table></body></html>")
+    return "\n".join(parts)
+
+
+def write_report(workdirs: list[str], out: str | None = None) -> str:
+    """Renders the runs of ``workdirs`` into ``out`` (default: ``<workdir>/report.html`` for
+    one run, ``report.html`` in the current directory for several); returns the path."""
+    runs = [load_run(w) for w in workdirs]
+    out = out or (os.path.join(workdirs[0], "report.html") if len(workdirs) == 1 else "report.html")
+    text = render_html(runs)
+    tmp = out + ".tmp"
+    with open(tmp, "w") as f:
+        f.write(text)
+    os.replace(tmp, out)
+    return out
