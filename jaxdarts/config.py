@@ -80,6 +80,11 @@ def base(method: str = "darts") -> ml_collections.ConfigDict:
     # Data parallelism (jaxdarts.parallel): the search batches split over this many devices
     # (0 = all devices of all hosts); 1 = one device, the program as before.
     c.mesh = ml_collections.ConfigDict({"num_devices": 1})
+    # TensorBoard event files in <workdir>/tensorboard (jaxdarts.tensorboard, no TensorFlow):
+    # every epoch's scalars; the derived cells as images every N epochs and at the end
+    # (0: only at the end; images need matplotlib).
+    c.tensorboard = True
+    c.tensorboard_images_every = 10
     c.log_every = 10
     c.progress = "auto"  # auto | bar | log
     m = methods_lib.get(method)

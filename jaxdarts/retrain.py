@@ -294,11 +294,18 @@ def run(cfg, workdir: str, max_epochs: int | None = None, log=print, mesh=None, 
             io_lib.write_jsonl(metrics_path, [r for r in io_lib.read_jsonl(metrics_path) if r["epoch"] < epoch])
         log(f"resumed from {workdir} at epoch {epoch}")
     spe, end = trainer.steps_per_epoch, cfg.epochs if max_epochs is None else min(cfg.epochs, epoch + max_epochs)
-    last = {}
+    last, writer, first = {}, None, True
     while epoch < end:
         t0, sums, n = time.time(), {"loss": 0.0, "acc": 0.0}, 0
         for i, b in enumerate(trainer.stream.epoch(epoch, 0, spe)):
+            if first:
+                log(f"compiling the training step ({cfg.network} network, {info['num_devices']} device(s))")
+                tc = time.time()
             state, m = trainer.train_step(state, b, epoch)
+            if first:
+                jax.block_until_ready(m)
+                log(f"training step compiled and ran once in {time.time() - tc:.0f} s")
+                first = False
             if cfg.log_every and (i + 1) % cfg.log_every == 0:
                 log(f"epoch {epoch + 1}/{cfg.epochs} step {i + 1}/{spe} loss {float(m['loss']):.4f}")
             sums = {k: sums[k] + m[k] for k in sums}
@@ -314,6 +321,12 @@ def run(cfg, workdir: str, max_epochs: int | None = None, log=print, mesh=None, 
         ckpt.save(epoch, state, {"epoch": epoch})
         if jax.process_index() == 0:
             io_lib.append_jsonl(metrics_path, row)
+            if cfg.get("tensorboard", True):
+                from jaxdarts import tensorboard as tb
+
+                writer = writer or tb.SummaryWriter(os.path.join(workdir, "tensorboard"))
+                writer.scalars(tb.flat_scalars(row), epoch)
+                writer.flush()
         log(f"epoch {epoch}/{cfg.epochs}: train loss {row['train_loss']:.4f} acc {row['train_acc']:.3f}"
             + (f" | test top1 {row['test_top1']:.4f} top5 {row['test_top5']:.4f}" if "test_top1" in row else "")
             + f" | lr {row['lr']:.5f} | {row['images_per_s']:.0f} img/s")
@@ -386,6 +399,7 @@ def base_config():
     c.lowering = "auto"
     c.mesh = dict(num_devices=0, fsdp=False)
     c.keep_checkpoints = 2
+    c.tensorboard = True  # <workdir>/tensorboard event files (jaxdarts.tensorboard)
     return c
 
 

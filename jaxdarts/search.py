@@ -845,6 +845,14 @@ class Runner:
         if rows or os.path.exists(self._events_path()):
             io_lib.write_jsonl(self._events_path(), rows[:self.extra.get("num_events", 0)])
 
+    def _compile_message(self) -> str:
+        prev = io_lib.read_json(os.path.join(self.workdir, "backend.json"), {}).get("first_step_seconds")
+        if prev is not None:
+            return (f"compiling the search step (~{prev:.0f} s last time in this workdir; less when the "
+                    "persistent compilation cache has it)")
+        return ("compiling the search step (XLA, first call: seconds for tiny networks, 1-5 minutes for the "
+                "DARTS supernet on a CPU; cached for the next run)")
+
     def _truncate_metrics(self, epochs_done: int) -> list[dict]:
         """Keeps metrics lines of epochs < epochs_done (atomically rewritten)."""
         kept = [d for d in io_lib.read_jsonl(self._metrics_path()) if d.get("epoch", 0) < epochs_done]
@@ -894,7 +902,18 @@ class Runner:
             return [jax.tree.map(lambda *xs: np.stack(xs), *ms) for ms in zip(*per_run)]
         out, pending = [], []
         for i, (tb, vb) in enumerate(pairs()):
+            first = not getattr(self, "_stepped", False)
+            if first:
+                t_first = time.time()
+                self.log(self._compile_message())
             self.state, m = step(self.state, tb, vb, sched)
+            if first:
+                jax.block_until_ready(m)
+                self._stepped = True
+                secs = time.time() - t_first
+                self.log(f"search step compiled and ran once in {secs:.0f} s")
+                rec = io_lib.read_json(os.path.join(self.workdir, "backend.json"), {})
+                io_lib.write_json(os.path.join(self.workdir, "backend.json"), {**rec, "first_step_seconds": secs})
             pending.append(m)
             if (i + 1) % cfg.log_every == 0 or i + 1 == spe:
                 out += jax.device_get(pending)
@@ -974,6 +993,38 @@ class Runner:
     def append_metrics(self, metrics: dict):
         self.history.append(metrics)
         io_lib.append_jsonl(self._metrics_path(), metrics)
+        self._tensorboard(metrics)
+
+    def _tensorboard(self, metrics: dict | None = None, final=None):
+        """Scalars of a metrics line, and cell images every ``tensorboard_images_every``
+        epochs and of the final genotype (``cfg.tensorboard``)."""
+        if not self.cfg.get("tensorboard", False) or jax.process_index() != 0:
+            return
+        from jaxdarts import tensorboard as tb
+
+        if getattr(self, "_tb", None) is None:
+            self._tb = tb.SummaryWriter(os.path.join(self.workdir, "tensorboard"))
+        step = self.epoch if metrics is None else metrics["epoch"] + 1
+        if metrics is not None:
+            self._tb.scalars(tb.flat_scalars(metrics), step)
+        every = self.cfg.get("tensorboard_images_every", 0)
+        gene = final if final is not None else (metrics or {}).get("genotype")
+        if isinstance(gene, dict) and (final is not None or (every and step % every == 0)):
+            try:
+                from jaxdarts import report
+
+                nb201 = self.task.space.macro == "nb201"
+                for t in ("normal", "reduce"):
+                    cells = gene.get(t) or []
+                    if cells and not (cells and isinstance(cells[0][0], (list, tuple))):  # not per-cell
+                        png = report.cell_diagram([tuple(e) for e in cells], f"{t} cell, epoch {step}", nb201,
+                                                  gene.get(f"{t}_concat"), engine="matplotlib")
+                        import base64
+
+                        self._tb.image(f"cells/{'final_' if final is not None else ''}{t}", base64.b64decode(png), step)
+            except ImportError:  # no matplotlib: scalars only
+                pass
+        self._tb.flush()
 
     def rollback(self, to_epoch: int):
         """Restores the in-memory snapshot taken after epoch ``to_epoch`` (bit-identical)
@@ -1067,6 +1118,7 @@ class Runner:
 
             out["discretization"] = analysis.discretization_gap(self.evaluate, self.task.space, final)
         io_lib.write_json(os.path.join(self.workdir, "genotype.json"), out)
+        self._tensorboard(final=final.to_dict())
         self.log("final genotype:\n" + final.render())
         return out
 

@@ -114,11 +114,16 @@ def test_method_tiny_search_runs_and_resumes_bit_identically(name, tmp_path):
     from jaxdarts import report
 
     page = report.render_html([report.load_run(str(tmp_path / "full"))])
-    expected = {"cells", "alpha", "curves", "config", **{"robustdarts": {"eigenvalue"}, "balenas": {"sigma"},
-                                                        "msdarts": {"perturbation"}, "sdarts": {"perturbation"}}
-                .get(name, set())}
+    expected = {"cells", "alpha", "curves", "config"} | {"robustdarts": {"eigenvalue"}, "balenas": {"sigma"},
+                                                         "msdarts": {"perturbation"},
+                                                         "sdarts": {"perturbation"}}.get(name, set())
     assert all(f"id='section-{s}'" in page for s in expected), name
     assert page.count("data:image/png;base64,") >= 4
+    from jaxdarts import tensorboard as tb  # scalars every epoch, the final cells as images
+
+    (events,) = [os.path.join(tmp_path / "full" / "tensorboard", f) for f in os.listdir(tmp_path / "full" / "tensorboard")]
+    recs = tb.read_events(events)
+    assert sum(b"train_loss" in r for r in recs) == cfg.epochs and any(b"cells/final_normal" in r for r in recs)
     if name == "robustdarts":
         # the reference's schedule: epochs with epoch % every == 0, and the last
         assert [r["epoch"] for r in mf if np.isfinite(r.get("eigenvalue", np.nan))] == [0, 2, 4, 5]
