@@ -212,8 +212,18 @@ def _section_cells(run):
     return out
 
 
+def _padded(x) -> np.ndarray:
+    """Nested lists with ragged last level (a stage-2 space's op lists) -> array, NaN-padded."""
+    if x and isinstance(x[0], list) and x[0] and isinstance(x[0][0], list):
+        return np.stack([_padded(c) for c in x])
+    K = max(len(e) for e in x)
+    return np.asarray([list(e) + [np.nan] * (K - len(e)) for e in x], dtype=float)
+
+
 def _section_alpha(run):
     rows = [m for m in run["metrics"] if isinstance(m.get("alpha_softmax"), dict)]
+    if rows and "stage" in rows[-1]:  # a multi-stage program: the last stage's alphas
+        rows = [m for m in rows if m.get("stage") == rows[-1]["stage"]]
     if not rows:
         return []
     plt = _need_matplotlib()
@@ -225,14 +235,14 @@ def _section_alpha(run):
             ops = [o for o in spaces.get(run["config"].get("space", "")).padded_ops(t)[0]]
         except Exception:  # noqa: BLE001
             ops = None
-        a = np.asarray([m["alpha_softmax"][t] for m in rows], dtype=float)  # (epochs, [cells,] edges, ops)
+        a = np.stack([_padded(m["alpha_softmax"][t]) for m in rows])  # (epochs, [cells,] edges, ops)
         if a.ndim == 4:
             a = a[:, 0]  # per-cell alphas: the first cell
         E, K = a.shape[1], a.shape[2]
         cols = min(E, 7)
         nrows = -(-E // cols)
         fig, axes = plt.subplots(nrows, cols, figsize=(1.9 * cols + 1.0, 1.7 * nrows + 0.6), squeeze=False)
-        vmin, vmax = float(a.min()), float(a.max())  # one scale for all edges, stretched to the data
+        vmin, vmax = float(np.nanmin(a)), float(np.nanmax(a))  # one scale for all edges, stretched to the data
         for e in range(nrows * cols):
             ax = axes[e // cols][e % cols]
             if e >= E:

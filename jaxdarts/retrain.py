@@ -307,7 +307,10 @@ def run(cfg, workdir: str, max_epochs: int | None = None, log=print, mesh=None, 
                 log(f"training step compiled and ran once in {time.time() - tc:.0f} s")
                 first = False
             if cfg.log_every and (i + 1) % cfg.log_every == 0:
-                log(f"epoch {epoch + 1}/{cfg.epochs} step {i + 1}/{spe} loss {float(m['loss']):.4f}")
+                el = time.time() - t0
+                eta = el / (i + 1) * (spe - i - 1) + el / (i + 1) * spe * (end - epoch - 1)
+                log(f"epoch {epoch + 1}/{cfg.epochs} step {i + 1}/{spe} loss {float(m['loss']):.4f} "
+                    f"{(i + 1) / el:.2f} it/s ETA {eta:.0f}s (this invocation)")
             sums = {k: sums[k] + m[k] for k in sums}
             n += 1
         jax.block_until_ready(state)

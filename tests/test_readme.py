@@ -22,3 +22,15 @@ def test_ci_runs_the_readme_test_command():
     text = open(os.path.join(REPO, "README.md")).read()
     block = text.split("<!-- test-command -->")[1].split("<!-- /test-command -->")[0]
     assert "pytest" in block
+
+
+def test_readme_pictures_and_commands_exist(repo_root):
+    import re
+
+    text = open(os.path.join(repo_root, "README.md")).read()
+    pictures = re.findall(r"!\[[^\]]*\]\(([^)]+)\)", text)
+    assert len(pictures) >= 8 and all(os.path.exists(os.path.join(repo_root, p)) for p in pictures), pictures
+    for script in set(re.findall(r"python (bin/\w+\.py|scripts/\w+\.py|benchmarks/\w+\.py)", text)):
+        assert os.path.exists(os.path.join(repo_root, script)), script
+    for cfg in set(re.findall(r"configs/(\w+)\.py", text)):
+        assert os.path.exists(os.path.join(repo_root, "configs", f"{cfg}.py")), cfg
