@@ -213,6 +213,25 @@ def score_candidates(proxy: str, model, alphas, keys, data, *, batch_size: int =
                        fast_compile=fast_compile)(alphas, keys, data)
 
 
+def score_with_progress(scorer, alphas, keys, data, *, chunk: int = 50, log=None) -> np.ndarray:
+    """``scorer(alphas, keys, data)`` over many candidates in chunks of ``chunk`` (the last
+    one padded with copies of the first candidates, so one compiled program serves all),
+    logging progress with an ETA after each chunk; equal to one call (tested)."""
+    import time
+
+    k = len(keys)
+    if log is None or k <= chunk:
+        return scorer(alphas, keys, data)
+    out, t0 = [], time.time()
+    for start in range(0, k, chunk):
+        idx = np.arange(start, start + chunk) % k if start + chunk > k else np.arange(start, start + chunk)
+        part = scorer(jax.tree.map(lambda a: a[idx], alphas), keys[idx], data)
+        out.append(np.asarray(part)[:min(chunk, k - start)])
+        done, el = min(start + chunk, k), time.time() - t0
+        log(f"scored {done}/{k} candidates ({done / el:.1f}/s, ETA {el / done * (k - done):.0f} s)")
+    return np.concatenate(out)
+
+
 def log_scores(scores) -> np.ndarray:
     """``log`` of positive scores (Synflow magnitudes overflow float32 and differ by many
     orders); non-positive scores map to ``-inf``."""

@@ -146,3 +146,20 @@ def test_batched_candidate_scoring_equals_the_discrete_networks_one_by_one():
         proxies.get("jacov")
     with pytest.raises(ValueError, match="synflow needs float64"):
         proxies.synflow(net, vd, (1, 4, 4, 3))
+
+
+def test_chunked_scoring_with_progress_equals_one_call():
+    alphas = {"normal": np.random.default_rng(0).normal(size=(7, 3, 2))}
+    keys = jax.random.split(jax.random.key(0), 7)
+    calls = []
+
+    def scorer(a, k, data):  # any per-candidate function of (alpha, key)
+        calls.append(len(k))
+        return a["normal"].sum(axis=(1, 2)) + np.asarray(jax.vmap(jax.random.uniform)(k))
+
+    ref = scorer(alphas, keys, None)
+    calls.clear()
+    logs = []
+    got = proxies.score_with_progress(scorer, alphas, keys, None, chunk=3, log=logs.append)
+    np.testing.assert_allclose(got, ref, rtol=1e-6)
+    assert calls == [3, 3, 3] and len(logs) == 3 and logs[-1].startswith("scored 7/7 candidates")

@@ -230,14 +230,15 @@ def synflow_bn(task) -> str:
     return ("nb201_reference" if task.space.macro == "nb201" else "none") if bn == "auto" else bn
 
 
-def select(space, candidates, scorer, data, key):
+def select(space, candidates, scorer, data, key, log=None):
     """Scores ``candidates`` (genotypes) with ``scorer`` (:func:`jaxdarts.proxies.make_scorer`,
-    fresh init per candidate from ``key``) and returns ``(best_index, scores)`` (ties: first)."""
+    fresh init per candidate from ``key``) and returns ``(best_index, scores)`` (ties: first).
+    With ``log``, more than 50 candidates are scored in chunks with progress lines."""
     space = spaces_lib.get(space)
     alphas = [genotype_lib.to_alpha(space, g) for g in candidates]
     stacked = {t: jnp.stack([a[t] for a in alphas]) for t in space.cell_types}
     keys = jax.random.split(key, len(candidates))
-    scores = scorer(stacked, keys, data)
+    scores = proxies.score_with_progress(scorer, stacked, keys, data, log=log)
     finite = np.where(np.isfinite(scores), scores, -np.inf)
     return int(np.argmax(finite)), scores
 
@@ -264,7 +265,7 @@ def tf_selection(task, state, log=None) -> dict:
     else:
         data = task.preprocess(jax.random.fold_in(key, 1), task.train_stream.batch(0, 0), True, 0.0)
         data = {"image": data["image"], "label": data["label"]}
-    best, scores = select(task.space, cands, scorer, data, jax.random.fold_in(key, 2))
+    best, scores = select(task.space, cands, scorer, data, jax.random.fold_in(key, 2), log=log)
     if log:
         log(f"BaLeNAS-TF: {len(cands)} candidates scored with {b.selection} in {time.time() - t0:.1f} s")
     order = np.argsort(-np.where(np.isfinite(scores), scores, -np.inf), kind="stable")
