@@ -198,11 +198,16 @@ def report_main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="report.py", description=report_main.__doc__.splitlines()[0])
     p.add_argument("workdirs", nargs="+", help="search or retraining workdirs")
     p.add_argument("--out", default=None, help="HTML file (default: WORKDIR/report.html, or ./report.html)")
+    p.add_argument("--epochs", default="", help="also draw the cells derived after these epochs, e.g. 10,25")
     args = p.parse_args(argv[1:])
+    try:
+        epochs = [int(e) for e in args.epochs.split(",") if e.strip()]
+    except ValueError:
+        _fail(f"--epochs={args.epochs!r}: accepted a comma-separated list of epoch numbers, e.g. 10,25")
     from jaxdarts import report
 
     try:
-        out = report.write_report(args.workdirs, args.out)
+        out = report.write_report(args.workdirs, args.out, epochs)
     except (FileNotFoundError, ImportError) as e:
         _fail(str(e), 2)
     print(f"report written to {out}")

@@ -191,12 +191,15 @@ def _genotype_of(run):
         return g["genotype"]
     if "genotypes" in g:  # a sweep: the first run's
         return g["genotypes"][0]
-    return g or None
+    if not g:  # a search still running: the cells derived after its last epoch
+        last = [m["genotype"] for m in run["metrics"] if isinstance(m.get("genotype"), dict)]
+        return last[-1] if last else None
+    return g
 
 
 # ---------------------------------------------------------------- sections
-def _section_cells(run):
-    g = _genotype_of(run)
+def _section_cells(run, g=None, label=""):
+    g = g or _genotype_of(run)
     if not g:
         return []
     nb201 = not g.get("reduce") and len(g.get("normal", ())) == 6 and list(g.get("normal_concat", [])) == [1, 2, 3]
@@ -207,7 +210,7 @@ def _section_cells(run):
             continue
         cells = gene if gene and isinstance(gene[0], list) and gene[0] and isinstance(gene[0][0], list) else [gene]
         for i, c in enumerate(cells[:4]):
-            title = f"{t} cell" + (f" {i}" if len(cells) > 1 else "") + (" (NAS-Bench-201)" if nb201 else "")
+            title = f"{t} cell" + (f" {i}" if len(cells) > 1 else "") + (" (NAS-Bench-201)" if nb201 else "") + label
             out.append(cell_diagram([tuple(e) for e in c], title, nb201, g.get(f"{t}_concat")))
     return out
 
@@ -285,12 +288,15 @@ def _section_stages(run):
     return out
 
 
-def sections(run) -> dict[str, list[str]]:
-    """Section name -> list of PNGs (base64); empty sections are left out."""
+def sections(run, epochs=()) -> dict[str, list[str]]:
+    """Section name -> list of PNGs (base64); empty sections are left out. ``epochs``
+    (1-based) adds the cells derived after those epochs to ``cells``."""
     m = run["metrics"]
+    chosen = [p for e in epochs for r in m if r.get("epoch") == e - 1 and isinstance(r.get("genotype"), dict)
+              for p in _section_cells(run, r["genotype"], f", epoch {e}")]
     retrain = "test_top1" in (m[-1] if m else {}) or run["model"] is not None
     out = {
-        "cells": _section_cells(run),
+        "cells": _section_cells(run) + chosen,
         "alpha": _section_alpha(run),
         "curves": [_line_plot(m, ["train_loss", "val_loss", "test_loss"], "loss"),
                    _line_plot(m, ["train_acc", "val_acc", "test_top1", "test_top5"], "accuracy")],
@@ -329,9 +335,9 @@ TITLES = {"cells": "Final cells", "alpha": "Architecture weights over epochs", "
           "retrain": "Retraining", "config": "Config and cost"}
 
 
-def render_html(runs: list[dict]) -> str:
+def render_html(runs: list[dict], epochs=()) -> str:
     """One page: a column per run, a row per section present in any run."""
-    per_run = [sections(r) for r in runs]
+    per_run = [sections(r, epochs) for r in runs]
     title = "jaxdarts report: " + ", ".join(r["name"] for r in runs)
     parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>",
              "<style>body{font-family:sans-serif;margin:1em} table{border-collapse:collapse} "
@@ -354,12 +360,12 @@ def render_html(runs: list[dict]) -> str:
     return "\n".join(parts)
 
 
-def write_report(workdirs: list[str], out: str | None = None) -> str:
+def write_report(workdirs: list[str], out: str | None = None, epochs=()) -> str:
     """Renders the runs of ``workdirs`` into ``out`` (default: ``<workdir>/report.html`` for
     one run, ``report.html`` in the current directory for several); returns the path."""
     runs = [load_run(w) for w in workdirs]
     out = out or (os.path.join(workdirs[0], "report.html") if len(workdirs) == 1 else "report.html")
-    text = render_html(runs)
+    text = render_html(runs, epochs)
     tmp = out + ".tmp"
     with open(tmp, "w") as f:
         f.write(text)

@@ -102,6 +102,12 @@ def test_method_tiny_search_runs_and_resumes_bit_identically(name, tmp_path):
     out = full.run()
     assert out["epochs_run"] == cfg.epochs and out["finished"]
     search.run_single(cfg, str(tmp_path / "part"), log=lambda *_: None, max_epochs=1, task=task)
+    if name == "darts":  # a report of a search still going: cells of its last epoch, and of chosen epochs
+        from jaxdarts import report
+
+        run = report.load_run(str(tmp_path / "part"))
+        assert not run["genotype"] and len(report.sections(run)["cells"]) == 2
+        assert len(report.sections(run, epochs=(1,))["cells"]) == 4
     logs = []
     resumed = search.Runner(task, str(tmp_path / "part"), search.default_hooks(cfg), log=logs.append)
     assert resumed.run() == out and any("resumed" in l and "at epoch 1" in l for l in logs)
