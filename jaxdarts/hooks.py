@@ -83,6 +83,9 @@ class HessianHook(Hook):
             return None
         fn = runner.task.memo(("hessian", self.topk, self.method, self.batch), lambda: self._build(runner.task))
         t = time.time()
+        prev = [m["hessian_time"] for m in runner.history if "hessian_time" in m]
+        runner.log(f"Hessian eigenvalues w.r.t. alpha after epoch {epoch + 1} ("
+                   + (f"~{prev[-1]:.0f} s" if prev else "the first call compiles the Hessian-vector products") + ")")
         spe = runner.task.steps_per_epoch
         tb = runner.task.train_stream.batch(epoch, spe - 1)  # the epoch's last step's batches
         vb = runner.task.val_stream.batch(epoch, spe - 1)
