@@ -6,6 +6,8 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 from conftest import REPO
 
 RUNNER = r"""
@@ -18,6 +20,7 @@ print("NOTEBOOK OK", ns["trainer"].mesh.size, sorted(ns["figures"]))
 """
 
 
+@pytest.mark.slow
 def test_quickstart_notebook_executes(tmp_path):
     env = {**os.environ, "JAXDARTS_NOTEBOOK_SMOKE": "1", "TMPDIR": str(tmp_path),
            "XLA_FLAGS": "--xla_force_host_platform_device_count=2", "JAX_PLATFORMS": "cpu"}

@@ -170,6 +170,7 @@ def test_nb201_supernet_runs_and_alpha_gradient_flows():
     assert g["normal"].shape == (6, 5) and float(jnp.abs(g["normal"]).sum()) > 0
 
 
+@pytest.mark.slow
 def test_remat_supernet_same_outputs_and_derivatives(x64):
     """``remat=True`` (``kernels.remat`` per cell) changes nothing but memory: logits,
     BatchNorm statistics, drop-path masks, gradients and (forward-over-reverse) mixed products."""
