@@ -94,7 +94,7 @@ def test_method_config_validates_and_bad_fields_exit_2(name, tmp_path):
     assert not os.path.exists(tmp_path / "w")
 
 
-@pytest.mark.parametrize("name", [n if n in ("darts", "robustdarts") else pytest.param(n, marks=pytest.mark.slow)
+@pytest.mark.parametrize("name", [n if n == "darts" else pytest.param(n, marks=pytest.mark.slow)
                                   for n in sorted(BATTERY)])
 def test_method_tiny_search_runs_and_resumes_bit_identically(name, tmp_path):
     cfg = _tiny(name)
