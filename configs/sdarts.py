@@ -10,12 +10,12 @@ eval mode from a random start, kept only when it raised the loss; eps ramped 0.0
 Commands and expected cost/result:
 
 * ``python bin/search.py --config configs/sdarts.py:rs,quick --workdir /tmp/sdarts_rs``
-  Embedded Fashion-MNIST (16x16), C=8, 3 cells, 4 epochs x 20 steps of batch 32: the cost
-  of the DARTS quick run (one uniform draw per step; 3 min 16 s measured on 2 cores with a
+  Embedded Fashion-MNIST (16x16), C=8, 3 cells, 4 epochs x 20 steps of batch 32: about the
+  DARTS quick run (one uniform draw per step: 1.24x the DARTS step on an idle machine; 3 min 16 s measured on 2 cores with a
   benchmark running alongside, most of it compiling); metrics ``sdarts_epsilon``,
   ``perturb_linf``; val accuracy ~0.5.
 * ``python bin/search.py --config configs/sdarts.py:adv,quick --workdir /tmp/sdarts_adv``
-  the same with the attack: 7 extra forward+backward passes per step (3 min 58 s measured
+  the same with the attack: 7 extra forward+backward passes per step (2.3x the DARTS step; 3 min 58 s measured
   as the run above; step cost in benchmarks/RESULTS.md); metrics ``adv_reverted``,
   ``adv_loss_gain``.
 * ``python bin/search.py --config configs/sdarts.py:adv --workdir /tmp/sdarts_adv``: the
