@@ -11,8 +11,9 @@ Commands and expected cost/result:
 
 * ``python bin/search.py --config configs/sdarts.py:rs,quick --workdir /tmp/sdarts_rs``
   Embedded Fashion-MNIST (16x16), C=8, 3 cells, 4 epochs x 20 steps of batch 32: about the
-  DARTS quick run (one uniform draw per step: 1.24x the DARTS step on an idle machine; 3 min 16 s measured on 2 cores with a
-  benchmark running alongside, most of it compiling); metrics ``sdarts_epsilon``,
+  DARTS quick run (one uniform draw per step: 1.24x the DARTS step on an idle machine;
+  3 min 16 s measured on 2 cores with a benchmark running alongside, most of it
+  compiling); metrics ``sdarts_epsilon``,
   ``perturb_linf``; val accuracy ~0.5.
 * ``python bin/search.py --config configs/sdarts.py:adv,quick --workdir /tmp/sdarts_adv``
   the same with the attack: 7 extra forward+backward passes per step (2.3x the DARTS step; 3 min 58 s measured
