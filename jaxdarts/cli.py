@@ -49,7 +49,10 @@ def _fail(msg: str, code: int = 2):
     raise SystemExit(code)
 
 
-def main(argv=None) -> int:
+def _run_flags(argv, usage: str, distributed: bool = False):
+    """Parses the flags of bin/search.py and bin/train.py (``--config`` file[:variant] with
+    overrides, ``--workdir``, ``--max_epochs``, ``--compilation_cache``, and for training
+    ``--distributed``); a bad or missing flag exits 2 with one line."""
     argv = list(sys.argv if argv is None else argv)
     add_xla_workarounds()
     from absl import flags
@@ -59,6 +62,9 @@ def main(argv=None) -> int:
     config_flags.DEFINE_config_file("config", None, "config file[:variant]", flag_values=fv, lock_config=True)
     flags.DEFINE_string("workdir", None, "run directory (re-running resumes)", flag_values=fv)
     flags.DEFINE_integer("max_epochs", None, "stop after this many epochs of this invocation", flag_values=fv)
+    if distributed:
+        flags.DEFINE_bool("distributed", False, "jax.distributed.initialize() first (several hosts; arguments from "
+                          "JAXDARTS_COORDINATOR/_NUM_PROCESSES/_PROCESS_ID or cluster auto-detection)", flag_values=fv)
     flags.DEFINE_string("compilation_cache", os.environ.get("JAXDARTS_COMPILATION_CACHE", DEFAULT_CACHE),
                         "persistent XLA compilation cache directory ('none': off)", flag_values=fv)
     try:
@@ -68,9 +74,14 @@ def main(argv=None) -> int:
     except (KeyError, AttributeError, ValueError, TypeError) as e:
         _fail(f"bad --config override: {str(e).splitlines()[0] if str(e) else type(e).__name__}")
     if fv.config is None:
-        _fail("--config is required; " + USAGE)
+        _fail("--config is required; " + usage)
     if not fv.workdir:
-        _fail("--workdir is required; " + USAGE)
+        _fail("--workdir is required; " + usage)
+    return fv
+
+
+def main(argv=None) -> int:
+    fv = _run_flags(argv, USAGE)
     from jaxdarts import config as config_lib
 
     cfg = fv.config
@@ -109,29 +120,7 @@ TRAIN_USAGE = ("usage: train.py --config configs/retrain_X.py[:variant] --workdi
 
 def train_main(argv=None) -> int:
     """``bin/train.py``: retraining (:func:`jaxdarts.retrain.run`); re-running resumes."""
-    argv = list(sys.argv if argv is None else argv)
-    add_xla_workarounds()
-    from absl import flags
-    from ml_collections import config_flags
-
-    fv = flags.FlagValues()
-    config_flags.DEFINE_config_file("config", None, "config file[:variant]", flag_values=fv, lock_config=True)
-    flags.DEFINE_string("workdir", None, "run directory (re-running resumes)", flag_values=fv)
-    flags.DEFINE_integer("max_epochs", None, "stop after this many epochs of this invocation", flag_values=fv)
-    flags.DEFINE_bool("distributed", False, "jax.distributed.initialize() first (several hosts; arguments from "
-                      "JAXDARTS_COORDINATOR/_NUM_PROCESSES/_PROCESS_ID or cluster auto-detection)", flag_values=fv)
-    flags.DEFINE_string("compilation_cache", os.environ.get("JAXDARTS_COMPILATION_CACHE", DEFAULT_CACHE),
-                        "persistent XLA compilation cache directory ('none': off)", flag_values=fv)
-    try:
-        fv(argv)
-    except flags.Error as e:
-        _fail(str(e).splitlines()[0])
-    except (KeyError, AttributeError, ValueError, TypeError) as e:
-        _fail(f"bad --config override: {str(e).splitlines()[0] if str(e) else type(e).__name__}")
-    if fv.config is None:
-        _fail("--config is required; " + TRAIN_USAGE)
-    if not fv.workdir:
-        _fail("--workdir is required; " + TRAIN_USAGE)
+    fv = _run_flags(argv, TRAIN_USAGE, distributed=True)
     from jaxdarts import parallel
 
     if fv.distributed:
