@@ -8,7 +8,6 @@ quick run's scoring network (the DARTS supernet, C=8, 3 cells, one-hot alphas).
     python benchmarks/balenas_speed.py          # ~8 min on 2 CPU cores
 """
 
-import importlib.util
 import os
 import sys
 import time
@@ -19,6 +18,7 @@ import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 
 from jaxdarts import genotype as G  # noqa: E402
+from jaxdarts import config as config_lib  # noqa: E402
 from jaxdarts import proxies, search  # noqa: E402
 from jaxdarts.methods import balenas  # noqa: E402
 
@@ -26,10 +26,7 @@ ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
 
 
 def load(name, arg):
-    spec = importlib.util.spec_from_file_location(name, os.path.join(ROOT, "configs", f"{name}.py"))
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod.get_config(arg)
+    return config_lib.load_file(os.path.join(ROOT, "configs", f"{name}.py"), arg)
 
 
 def time_step(cfg, reps=20):

@@ -23,7 +23,6 @@ Stages:
 """
 
 import argparse
-import importlib.util
 import json
 import os
 import sys
@@ -44,10 +43,7 @@ BANDWIDTHS = (0.2, 0.4, 0.6, 0.8, 1.0, 1.2, 1.4)
 
 
 def load(name, arg):
-    spec = importlib.util.spec_from_file_location(name, os.path.join(ROOT, "configs", f"{name}.py"))
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod.get_config(arg)
+    return config_lib.load_file(os.path.join(ROOT, "configs", f"{name}.py"), arg)
 
 
 # ------------------------------------------------------------------ speed

@@ -24,21 +24,18 @@ if "--real" not in sys.argv:
     jax.config.update("jax_num_cpu_devices", 8)
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
-import importlib.util  # noqa: E402
 
 import jax  # noqa: E402
 import numpy as np  # noqa: E402
 
+from jaxdarts import config as config_lib  # noqa: E402
 from jaxdarts import parallel, retrain, search  # noqa: E402
 
 ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
 
 
 def load(name, arg):
-    spec = importlib.util.spec_from_file_location(name, os.path.join(ROOT, "configs", f"{name}.py"))
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod.get_config(arg)
+    return config_lib.load_file(os.path.join(ROOT, "configs", f"{name}.py"), arg)
 
 
 def time_retrain(n, batch, steps):

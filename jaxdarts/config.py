@@ -26,6 +26,25 @@ class ConfigError(ValueError):
     pass
 
 
+def load_module(path: str):
+    """The config file at ``path`` (``configs/x.py``) as a module: its ``get_config`` and
+    its docstring (command, cost, expected result)."""
+    import importlib.util
+    import os
+
+    name = "jaxdarts_config_" + os.path.splitext(os.path.basename(path))[0]
+    spec = importlib.util.spec_from_file_location(name, path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def load_file(path: str, variant: str = "") -> ml_collections.ConfigDict:
+    """``get_config(variant)`` of the config file at ``path``: what ``--config path:variant``
+    gives ``bin/search.py`` or ``bin/train.py``, for notebooks and benchmarks."""
+    return load_module(path).get_config(variant)
+
+
 def base(method: str = "darts") -> ml_collections.ConfigDict:
     """DARTS search defaults on CIFAR-10 (first order), for ``method`` (with its section)."""
     from jaxdarts import methods as methods_lib

@@ -194,14 +194,11 @@ def test_nb201_table_index_mapping():
 
 
 def test_balenas_configs_and_nb201_protocol_validate():
-    import importlib.util
     import os
 
     from conftest import REPO
 
-    spec = importlib.util.spec_from_file_location("cfg_balenas", os.path.join(REPO, "configs", "balenas.py"))
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
+    mod = config_lib.load_module(os.path.join(REPO, "configs", "balenas.py"))
     for arg in ("", "quick", "nb201", "nb201,quick", "argmax", "paper_vadam", "reference_noise", "quick,argmax"):
         config_lib.validate(mod.get_config(arg))
     c = mod.get_config("nb201")

@@ -153,12 +153,7 @@ def test_batches_are_deterministic_and_augmentation_shapes():
 
 
 def _config_module(name):
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location(f"{name}_cfg", os.path.join(REPO, "configs", f"{name}.py"))
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return config_lib.load_module(os.path.join(REPO, "configs", f"{name}.py"))
 
 
 @pytest.mark.parametrize("name,variants", [
