@@ -38,6 +38,7 @@ import optax
 from flax import linen as nn
 from flax import traverse_util
 
+from jaxdarts import kernels
 from jaxdarts import ops as ops_lib
 
 PROXIES = ("synflow", "snip", "grasp")
@@ -147,8 +148,8 @@ def init_variables(model, key, alpha, input_shape) -> dict:
                       alpha, train=True, normalized=True)
 
 
-FAST_COMPILE_OPTIONS = {"xla_backend_optimization_level": 0, "xla_llvm_disable_expensive_passes": True}
-"""XLA options of a fast compile (what ``jax_disable_most_optimizations`` sets)."""
+FAST_COMPILE_OPTIONS = kernels.FAST_COMPILE_OPTIONS
+"""XLA options of a fast compile (:data:`jaxdarts.kernels.FAST_COMPILE_OPTIONS`)."""
 
 
 def make_scorer(proxy: str, model, *, batch_size: int = 1, synflow_bn: str = "none", fast_compile: bool = False):
@@ -177,14 +178,7 @@ def make_scorer(proxy: str, model, *, batch_size: int = 1, synflow_bn: str = "no
 
         return jax.lax.map(one, (alphas, keys), batch_size=min(batch_size, len(keys)))
 
-    compiled = {}
-
-    def call(*args):
-        sig = str(jax.tree.map(lambda a: (jnp.shape(a), jnp.result_type(a)), args))
-        if sig not in compiled:
-            lowered = jax.jit(run).lower(*args)
-            compiled[sig] = lowered.compile(FAST_COMPILE_OPTIONS if fast else None)
-        return compiled[sig](*args)
+    call = kernels.compile_once(run, FAST_COMPILE_OPTIONS if fast else None)
 
     def scorer(alphas, keys, data):
         if proxy == "synflow":  # data: the input shape (only its shape reaches the program)

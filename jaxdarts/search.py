@@ -59,6 +59,7 @@ from jaxdarts import hypergrad
 from jaxdarts import io as io_lib
 from jaxdarts import kernels
 from jaxdarts import optim
+from jaxdarts import programs
 from jaxdarts import spaces as spaces_lib
 from jaxdarts import supernet as supernet_lib
 from jaxdarts.losses import cross_entropy, with_auxiliary
@@ -182,6 +183,33 @@ def _zeros_like_struct(tree):
 
 
 # --------------------------------------------------------------------- task
+HOST_ONLY_FIELDS = ("seed", "num_seeds", "log_every", "progress", "checkpoint_keep", "snapshot_window",
+                    "tensorboard", "tensorboard_images_every", "eval_batches", "eval_batch_size", "data.data_dir",
+                    "discretization_gap", "hessian_every", "diagnose", "arch_start_epoch", "mesh")
+"""Config fields no traced program reads (batch order, logging, cadence, files; the warm-up
+and the mesh reach the step as traced values and memo keys): tasks that differ only in them
+share programs. Everything else in the config is part of the signature."""
+
+
+def program_signature(task: "SearchTask") -> tuple:
+    """The static signature of a task's programs: the config without
+    :data:`HOST_ONLY_FIELDS`, the method (the registry's object, compared by identity of its
+    functions), the lowering, the data's shapes and sizes (they set steps per epoch, the
+    learning-rate schedule and VAdam's dataset size) and its normalisation and flips."""
+    d = json.loads(task.cfg.to_json_best_effort())
+    for f in HOST_ONLY_FIELDS:
+        *path, last = f.split(".")
+        node = d
+        for p in path:
+            node = node.get(p, {}) if isinstance(node, dict) else {}
+        if isinstance(node, dict):
+            node.pop(last, None)
+    info = dataclasses.astuple(task.ds_info) if dataclasses.is_dataclass(task.ds_info) else repr(task.ds_info)
+    shapes = tuple((s.images.shape, s.images.dtype.str, len(s.labels)) for s in (task.train_stream, task.val_stream))
+    return (json.dumps(d, sort_keys=True), task.method, task.lowering, repr(info), shapes,
+            tuple(np.shape(a) for a in task.eval_data), task.space.name, task.model)
+
+
 @dataclasses.dataclass(frozen=True)
 class SearchTask:
     """Everything static about a search: method, model, optimisers, data streams.
@@ -269,13 +297,21 @@ class SearchTask:
     def derive(self, alpha) -> genotype_lib.Genotype:
         return (self.method.derive or genotype_lib.derive)(self.space, alpha)
 
+    @property
+    def signature(self) -> tuple:
+        """What the task's traced programs read (:func:`program_signature`); tasks with equal
+        signatures share their jitted programs (:meth:`memo`)."""
+        if "_signature" not in self.__dict__:  # not a field: the task stays frozen
+            self.__dict__["_signature"] = program_signature(self)
+        return self.__dict__["_signature"]
+
     def memo(self, key, build: Callable[[], Any]):
-        """``build()`` once per task and ``key``: jitted functions shared by every runner and
-        hook of this task (tracing the supernet costs seconds; each new ``jax.jit`` traces again)."""
-        cache = self.__dict__.setdefault("_memo", {})  # not a field: the task stays frozen
-        if key not in cache:
-            cache[key] = build()
-        return cache[key]
+        """``build()`` once per process for this task's :attr:`signature` and ``key``: jitted
+        functions shared by every runner and hook of this task and of every task with the
+        same signature (a resumed run, a sweep member, a test), so each distinct program is
+        traced and compiled once per process (:mod:`jaxdarts.programs`). ``build`` must read
+        from the task only what the signature covers (the config, shapes, method, lowering)."""
+        return programs.shared((self.signature, key), build)
 
     def init_state(self, seed: int | None = None) -> SearchState:
         seed = self.cfg.seed if seed is None else seed
@@ -283,9 +319,12 @@ class SearchTask:
         k_alpha, k_params, k_rng = jax.random.split(key, 3)
         alpha = supernet_lib.init_alpha(self.space, k_alpha, self.cfg.alpha_init_scale)
         x = jnp.zeros((2,) + self.train_stream.images.shape[1:], jnp.float32)
-        # train=True so that training-only modules (the auxiliary head) get parameters
-        init = self.memo("init", lambda: jax.jit(
-            lambda k, x, alpha: self.model.init({"params": k, "noise": k, "dropout": k}, x, alpha, train=True)))
+        # train=True so that training-only modules (the auxiliary head) get parameters. The
+        # init runs once per state: compiled without XLA's optimisation passes (the tiny test
+        # supernet's init compiled in ~20 s otherwise, more than its search step; same values).
+        init = self.memo("init", lambda: kernels.compile_once(
+            lambda k, x, alpha: self.model.init({"params": k, "noise": k, "dropout": k}, x, alpha, train=True),
+            kernels.FAST_COMPILE_OPTIONS))
         variables = init(k_params, x, alpha)
         params = variables["params"]
         return SearchState(params=params, batch_stats=variables.get("batch_stats", {}), alpha=alpha,
@@ -316,21 +355,38 @@ class SearchTask:
     def apply(self, params, batch_stats, alpha, batch, *, train: bool, normalized=False):
         """Supernet forward; returns ``(logits, aux_logits_or_None, new_batch_stats)``.
         In training, drop-path at the batch's ``drop_prob`` (0 for a batch without one)."""
-        rngs = {}
-        if "rng" in batch:
-            k = jax.random.wrap_key_data(batch["rng"])
-            rngs = {"noise": jax.random.fold_in(k, 0), "dropout": jax.random.fold_in(k, 1)}
-        variables = {"params": params, "batch_stats": batch_stats}
-        if train:
-            out, mut = self.model.apply(variables, batch["image"], alpha, train=True,
-                                        drop_prob=batch.get("drop_prob", 0.0),
-                                        normalized=normalized, rngs=rngs, mutable=["batch_stats"])
-            new_bs = mut["batch_stats"]
-        else:
-            out = self.model.apply(variables, batch["image"], alpha, train=False, normalized=normalized, rngs=rngs)
-            new_bs = batch_stats
-        logits, aux = out if isinstance(out, tuple) else (out, None)
-        return logits, aux, new_bs
+        dp = batch.get("drop_prob", 0.0)
+        static_dp = float(dp) if isinstance(dp, (int, float)) else None  # a Python 0 skips drop-path
+        fwd = self.forward(train, normalized, static_dp)
+        return fwd(params, batch_stats, alpha, batch["image"], batch.get("rng"), None if static_dp is not None else dp)
+
+    def forward(self, train: bool, normalized: bool = False, static_drop_prob: float | None = None):
+        """The supernet forward ``(params, batch_stats, alpha, image, rng, drop_prob) ->
+        (logits, aux_or_None, new_batch_stats)``, traced once per input signature and shared
+        by every caller of the task (and by every task of the same program signature,
+        :meth:`memo`): the architecture step, the weight step, an estimator's virtual step,
+        Hessian-vector products, evaluation and ``vmap``-ed samples replay one jaxpr instead
+        of running the Flax module's Python again (:func:`jaxdarts.programs.trace_once`;
+        the program is the same as tracing the module at each call)."""
+        def fwd(params, batch_stats, alpha, image, rng, drop_prob):
+            rngs = {}
+            if rng is not None:
+                k = jax.random.wrap_key_data(rng)
+                rngs = {"noise": jax.random.fold_in(k, 0), "dropout": jax.random.fold_in(k, 1)}
+            dp = static_drop_prob if drop_prob is None else drop_prob
+            variables = {"params": params, "batch_stats": batch_stats}
+            if train:
+                out, mut = self.model.apply(variables, image, alpha, train=True, drop_prob=dp,
+                                            normalized=normalized, rngs=rngs, mutable=["batch_stats"])
+                new_bs = mut["batch_stats"]
+            else:
+                out = self.model.apply(variables, image, alpha, train=False, normalized=normalized, rngs=rngs)
+                new_bs = batch_stats
+            logits, aux = out if isinstance(out, tuple) else (out, None)
+            return logits, aux, new_bs
+
+        return self.memo(("forward", bool(train), bool(normalized), static_drop_prob),
+                         lambda: programs.trace_once(fwd))
 
     def train_loss_terms(self, params, batch_stats, alpha, batch, *, normalized=False):
         """The training loss with the auxiliary head: ``(total, (main_loss, logits, new_batch_stats))``."""
@@ -761,8 +817,11 @@ class Runner:
                 from jaxdarts import parallel
 
                 rep = parallel.replicated(self.mesh)
-                self._compiled = (jax.jit(step, donate_argnums=donate, out_shardings=rep),
-                                  jax.jit(ev, static_argnames=("normalized",)))
+                mesh_key = (self.mesh.axis_names, tuple(d.id for d in self.mesh.devices.flat))
+                self._compiled = (task.memo(("step", batched, donate, mesh_key),
+                                            lambda: jax.jit(step, donate_argnums=donate, out_shardings=rep)),
+                                  task.memo(("eval", self.sweep is not None, mesh_key),
+                                            lambda: jax.jit(ev, static_argnames=("normalized",))))
                 return self._compiled
             self._compiled = (task.memo(("step", batched, donate), lambda: jax.jit(step, donate_argnums=donate)),
                               task.memo(("eval", self.sweep is not None),

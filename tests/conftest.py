@@ -1,17 +1,19 @@
-"""Test setup: 8 simulated CPU devices (set before JAX starts) and a persistent
-compilation cache shared by the test processes (the supernet compiles slowly on XLA:CPU)."""
+"""Test setup: 8 simulated CPU devices (set before JAX starts). Programs are shared inside
+each test process by :mod:`jaxdarts.programs` (tasks of the same signature reuse one traced
+and compiled step), not through JAX's persistent compilation cache: on XLA:CPU reading a
+cached supernet executable back took about as long as compiling it, and writing entries
+from many short programs crashed the process (segmentation fault in
+``put_executable_and_time``, 2026-12-02). ``JAXDARTS_TEST_CACHE=DIR`` turns it on."""
 
 import contextlib
 import os
-import tempfile
 
 import jax
 
 jax.config.update("jax_num_cpu_devices", 8)
-_cache = os.environ.get("JAXDARTS_TEST_CACHE", os.path.join(tempfile.gettempdir(), "jaxdarts_test_jax_cache"))
-jax.config.update("jax_compilation_cache_dir", _cache)
-jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
-jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
+if os.environ.get("JAXDARTS_TEST_CACHE"):
+    jax.config.update("jax_compilation_cache_dir", os.environ["JAXDARTS_TEST_CACHE"])
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
 
 import pytest  # noqa: E402
 

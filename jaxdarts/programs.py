@@ -1,0 +1,89 @@
+"""Programs built once per process: jitted functions shared by every object with the same
+static signature.
+
+Tracing the supernet (Flax module construction, ``nn.vmap`` over edge groups, automatic
+differentiation of the result) costs seconds and compiling it tens of seconds, and every new
+``jax.jit`` object traces again even when XLA's persistent cache would hit. So the engine
+never builds a ``jax.jit`` per task: :meth:`jaxdarts.search.SearchTask.memo` asks this
+module for the function under ``(signature, name)``, where the signature holds everything a
+traced program reads (the config fields that change the program, data shapes and sizes,
+normalisation, method, lowering; see :func:`jaxdarts.search.program_signature`). A second
+task, a resumed run, a sweep member, a hook or a test with the same signature gets the same
+jitted function, whose trace and executable JAX has already cached: no tracing, no lowering,
+no compile.
+
+The cache lives as long as the process (:func:`clear` empties it; :func:`stats` counts hits
+and misses). A jitted function keeps the first object it was built from alive: its closure
+must read only what the signature covers.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Any, Callable, Hashable
+
+import jax
+
+_CACHE: dict[Hashable, Any] = {}
+_LOCK = threading.Lock()
+_STATS = {"hits": 0, "misses": 0}
+
+
+def shared(key: Hashable, build: Callable[[], Any]) -> Any:
+    """``build()`` once per process and ``key`` (hashable); later calls return the same object."""
+    with _LOCK:
+        if key in _CACHE:
+            _STATS["hits"] += 1
+            return _CACHE[key]
+    value = build()
+    with _LOCK:
+        if key in _CACHE:  # built concurrently: keep the first, so callers share one object
+            _STATS["hits"] += 1
+            return _CACHE[key]
+        _STATS["misses"] += 1
+        _CACHE[key] = value
+        return value
+
+
+def stats() -> dict:
+    """``{'hits', 'misses', 'size'}`` since the process started (or the last :func:`clear`)."""
+    with _LOCK:
+        return {**_STATS, "size": len(_CACHE)}
+
+
+def clear() -> None:
+    """Forgets every shared program (the next request builds, traces and compiles again)."""
+    with _LOCK:
+        _CACHE.clear()
+        _STATS.update(hits=0, misses=0)
+
+
+def trace_once(fn: Callable) -> Callable:
+    """``fn`` traced once per input signature (pytree structure, shapes, dtypes, weak types)
+    into a jaxpr that every later call replays in place (``jax.core.eval_jaxpr`` on the
+    caller's values or tracers).
+
+    For functions whose Python is the expensive part of tracing (a Flax supernet): the
+    architecture step, the weight step, a virtual step, Hessian-vector products and
+    ``vmap``-ed samples all differentiate or batch the replayed primitives instead of running
+    the module's Python again. Unlike a nested ``jax.jit``, the replay leaves no call in the
+    program: the lowered StableHLO is what tracing ``fn`` directly gives (nested calls
+    compiled with XLA:CPU's optimisations off crashed long test processes, 2026-12-02).
+    ``fn`` must be pure and its Python must not depend on input values."""
+    cache: dict = {}
+
+    def replay(*args):
+        leaves, tree = jax.tree.flatten(args)
+        avals = tuple(jax.typeof(x) for x in leaves)
+        key = (tree, tuple((a.shape, a.dtype, getattr(a, "weak_type", False)) for a in avals))
+        if key not in cache:
+            specs = [jax.ShapeDtypeStruct(a.shape, a.dtype, weak_type=getattr(a, "weak_type", False)) for a in avals]
+            closed, out_shape = jax.make_jaxpr(lambda *xs: fn(*jax.tree.unflatten(tree, xs)),
+                                               return_shape=True)(*specs)
+            cache[key] = (closed, jax.tree.structure(out_shape))
+        closed, out_tree = cache[key]
+        return jax.tree.unflatten(out_tree, jax.core.eval_jaxpr(closed.jaxpr, closed.consts, *leaves))
+
+    replay.__wrapped__ = fn
+    replay.cache_size = lambda: len(cache)
+    return replay
