@@ -19,22 +19,60 @@ must read only what the signature covers.
 
 from __future__ import annotations
 
+import collections
+import gc
+import os
 import threading
 from typing import Any, Callable, Hashable
 
 import jax
 
-_CACHE: dict[Hashable, Any] = {}
+_CACHE: "collections.OrderedDict[Hashable, Any]" = collections.OrderedDict()
 _LOCK = threading.Lock()
-_STATS = {"hits": 0, "misses": 0}
+_STATS = {"hits": 0, "misses": 0, "evicted": 0}
+MAX_PROGRAMS = int(os.environ.get("JAXDARTS_MAX_PROGRAMS", "32"))
+"""Programs kept (least recently used first out). Every live XLA:CPU executable holds
+memory mappings of its code, and a process may have at most ``vm.max_map_count`` (65,530 by
+default) of them: a test process that kept every program of the suite alive reached that
+and crashed inside XLA's compiler (2026-12-02). An evicted program is freed once nothing
+else holds it and is built again if asked for."""
+
+
+def memory_maps() -> tuple[int, int] | None:
+    """``(mappings of this process, vm.max_map_count)`` on Linux, else None."""
+    try:
+        with open("/proc/self/maps", "rb") as f:
+            n = sum(1 for _ in f)
+        with open("/proc/sys/vm/max_map_count") as f:
+            return n, int(f.read())
+    except (OSError, ValueError):
+        return None
+
+
+def release_if_needed(fraction: float = 0.5) -> bool:
+    """Drops every shared program and JAX's own compilation caches (``jax.clear_caches``)
+    when this process holds more than ``fraction`` of the memory mappings Linux allows
+    (each live XLA:CPU executable maps its code; past the limit XLA's compiler crashes).
+    Programs are built again when next asked for. Returns whether it released anything."""
+    m = memory_maps()
+    if m is None or m[0] < fraction * m[1]:
+        return False
+    clear()
+    jax.clear_caches()
+    gc.collect()
+    return True
 
 
 def shared(key: Hashable, build: Callable[[], Any]) -> Any:
-    """``build()`` once per process and ``key`` (hashable); later calls return the same object."""
+    """``build()`` once per process and ``key`` (hashable); later calls return the same object
+    (while it is among the :data:`MAX_PROGRAMS` most recently used; everything is released
+    first when the process nears its memory-mapping limit, :func:`release_if_needed`)."""
     with _LOCK:
         if key in _CACHE:
             _STATS["hits"] += 1
+            _CACHE.move_to_end(key)
             return _CACHE[key]
+    release_if_needed()
     value = build()
     with _LOCK:
         if key in _CACHE:  # built concurrently: keep the first, so callers share one object
@@ -42,11 +80,14 @@ def shared(key: Hashable, build: Callable[[], Any]) -> Any:
             return _CACHE[key]
         _STATS["misses"] += 1
         _CACHE[key] = value
+        while len(_CACHE) > max(MAX_PROGRAMS, 1):
+            _CACHE.popitem(last=False)
+            _STATS["evicted"] += 1
         return value
 
 
 def stats() -> dict:
-    """``{'hits', 'misses', 'size'}`` since the process started (or the last :func:`clear`)."""
+    """``{'hits', 'misses', 'evicted', 'size'}`` since the process started (or :func:`clear`)."""
     with _LOCK:
         return {**_STATS, "size": len(_CACHE)}
 
@@ -55,7 +96,7 @@ def clear() -> None:
     """Forgets every shared program (the next request builds, traces and compiles again)."""
     with _LOCK:
         _CACHE.clear()
-        _STATS.update(hits=0, misses=0)
+        _STATS.update(hits=0, misses=0, evicted=0)
 
 
 def trace_once(fn: Callable) -> Callable:

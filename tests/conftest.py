@@ -1,23 +1,34 @@
-"""Test setup: 8 simulated CPU devices (set before JAX starts). Programs are shared inside
-each test process by :mod:`jaxdarts.programs` (tasks of the same signature reuse one traced
-and compiled step), not through JAX's persistent compilation cache: on XLA:CPU reading a
-cached supernet executable back took about as long as compiling it, and writing entries
-from many short programs crashed the process (segmentation fault in
-``put_executable_and_time``, 2026-12-02). ``JAXDARTS_TEST_CACHE=DIR`` turns it on."""
+"""Test setup: 8 simulated CPU devices (set before JAX starts) and a persistent
+compilation cache shared by the test processes (the supernet compiles slowly on XLA:CPU).
+Inside each process, tasks of the same signature share their traced and compiled programs
+(:mod:`jaxdarts.programs`), so tests use the tiny shapes of :func:`tiny_config`."""
 
 import contextlib
 import os
+import tempfile
 
 import jax
 
 jax.config.update("jax_num_cpu_devices", 8)
-if os.environ.get("JAXDARTS_TEST_CACHE"):
-    jax.config.update("jax_compilation_cache_dir", os.environ["JAXDARTS_TEST_CACHE"])
-    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
+_cache = os.environ.get("JAXDARTS_TEST_CACHE", os.path.join(tempfile.gettempdir(), "jaxdarts_test_jax_cache"))
+jax.config.update("jax_compilation_cache_dir", _cache)
+jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
+jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
 
 import pytest  # noqa: E402
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+@pytest.fixture(autouse=True)
+def _release_programs_near_the_mapping_limit():
+    """After each test: release the shared programs and JAX's caches when the process holds
+    half the memory mappings Linux allows (live XLA:CPU executables; past the limit the
+    compiler crashes)."""
+    yield
+    from jaxdarts import programs
+
+    programs.release_if_needed()
 
 
 HEAVY_FIRST = ("test_supernet.py", "test_methods.py", "test_rdarts.py", "test_proxies.py", "test_readme.py")

@@ -50,3 +50,47 @@ def test_host_only_fields_do_not_change_the_lowered_step(monkeypatch):
         state = jax.eval_shape(task.init_state)
         texts.append(jax.jit(task.search_step).lower(state, *_batches(task)).as_text())
     assert texts[0] == texts[1]
+
+
+def test_trace_once_replays_one_jaxpr_under_grad_vmap_and_jit():
+    import jax.numpy as jnp
+    import numpy as np
+
+    calls = []
+
+    def f(w, x):
+        calls.append(1)  # Python side effect: runs once per traced signature
+        return jnp.tanh(x @ w["a"]) * w["b"], {"s": jnp.sum(x)}
+
+    g = programs.trace_once(f)
+    w = {"a": jnp.arange(6.0).reshape(3, 2) / 7, "b": jnp.float32(1.5)}
+    x = jnp.linspace(-1, 1, 12).reshape(4, 3)
+    loss = lambda fn: (lambda w, x: jnp.sum(fn(w, x)[0] ** 2))
+    np.testing.assert_array_equal(g(w, x)[0], f(w, x)[0])
+    gw, gx = jax.grad(loss(g), argnums=(0, 1))(w, x)
+    rw, rx = jax.grad(loss(f), argnums=(0, 1))(w, x)
+    np.testing.assert_allclose(gx, rx, rtol=1e-6)
+    np.testing.assert_allclose(gw["a"], rw["a"], rtol=1e-6)
+    batched = jax.vmap(g, in_axes=(None, 0))(w, jnp.stack([x, 2 * x]))
+    np.testing.assert_allclose(batched[0][1], f(w, 2 * x)[0], rtol=1e-6)
+    jax.jit(jax.hessian(loss(g), argnums=1))(w, x)
+    calls.clear()
+    g(w, x), jax.grad(loss(g))(w, x), jax.jit(loss(g))(w, x)
+    assert calls == [] and g.cache_size() == 1  # one jaxpr for every use at this signature
+    g(w, x[:2])
+    assert calls == [1] and g.cache_size() == 2  # a new shape traces again
+
+
+def test_the_search_step_traces_the_supernet_once(monkeypatch):
+    """The architecture and weight steps (and evaluation in training mode) replay one traced
+    forward: the Flax module's Python runs once per step program."""
+    from jaxdarts import supernet
+
+    task = search.SearchTask.from_config(tiny_config(estimator="unrolled"))
+    monkeypatch.setattr(programs, "_CACHE", {})
+    state = jax.eval_shape(task.init_state)
+    runs = []
+    orig = supernet.Supernet.__call__
+    monkeypatch.setattr(supernet.Supernet, "__call__", lambda self, *a, **k: runs.append(1) or orig(self, *a, **k))
+    jax.jit(task.search_step).trace(state, *_batches(task))
+    assert len(runs) == 1  # the virtual step, the validation loss and the weight step included
