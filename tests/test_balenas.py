@@ -88,7 +88,7 @@ def _task(**kw):
 
 @pytest.mark.usefixtures("fast_compile")
 @pytest.mark.parametrize("estimator,scope", [("first_order", "all"),
-                                             ("finite_difference", "mixed_term_only")])
+                                             pytest.param("finite_difference", "mixed_term_only", marks=pytest.mark.slow)])
 def test_sample_gradients_are_one_batched_computation(estimator, scope):
     """``arch_grad`` with 2 samples (one vmap) against the per-sample gradients computed
     one at a time at the same draws: their mean and the mean of their squares. For the

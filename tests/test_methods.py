@@ -94,7 +94,8 @@ def test_method_config_validates_and_bad_fields_exit_2(name, tmp_path):
     assert not os.path.exists(tmp_path / "w")
 
 
-@pytest.mark.parametrize("name", sorted(BATTERY))
+@pytest.mark.parametrize("name", [n if n == "darts" else pytest.param(n, marks=pytest.mark.slow)
+                                  for n in sorted(BATTERY)])
 def test_method_tiny_search_runs_and_resumes_bit_identically(name, tmp_path):
     cfg = _tiny(name)
     task = search.SearchTask.from_config(cfg)  # one task: the runners share its compiled step
@@ -210,6 +211,7 @@ def test_no_engine_module_imports_a_method():
         assert not bad, f"jaxdarts/{f} imports {bad}"
 
 
+@pytest.mark.slow
 def test_engine_builds_from_arrays_and_is_frozen(tmp_path):
     rng = np.random.default_rng(0)
     x = rng.integers(0, 256, (256, 8, 8, 1), dtype=np.uint8)  # the shapes of tiny_config: a shared program
@@ -242,6 +244,7 @@ def test_estimator_options_come_from_the_real_weight_optimiser():
     assert task.estimator_options(state, "amended") == {"recompute": False}
 
 
+@pytest.mark.slow
 def test_update_orders_and_mixing_weights_slot():
     """The engine's slots for the coming methods, from the same state and batches:
     ``simultaneous`` takes the architecture step of ``alpha_first`` and the weight step of

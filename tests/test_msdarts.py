@@ -181,6 +181,7 @@ def test_epsilon_schedules_are_the_codes():
         perturb.epsilon_schedule("cos", 0.3, 0, 5)
 
 
+@pytest.mark.slow
 @pytest.mark.usefixtures("fast_compile")
 def test_mean_shift_on_the_supernet_batched_equals_looped_and_feeds_the_weight_step():
     """On the tiny supernet (a ragged space, 3 cells): the N sample losses evaluated as one
@@ -228,6 +229,7 @@ def test_mean_shift_on_the_supernet_batched_equals_looped_and_feeds_the_weight_s
                    for a, b in zip(jax.tree.leaves(stepped.params), jax.tree.leaves(at_softmax.params)))
 
 
+@pytest.mark.slow
 @pytest.mark.usefixtures("fast_compile")
 def test_bandwidth_sweep_is_one_program_equal_to_single_searches(tmp_path):
     cfg = tiny_config("msdarts", epochs=2, steps_per_epoch=2)

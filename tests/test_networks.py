@@ -23,6 +23,7 @@ def test_darts_v2_imagenet_parameter_count():
     assert count_params(v["params"]) == 4_718_752  # the reference prints "param size = 4.718752MB"
 
 
+@pytest.mark.slow
 def test_tiny_network_forward_aux_and_drop_path(fast_compile):  # structure: compile time
     model = NetworkCIFAR(genotype.DARTS_V2, C=4, layers=5, auxiliary=True)
     x = jax.random.normal(jax.random.key(0), (4, 32, 32, 3))  # the aux head needs 8x8 maps (32px input)

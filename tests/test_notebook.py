@@ -4,9 +4,12 @@ smoke sizes)."""
 import json
 import os
 
+import pytest
+
 from conftest import REPO
 
 
+@pytest.mark.slow
 def test_quickstart_notebook_executes(tmp_path, monkeypatch):
     """In this process (8 simulated devices), so the search shares the compiled programs of
     the BaLeNAS battery search (the notebook's smoke sizes are the tests' tiny shapes)."""

@@ -120,7 +120,8 @@ def test_genotype_sources(tmp_path):
         G.resolve("DARTS_V3")
 
 
-@pytest.mark.parametrize("name", ["darts", "balenas", "msdarts", "sdarts", "stacnas", "amended", "robustdarts"])
+@pytest.mark.parametrize("name", ["darts"] + [pytest.param(n, marks=pytest.mark.slow) for n in
+                                               ("balenas", "msdarts", "sdarts", "stacnas", "amended", "robustdarts")])
 def test_search_step_data_parallel_equals_one_device(name, tmp_path):
     from test_methods import _tiny
 
@@ -160,6 +161,7 @@ json.dump({{"losses": losses, "rows": rows, "top1": ev["test_top1"], "flat": fla
 """
 
 
+@pytest.mark.slow
 def test_two_processes_with_jax_distributed_agree_with_one(tmp_path):
     import socket
 
@@ -226,6 +228,7 @@ def test_imagenet_host_pipeline_and_missing_dataset(tmp_path):
     assert time.time() - t < 1.0
 
 
+@pytest.mark.slow
 def test_imagenet_and_nb201_networks_retrain_on_the_mesh():
     from jaxdarts import data as data_lib
 
@@ -261,6 +264,7 @@ def test_learning_rate_schedules_follow_the_references():
         retrain.learning_rate_fn(cfg, 10)
 
 
+@pytest.mark.slow
 def test_train_and_eval_commands(tmp_path):
     wd = str(tmp_path / "w")
     base = [sys.executable, os.path.join(REPO, "bin", "train.py"), "--config", "configs/retrain_nb201.py:quick",

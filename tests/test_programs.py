@@ -1,5 +1,7 @@
 """Programs built once per process (jaxdarts.programs, SearchTask.signature/memo)."""
 
+import collections
+
 import jax
 import pytest
 
@@ -45,7 +47,7 @@ def test_host_only_fields_do_not_change_the_lowered_step(monkeypatch):
     assert {f.split(".")[0] if f.startswith("mesh.") else f for f in changed} == set(search.HOST_ONLY_FIELDS)
     texts = []
     for cfg in (tiny_config(), tiny_config(**changed)):
-        monkeypatch.setattr(programs, "_CACHE", {})
+        monkeypatch.setattr(programs, "_CACHE", collections.OrderedDict())
         task = search.SearchTask.from_config(cfg)
         state = jax.eval_shape(task.init_state)
         texts.append(jax.jit(task.search_step).lower(state, *_batches(task)).as_text())
@@ -87,7 +89,7 @@ def test_the_search_step_traces_the_supernet_once(monkeypatch):
     from jaxdarts import supernet
 
     task = search.SearchTask.from_config(tiny_config(estimator="unrolled"))
-    monkeypatch.setattr(programs, "_CACHE", {})
+    monkeypatch.setattr(programs, "_CACHE", collections.OrderedDict())
     state = jax.eval_shape(task.init_state)
     runs = []
     orig = supernet.Supernet.__call__

@@ -112,6 +112,7 @@ def _discrete_variables(sp, variables, genotype):
     return out
 
 
+@pytest.mark.slow
 @pytest.mark.usefixtures("fast_compile")
 def test_batched_candidate_scoring_equals_the_discrete_networks_one_by_one():
     """Two NB201 cells scored as one compiled program of the one-hot supernet (fresh

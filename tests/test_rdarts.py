@@ -52,6 +52,7 @@ def _runner(tmp_path, curve, **es):
     return search.Runner(task, str(tmp_path), hooks, log=lambda *_: None), inject
 
 
+@pytest.mark.slow
 def test_darts_es_stops_and_returns_earlier_architecture(tmp_path):
     runner, _ = _runner(tmp_path, lambda e, wd: 1.0 if e < 3 else 10.0)
     out = runner.run()
@@ -64,6 +65,7 @@ def test_darts_es_stops_and_returns_earlier_architecture(tmp_path):
         assert json.load(f)["genotype"] == m[2]["genotype"]
 
 
+@pytest.mark.slow
 def test_darts_ada_rolls_back_raises_regularisation_then_ignores_triggers_at_the_maximum(tmp_path):
     """DARTS-ADA: the eigenvalue jumps at epoch 3 whatever the weight decay. The first trigger
     rolls back to epoch 2 (bit-identical restore) and raises weight decay 3e-4 -> 3e-3 (the
@@ -140,6 +142,7 @@ def test_two_hooks_acting_in_one_epoch_both_apply(tmp_path):
     assert m[1]["drop_prob"] == pytest.approx(0.25 * 1 / 2)  # epoch 1 re-run with the new ramp maximum
 
 
+@pytest.mark.slow
 def test_sweep_batched_equals_sequential_and_differs_per_value(tmp_path):
     # One epoch at a constant drop-path (no ramp: a host-side schedule, same program as the
     # other tiny searches). The vmapped and sequential programs agree step by step to float
@@ -178,6 +181,7 @@ def _rdarts_cfg():
     return cfg
 
 
+@pytest.mark.slow
 def test_rdarts_selects_by_retraining_and_resumes_after_kills(tmp_path, monkeypatch):
     """--max_epochs, a kill between epochs and a kill inside the selection: the re-run
     command ends with the uninterrupted run's result and metrics."""

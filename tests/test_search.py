@@ -231,6 +231,7 @@ def test_config_validation():
         config_lib.validate(c)
 
 
+@pytest.mark.slow
 def test_arch_warmup_keeps_alpha_fixed(tmp_path):
     cfg = tiny_config(epochs=2, arch_start_epoch=1)
     task = search.SearchTask.from_config(cfg)
@@ -262,6 +263,7 @@ def _largest_file(directory):
     return max(files, key=os.path.getsize)
 
 
+@pytest.mark.slow
 def test_checkpoint_that_does_not_restore_is_set_aside(tmp_path):
     """A truncated data file in the latest checkpoint: resume from the one before it (one
     log line, the bad one kept aside), same result as an uninterrupted run; when none
@@ -294,6 +296,7 @@ def test_checkpoint_that_does_not_restore_is_set_aside(tmp_path):
         search.run(cfg, wd, log=lambda *_: None)
 
 
+@pytest.mark.slow
 def test_resume_on_another_backend_follows_the_checkpoint_lowering(tmp_path):
     """A workdir started where 'auto' meant 'conv' (a GPU) resumes here (where it means
     'taps') in the checkpoint's lowering; an explicit other lowering is refused at once."""

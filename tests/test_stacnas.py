@@ -26,6 +26,7 @@ def tiny_stacnas(**overrides):
                        **{"stacnas.stage1_layers": 2, "stacnas.stage2_layers": 3, "model.layers": 2, **overrides})
 
 
+@pytest.mark.slow
 @pytest.mark.usefixtures("fast_compile")
 def test_simultaneous_step_is_one_joint_gradient_and_both_optimisers():
     """The fused step against (a) the two updates computed here from one jax.grad of the
@@ -133,6 +134,7 @@ def test_train_portion_one_only_for_one_level():
         config_lib.validate(tiny_stacnas(estimator="first_order", **{"data.train_portion": 0.5}))
 
 
+@pytest.mark.slow
 @pytest.mark.usefixtures("fast_compile")
 def test_two_stage_program_resumes_and_counts_epochs_across_stages(tmp_path):
     cfg = tiny_stacnas()
@@ -196,6 +198,7 @@ def test_gradient_confusion_on_hand_made_gradients():
     assert float(analysis.gradient_confusion(loss, p, bs)) == pytest.approx(want)
 
 
+@pytest.mark.slow
 @pytest.mark.usefixtures("fast_compile")
 def test_op_outputs_before_mixing_and_their_correlation():
     """Per-op outputs of cell 0's input edges: zeros for ``none``, independent of the

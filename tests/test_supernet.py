@@ -31,7 +31,7 @@ def test_darts_supernet_parameter_count_matches_reference():
     assert float(jnp.abs(alpha["normal"]).max()) < 1e-2  # 1e-3 * N(0,1)
 
 
-@pytest.mark.parametrize("space,lowering", [("darts", "taps"), ("darts", "conv"), ("s1", "conv")])
+@pytest.mark.parametrize("space,lowering", [("darts", "taps"), ("darts", "conv"), pytest.param("s1", "conv", marks=pytest.mark.slow)])
 def test_batched_supernet_equals_per_edge_reference(space, lowering, request):
     """Edge grouping, and in the 'conv' lowering the stacked BatchNorms, against one module
     (and one BatchNorm) per op and edge; ragged S1 in the compact lowering only (CI time)."""
@@ -50,7 +50,7 @@ def test_batched_supernet_equals_per_edge_reference(space, lowering, request):
 
 
 @pytest.mark.usefixtures("fast_compile")  # structure, in the 'conv' lowering: compile time
-@pytest.mark.parametrize("space,layers", [("darts", 3), ("amended_s1", 3), ("s5", 3)])
+@pytest.mark.parametrize("space,layers", [("darts", 3), pytest.param("amended_s1", 3, marks=pytest.mark.slow), ("s5", 3)])
 def test_one_hot_alpha_computes_the_discrete_cell(space, layers):
     sp = spaces.get(space)
     model = Supernet(space, 10, C=4, layers=layers, lowering=FAST)
@@ -170,6 +170,7 @@ def test_nb201_supernet_runs_and_alpha_gradient_flows():
     assert g["normal"].shape == (6, 5) and float(jnp.abs(g["normal"]).sum()) > 0
 
 
+@pytest.mark.slow
 def test_remat_supernet_same_outputs_and_derivatives(x64):
     """``remat=True`` (``kernels.remat`` per cell) changes nothing but memory: logits,
     BatchNorm statistics, drop-path masks, gradients and (forward-over-reverse) mixed products."""
