@@ -66,28 +66,8 @@ the search supernet's ``batch_stats`` trees differ (stacked BatchNorms in ``'con
 FAST_COMPILE_OPTIONS = {"xla_backend_optimization_level": 0, "xla_llvm_disable_expensive_passes": True}
 """XLA options of a fast compile (what ``jax_disable_most_optimizations`` sets): for
 programs that run once or a few times (a supernet's init, proxy scoring of a few
-candidates), where XLA:CPU's optimisation passes cost more than they save."""
-
-
-def compile_once(fn, compiler_options: dict | None = None):
-    """``fn`` jitted and compiled ahead of time with ``compiler_options`` (e.g.
-    :data:`FAST_COMPILE_OPTIONS`) once per input signature (pytree structure, shapes,
-    dtypes); later calls with that signature run the compiled program. Called with tracers
-    (inside ``jit``, ``eval_shape``, ``vmap``) it is a plain ``jax.jit`` of ``fn``."""
-    compiled = {}
-    jitted = jax.jit(fn)
-
-    def call(*args):
-        leaves, tree = jax.tree.flatten(args)
-        if any(isinstance(a, jax.core.Tracer) for a in leaves):  # inside a transformation: trace as usual
-            return jitted(*args)
-        sig = (tree, tuple((jnp.shape(a), jnp.result_type(a), getattr(jax.typeof(a), "weak_type", False))
-                           for a in leaves))
-        if sig not in compiled:
-            compiled[sig] = jitted.lower(*args).compile(compiler_options)
-        return compiled[sig](*args)
-
-    return call
+candidates), where XLA:CPU's optimisation passes cost more than they save; used with
+:func:`jaxdarts.programs.compile_once`."""
 
 
 def resolve_lowering(name: str, backend: str | None = None) -> str:

@@ -12,9 +12,12 @@ task, a resumed run, a sweep member, a hook or a test with the same signature ge
 jitted function, whose trace and executable JAX has already cached: no tracing, no lowering,
 no compile.
 
-The cache lives as long as the process (:func:`clear` empties it; :func:`stats` counts hits
-and misses). A jitted function keeps the first object it was built from alive: its closure
-must read only what the signature covers.
+The cache keeps the :data:`MAX_PROGRAMS` most recently used programs and releases all of
+them when the process nears Linux's limit on memory mappings (:func:`release_if_needed`);
+:func:`clear` empties it, :func:`stats` counts hits, misses and evictions. A jitted function
+keeps the first object it was built from alive: its closure must read only what the
+signature covers. :func:`trace_once` and :func:`compile_once` are the per-signature
+tracing and ahead-of-time compilation the engine builds its programs from.
 """
 
 from __future__ import annotations
@@ -99,6 +102,12 @@ def clear() -> None:
         _STATS.update(hits=0, misses=0, evicted=0)
 
 
+def input_signature(leaves) -> tuple:
+    """``((shape, dtype, weak_type), ...)`` of arrays or tracers: what a trace depends on."""
+    avals = [jax.typeof(x) for x in leaves]
+    return tuple((a.shape, a.dtype, getattr(a, "weak_type", False)) for a in avals)
+
+
 def trace_once(fn: Callable) -> Callable:
     """``fn`` traced once per input signature (pytree structure, shapes, dtypes, weak types)
     into a jaxpr that every later call replays in place (``jax.core.eval_jaxpr`` on the
@@ -108,17 +117,15 @@ def trace_once(fn: Callable) -> Callable:
     architecture step, the weight step, a virtual step, Hessian-vector products and
     ``vmap``-ed samples all differentiate or batch the replayed primitives instead of running
     the module's Python again. Unlike a nested ``jax.jit``, the replay leaves no call in the
-    program: the lowered StableHLO is what tracing ``fn`` directly gives (nested calls
-    compiled with XLA:CPU's optimisations off crashed long test processes, 2026-12-02).
+    program: the lowered StableHLO has the primitives that tracing ``fn`` directly gives.
     ``fn`` must be pure and its Python must not depend on input values."""
     cache: dict = {}
 
     def replay(*args):
         leaves, tree = jax.tree.flatten(args)
-        avals = tuple(jax.typeof(x) for x in leaves)
-        key = (tree, tuple((a.shape, a.dtype, getattr(a, "weak_type", False)) for a in avals))
+        key = (tree, input_signature(leaves))
         if key not in cache:
-            specs = [jax.ShapeDtypeStruct(a.shape, a.dtype, weak_type=getattr(a, "weak_type", False)) for a in avals]
+            specs = [jax.ShapeDtypeStruct(shape, dtype, weak_type=weak) for shape, dtype, weak in key[1]]
             closed, out_shape = jax.make_jaxpr(lambda *xs: fn(*jax.tree.unflatten(tree, xs)),
                                                return_shape=True)(*specs)
             cache[key] = (closed, jax.tree.structure(out_shape))
@@ -128,3 +135,24 @@ def trace_once(fn: Callable) -> Callable:
     replay.__wrapped__ = fn
     replay.cache_size = lambda: len(cache)
     return replay
+
+
+def compile_once(fn: Callable, compiler_options: dict | None = None) -> Callable:
+    """``fn`` jitted and compiled ahead of time with ``compiler_options`` (e.g.
+    :data:`jaxdarts.kernels.FAST_COMPILE_OPTIONS`) once per input signature (pytree
+    structure, shapes, dtypes, weak types); later calls with that signature run the compiled
+    program. Called with tracers (inside ``jit``, ``eval_shape``, ``vmap``) it is a plain
+    ``jax.jit`` of ``fn``."""
+    compiled = {}
+    jitted = jax.jit(fn)
+
+    def call(*args):
+        leaves, tree = jax.tree.flatten(args)
+        if any(isinstance(a, jax.core.Tracer) for a in leaves):  # inside a transformation: trace as usual
+            return jitted(*args)
+        sig = (tree, input_signature(leaves))
+        if sig not in compiled:
+            compiled[sig] = jitted.lower(*args).compile(compiler_options)
+        return compiled[sig](*args)
+
+    return call

@@ -322,7 +322,7 @@ class SearchTask:
         # train=True so that training-only modules (the auxiliary head) get parameters. The
         # init runs once per state: compiled without XLA's optimisation passes (the tiny test
         # supernet's init compiled in ~20 s otherwise, more than its search step; same values).
-        init = self.memo("init", lambda: kernels.compile_once(
+        init = self.memo("init", lambda: programs.compile_once(
             lambda k, x, alpha: self.model.init({"params": k, "noise": k, "dropout": k}, x, alpha, train=True),
             kernels.FAST_COMPILE_OPTIONS))
         variables = init(k_params, x, alpha)
