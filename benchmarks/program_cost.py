@@ -50,6 +50,13 @@ def hlo_instructions(compiled) -> int:
     return sum(1 for line in compiled.as_text().splitlines() if re.match(r"\s+(ROOT )?%\S+ = ", line))
 
 
+COMPILE_VARIANTS = {
+    "llvm_cheap": {"xla_llvm_disable_expensive_passes": True},
+    "fast": {"xla_backend_optimization_level": 0, "xla_llvm_disable_expensive_passes": True},
+}
+"""XLA option sets compiled beside the default: the last is ``kernels.FAST_COMPILE_OPTIONS``."""
+
+
 def timed(fn):
     t = time.time()
     out = fn()
@@ -102,14 +109,20 @@ def main():
     if not a.no_compile:
         compiled, out["compile_s"] = timed(lowered.compile)
         out["hlo_instructions_after_passes"] = hlo_instructions(compiled)
-        _, out["compile_fast_s"] = timed(lambda: lowered.compile({"xla_backend_optimization_level": 0,
-                                                                  "xla_llvm_disable_expensive_passes": True}))
-        st = jax.tree.map(lambda x: x.copy(), state)
-        times = []
-        for i in range(4):
-            (st, m), dt = timed(lambda: jax.block_until_ready(compiled(st, tb, vb, sched)))
-            times.append(dt)
-        out["step_s"] = float(np.median(times[1:]))
+
+        def step_time(exe):
+            st = jax.tree.map(lambda x: x.copy(), state)
+            times = []
+            for _ in range(4):
+                (st, m), dt = timed(lambda: jax.block_until_ready(exe(st, tb, vb, sched)))
+                times.append(dt)
+            return float(np.median(times[1:]))
+
+        out["step_s"] = step_time(compiled)
+        for name, opts in COMPILE_VARIANTS.items():  # what XLA's passes cost and what they buy
+            exe, out[f"compile_{name}_s"] = timed(lambda: lowered.compile(opts))
+            out[f"step_{name}_s"] = step_time(exe)
+            del exe
     if not a.paper and not a.no_compile:
         jax.block_until_ready(step(task.init_state(), tb, vb, sched))  # the call path's own executable
         cfg2 = config_lib.load_file(os.path.join(HERE, "..", path), variant)
@@ -137,6 +150,12 @@ def main():
         side = tcfg.tf.input_size or task.train_stream.images.shape[1]
         _, out["scorer_first_call_4_candidates_s"] = timed(lambda: balenas.select(
             task.space, cands, scorer, (1, side, side, task.train_stream.images.shape[-1]), jax.random.key(1)))
+        fast = proxies.make_scorer(tcfg.selection, model, batch_size=tcfg.tf.score_batch,
+                                   synflow_bn=balenas.synflow_bn(task), fast_compile=True)
+        _, out["scorer_fast_first_call_4_candidates_s"] = timed(lambda: balenas.select(
+            task.space, cands, fast, (1, side, side, task.train_stream.images.shape[-1]), jax.random.key(1)))
+        _, out["scorer_fast_second_call_s"] = timed(lambda: balenas.select(
+            task.space, cands, fast, (1, side, side, task.train_stream.images.shape[-1]), jax.random.key(1)))
         _, out["scorer_second_call_s"] = timed(lambda: balenas.select(
             task.space, cands, scorer, (1, side, side, task.train_stream.images.shape[-1]), jax.random.key(1)))
     print(json.dumps(out, indent=1), flush=True)

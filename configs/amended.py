@@ -8,6 +8,9 @@ network (``regularization.drop_path_scope='op'``; RobustDARTS drops whole mixed-
 outputs). ``:s2`` is Section 4.1.3: 20 cells, one alpha per cell,
 {skip_connect, sep_conv_3x3}.
 
+Architecture batches go through the training transform (``data.augment_val``), as the
+DARTS ``train_search.py`` the method builds on.
+
 Commands and expected cost/result:
 
 * ``python bin/search.py --config configs/amended.py:quick --workdir /tmp/amended_quick``

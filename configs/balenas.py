@@ -1,5 +1,9 @@
 """BaLeNAS (VAdam over architecture distributions) with training-free selection.
 
+Architecture batches go through the training transform (``data.augment_val``), as the
+BaLeNAS/iDARTS code's valid queue (DARTS's ``train_search.py``) and AutoDL's NAS-Bench-201
+search data do.
+
 Commands and expected cost/result:
 
 * ``python bin/search.py --config configs/balenas.py:quick --workdir /tmp/balenas_quick``

@@ -1,5 +1,8 @@
 """DARTS search (Liu et al., 2019) with the reference ``train_search.py`` settings.
 
+Architecture batches go through the training transform (``data.augment_val``), as
+``train_search.py``'s valid queue samples the training set with the training transform.
+
 Commands and expected cost/result:
 
 * ``python bin/search.py --config configs/darts.py:quick --workdir /tmp/darts_quick``

@@ -20,6 +20,10 @@ Commands and expected cost/result:
   16 forced on with the code's ramped probability and on the architecture batches, as the
   code).
 
+The dominant eigenvalue of the architecture Hessian is tracked after every epoch
+(``hessian_every=1``), as the code does: logged as ``eigenvalue`` (signed) and
+``eigenvalue_abs`` (``|max eigenvalue|``, the code's figure).
+
 Variants (combinable, ``:s3,quick``): ``quick``, ``s1``..``s4``, ``paper`` (the paper's
 choices where it differs from the code: validation-batch losses, weights proportional to
 the loss, a clean simplex mean-shift: clipped average, clipped result), ``cifar100``.
@@ -40,12 +44,12 @@ VARIANTS = ("quick", "paper", "cifar100") + SPACES
 
 
 def robust_space(c, space):
-    """A RobustDARTS space as the MS-DARTS/SDARTS code searches it: cutout 16 forced on,
-    probability ramped e/(E-1), architecture batches through the training transform."""
+    """A RobustDARTS space as MS-DARTS's ``train_search_ms.py`` searches it: cutout 16 forced
+    on, probability ramped e/(E-1), on the architecture batches too (they go through the
+    training transform, the default ``data.augment_val``)."""
     c.space = space
     c.data.cutout = 16
     c.regularization.ramp_cutout = True
-    c.data.augment_val = True
 
 
 def get_config(arg: str = ""):
@@ -54,6 +58,7 @@ def get_config(arg: str = ""):
         if v not in VARIANTS:
             raise ValueError(f"unknown variant {v!r} of configs/msdarts.py; accepted: {', '.join(VARIANTS)}")
     c = config_lib.base("msdarts")  # first order, 40 epochs, alpha steps from epoch 5
+    c.hessian_every = 1  # the code computes the eigenvalue at the end of every epoch
     for v in variants:
         if v in SPACES:
             robust_space(c, v)

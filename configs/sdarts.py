@@ -20,7 +20,13 @@ Commands and expected cost/result:
   as the run above; step cost in benchmarks/RESULTS.md); metrics ``adv_reverted``,
   ``adv_loss_gain``.
 * ``python bin/search.py --config configs/sdarts.py:adv --workdir /tmp/sdarts_adv``: the
-  paper's search; ``:s1`` .. ``:s4`` the RobustDARTS spaces (cutout forced on, as the code).
+  paper's search; ``:s1`` .. ``:s4`` the RobustDARTS spaces.
+
+As the SmoothDARTS code: the DARTS space without ``none`` (``darts_no_none``: 'none' is
+commented out of ``sota/cnn/spaces.py``'s PRIMITIVES; ``--config.space=darts`` for the
+8-op space), no cutout (``--cutout`` defaults to False and its commands do not pass it;
+unlike MS-DARTS's ``train_search_ms.py``, which forces it for S1-S4), architecture
+batches through the training transform (the valid queue samples the training set).
 
 Variants (combinable): ``rs`` (default) | ``adv``, ``quick``, ``s1``..``s4``, ``cifar100``.
 """
@@ -30,7 +36,7 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from common import quick  # noqa: E402
-from msdarts import SPACES, robust_space  # noqa: E402
+from msdarts import SPACES  # noqa: E402
 
 from jaxdarts import config as config_lib  # noqa: E402
 
@@ -43,11 +49,12 @@ def get_config(arg: str = ""):
         if v not in VARIANTS:
             raise ValueError(f"unknown variant {v!r} of configs/sdarts.py; accepted: {', '.join(VARIANTS)}")
     c = config_lib.base("sdarts")  # first order, 50 epochs
+    c.space = "darts_no_none"
     for v in variants:
         if v in ("rs", "adv"):
             c.sdarts.kind = v
         elif v in SPACES:
-            robust_space(c, v)
+            c.space = v  # no cutout: SmoothDARTS does not force it
         elif v == "cifar100":
             c.dataset = "cifar100"
     if "quick" in variants:

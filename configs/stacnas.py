@@ -9,6 +9,10 @@ momentum 0.9, weight decay 3e-4, gradient clipping 3 (weights only), Adam 3e-4 (
 0.999) with weight decay 1e-3 on alpha, crop + flip, no cutout, shared alpha, the skip
 listed twice in its stage-2 group, the final edges ranked by raw logits.
 
+One-level: weights and alpha are trained on the same augmented training batches (crop +
+flip, ``train_ratio=1``); there is no architecture split, so ``data.augment_val`` has no
+effect.
+
 Commands and expected cost/result:
 
 * ``python bin/search.py --config configs/stacnas.py:quick --workdir /tmp/stacnas_quick``

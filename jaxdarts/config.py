@@ -72,7 +72,11 @@ def base(method: str = "darts") -> ml_collections.ConfigDict:
         data_dir=ml_collections.FieldReference(None, field_type=str), train_portion=0.5,
         max_examples=0, image_size=0, augment=True, crop_padding=4, cutout=0, cutout_prob=1.0,
         flip="auto",  # auto (the dataset's default: no flips for SVHN) | on | off
-        augment_val=False))  # True: architecture batches through the training transform (the references)
+        # Architecture batches through the training transform (crop + flip, and cutout when on),
+        # as every reference does: their valid queue samples the training set with the training
+        # transform (DARTS, BaLeNAS/iDARTS, MS-DARTS, SmoothDARTS, RobustDARTS train_search.py;
+        # AutoDL's NAS-Bench-201 search data). False: clean architecture batches.
+        augment_val=True))
     c.optim = ml_collections.ConfigDict(dict(
         lr=0.025, lr_min=0.001, momentum=0.9, weight_decay=3e-4, grad_clip=5.0,
         nesterov=False,  # True: NAS-Bench-201's DARTS (first-order estimators only)

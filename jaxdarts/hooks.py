@@ -8,7 +8,8 @@
   (the training transform where the search applies it, the epoch's drop-path, BN in
   training mode; ``hessian_batch='clean'``: no augmentation, no drop-path), with the
   architecture weight-decay term ``wd/2 ||alpha||^2`` included (it adds ``wd * I``).
-  Logged as ``eigenvalue`` / ``eigenvalues``.
+  Logged as ``eigenvalue`` (signed), ``eigenvalue_abs`` (its absolute value, what the
+  MS-DARTS code reports: ``np.linalg.norm`` of the maximum eigenvalue) and ``eigenvalues``.
 * :class:`DiagnoseHook` (``diagnose``): cosine and relative norm of several estimators
   against ``implicit`` on the epoch's first batches, each with the options the search
   would give it (:meth:`jaxdarts.search.SearchTask.estimator_options`).
@@ -91,6 +92,7 @@ class HessianHook(Hook):
         vb = runner.task.val_stream.batch(epoch, spe - 1)
         top, ev = jax.device_get(fn(runner.state, tb, vb, runner._sched(epoch)))
         metrics["eigenvalue"] = float(top)  # the maximum eigenvalue (RobustDARTS's dominant eigenvalue)
+        metrics["eigenvalue_abs"] = abs(float(top))  # |max eigenvalue|: what MS-DARTS's code reports
         if self.topk > 1:
             metrics["eigenvalues"] = np.asarray(ev).tolist()  # largest magnitude first
         metrics["hessian_time"] = time.time() - t

@@ -102,8 +102,7 @@ class NetworkCIFAR(nn.Module):
             reduction_prev = reduction
             if self.auxiliary and train and i == 2 * self.layers // 3:
                 aux = AuxiliaryHeadCIFAR(self.num_classes, train=train, name="aux_head")(s1)
-        logits = nn.Dense(self.num_classes, kernel_init=ops_lib._torch_init, name="classifier")(
-            jnp.mean(s1, axis=(1, 2)))
+        logits = ops_lib.torch_dense(jnp.mean(s1, axis=(1, 2)), self.num_classes, "classifier")
         return (logits, aux) if (self.auxiliary and train) else logits
 
 
@@ -145,8 +144,7 @@ class NetworkImageNet(nn.Module):
             if self.auxiliary and train and i == 2 * self.layers // 3:
                 aux = AuxiliaryHeadCIFAR(self.num_classes, pool_stride=2, bn_after_768=False, train=train,
                                          name="aux_head")(s1)
-        logits = nn.Dense(self.num_classes, kernel_init=ops_lib._torch_init, name="classifier")(
-            jnp.mean(s1, axis=(1, 2)))
+        logits = ops_lib.torch_dense(jnp.mean(s1, axis=(1, 2)), self.num_classes, "classifier")
         return (logits, aux) if (self.auxiliary and train) else logits
 
 
@@ -207,4 +205,4 @@ class NetworkNB201(nn.Module):
                              name=f"cell_{stage}_{j}")(s)
 
         out = nb201_skeleton(x, self.C, self.N, train, cell)
-        return nn.Dense(self.num_classes, kernel_init=ops_lib._torch_init, name="classifier")(out)
+        return ops_lib.torch_dense(out, self.num_classes, "classifier")

@@ -61,6 +61,14 @@ def _torch_bias_init(fan_in: int):
     return lambda key, shape, dtype=jnp.float32: jax.random.uniform(key, shape, dtype, -bound, bound)
 
 
+def torch_dense(x, features: int, name: str | None = None):
+    """``nn.Dense(features)(x)`` initialised as PyTorch's ``nn.Linear``: weight
+    kaiming-uniform(a=sqrt(5)) and bias ``U(-1/sqrt(fan_in), 1/sqrt(fan_in))`` (Flax's
+    default bias is 0). Call inside a compact module; the parameters are ``name/kernel``,
+    ``name/bias``."""
+    return nn.Dense(features, kernel_init=_torch_init, bias_init=_torch_bias_init(x.shape[-1]), name=name)(x)
+
+
 class BatchStatNorm(nn.Module):
     """BatchNorm that always normalises with the statistics of its input batch and keeps
     no running statistics (PyTorch ``BatchNorm2d(track_running_stats=False)``, in training

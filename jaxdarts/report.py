@@ -159,27 +159,71 @@ def cell_diagram(gene, title: str, nb201: bool = False, concat=None, engine: str
         png = _dot_png(edges, nodes, concat_nodes, title)
         if png:
             return png
+    return _matplotlib_cell(edges, nodes, concat_nodes, title, nb201)
+
+
+OP_COLORS = {"none": "#9e9e9e", "skip_connect": "#2e7d32", "max_pool_3x3": "#6a1b9a", "avg_pool_3x3": "#ad1457",
+             "sep_conv_3x3": "#1565c0", "sep_conv_5x5": "#00838f", "dil_conv_3x3": "#e65100",
+             "dil_conv_5x5": "#c62828", "nor_conv_1x1": "#00838f", "nor_conv_3x3": "#1565c0", "noise": "#5d4037"}
+
+
+def _matplotlib_cell(edges, nodes, concat_nodes, title, nb201, layout=None):
+    """A cell without graphviz: nodes left to right (inputs, intermediate nodes alternating
+    above and below the axis, output), each edge coloured by its op, its name on a white box
+    at the first point along the edge (middle first) where the box meets no node and no
+    other label (the arrows may pass under it), and a legend of the ops. ``layout``: a list
+    that receives ``(kind, text, screen extent)`` of every node and label (tests)."""
     plt = _need_matplotlib()
     inputs = [n for n in ("c_{k-2}", "c_{k-1}") if any(e[0] == n for e in edges) or not nb201]
-    pos = {n: (0.0, 1.0 - i) for i, n in enumerate(inputs)}
-    for i, n in enumerate(nodes):  # a staircase: edge labels overlap less
-        pos[n] = (1.3 * (1.0 + i), 1.2 - 1.4 * i / max(len(nodes) - 1, 1))
-    pos["c_{k}"] = (1.3 * (1.0 + len(nodes)), 0.5)
-    fig, ax = plt.subplots(figsize=(2.0 + 1.8 * len(nodes), 3.4))
+    pos = {n: (0.0, 1.0 - 2.0 * i) if len(inputs) > 1 else (0.0, 0.0) for i, n in enumerate(inputs)}
+    for i, n in enumerate(nodes):
+        pos[n] = (2.2 * (i + 1), 0.85 if i % 2 == 0 else -0.85)
+    pos["c_{k}"] = (2.2 * (len(nodes) + 1), 0.0)
+    fig, ax = plt.subplots(figsize=(2.6 + 2.0 * len(nodes), 3.6))
     colors = {"c_{k-2}": "#b4eeb4", "c_{k-1}": "#b4eeb4", "c_{k}": "#eee8aa"}
-    for a, b, op in edges + [(n, "c_{k}", "") for n in concat_nodes]:
-        (x0, y0), (x1, y1) = pos[a], pos[b]
-        ax.annotate("", (x1, y1), (x0, y0), arrowprops=dict(arrowstyle="->", color="grey", lw=1,
-                                                            connectionstyle="arc3,rad=0.12"))
-        if op:
-            ax.text((x0 + x1) / 2, (y0 + y1) / 2 + 0.05, op, fontsize=7, color="#1e5aa8", ha="center")
-    for n, (x, y) in pos.items():
-        ax.text(x, y, n, ha="center", va="center", fontsize=9,
-                bbox=dict(boxstyle="round", fc=colors.get(n, "#add8e6"), ec="black"))
-    ax.set_xlim(-0.5, pos["c_{k}"][0] + 0.5)
-    ax.set_ylim(-0.5, 1.5)
+    ax.set_xlim(-0.8, pos["c_{k}"][0] + 0.8)  # before measuring: the extents depend on the limits
+    ax.set_ylim(-1.5, 1.5)
     ax.axis("off")
     ax.set_title(title, fontsize=10)
+    boxes = []  # screen extents of what is placed: nodes first, then each label where it fits
+    for n, (x, y) in pos.items():
+        boxes.append(ax.text(x, y, n, ha="center", va="center", fontsize=9, zorder=6,
+                             bbox=dict(boxstyle="round", fc=colors.get(n, "#add8e6"), ec="black")))
+    renderer = fig.canvas.get_renderer()
+    extents = [b.get_window_extent(renderer).expanded(1.1, 1.2) for b in boxes]
+    if layout is not None:
+        layout += [("node", b.get_text(), e) for b, e in zip(boxes, extents)]
+    used = {}
+    for a, b, op in edges + [(n, "c_{k}", "") for n in concat_nodes]:
+        (x0, y0), (x1, y1) = pos[a], pos[b]
+        color = OP_COLORS.get(op.split("@")[0], "#37474f") if op else "#bdbdbd"
+        rad = 0.0 if abs(x1 - x0) <= 2.3 else (0.18 if y0 >= y1 else -0.18)
+        ax.annotate("", (x1, y1), (x0, y0), arrowprops=dict(arrowstyle="-|>", color=color, lw=1.6 if op else 1.0,
+                                                            shrinkA=14, shrinkB=14,
+                                                            connectionstyle=f"arc3,rad={rad}"))
+        if not op:
+            continue
+        used[op] = color
+        # arc3's curve: a quadratic Bezier whose control point is offset by rad * length
+        cx, cy = (x0 + x1) / 2 + rad * (y1 - y0), (y0 + y1) / 2 - rad * (x1 - x0)
+        for t in (0.5, 0.62, 0.38, 0.74, 0.26, 0.84, 0.16, None):  # the first spot free of nodes and labels
+            tt = 0.5 if t is None else t
+            lx = (1 - tt) ** 2 * x0 + 2 * tt * (1 - tt) * cx + tt ** 2 * x1
+            ly = (1 - tt) ** 2 * y0 + 2 * tt * (1 - tt) * cy + tt ** 2 * y1
+            label = ax.text(lx, ly, op, fontsize=7, color=color, ha="center", va="center", zorder=5,
+                            bbox=dict(boxstyle="round,pad=0.15", fc="white", ec=color, lw=0.6))
+            ext = label.get_window_extent(renderer).expanded(1.05, 1.15)
+            if t is None or not any(ext.overlaps(e) for e in extents):
+                break
+            label.remove()
+        extents.append(ext)
+        if layout is not None:
+            layout.append(("label", op, ext))
+    if used:
+        from matplotlib.lines import Line2D
+
+        ax.legend([Line2D([0], [0], color=c, lw=2) for c in used.values()], list(used), fontsize=7,
+                  loc="upper center", bbox_to_anchor=(0.5, -0.02), ncol=min(len(used), 4), frameon=False)
     return _png(fig)
 
 
@@ -318,7 +362,8 @@ def _config_html(run) -> str:
     secs = sum(r.get("train_time", r.get("seconds", 0)) or 0 for r in m)
     cost = f"{len(m)} epochs logged, {secs:.0f} s of training"
     g = run["genotype"]
-    extra = {k: g[k] for k in ("stop_reason", "nb201_str", "genotype_str", "selection") if g.get(k)}
+    extra = {k: g[k] for k in ("stop_reason", "nb201_str", "genotype_str") if g.get(k)}
+    sel = g.get("selection") if isinstance(g.get("selection"), dict) else None
     model = run["model"] or {}
     if model:
         cost += (f"; {model.get('params', 0) / 1e6:.3f} M parameters, {model.get('macs', 0) / 1e6:.1f} M "
@@ -326,7 +371,43 @@ def _config_html(run) -> str:
     body = json.dumps(run["config"], indent=1, sort_keys=True)
     return (f"<p>{html.escape(cost)}</p>" + "".join(f"<p><b>{k}</b>: <code>{html.escape(str(v))}</code></p>"
                                                     for k, v in extra.items())
+            + (_selection_html(sel, g.get("last_genotype")) if sel else "")
             + f"<details><summary>config.json</summary><pre>{html.escape(body)}</pre></details>")
+
+
+def genotype_text(g: dict) -> str:
+    """A genotype dict in one line: the NAS-Bench-201 string for NB201 cells, otherwise
+    ``normal: op(input) ... | reduce: ...`` (per-cell genotypes: their first cell)."""
+    from jaxdarts import genotype as genotype_lib
+
+    geno = genotype_lib.Genotype.from_json(g)
+    if not geno.reduce and len(geno.normal) == 6 and tuple(geno.normal_concat) == (1, 2, 3):
+        return geno.to_nb201_str()
+    parts = []
+    for t in ("normal", "reduce"):
+        gene = getattr(geno, t)
+        if gene and isinstance(gene[0][0], (tuple, list)):
+            gene = gene[0]
+        if gene:
+            parts.append(f"{t}: " + " ".join(f"{op}({i})" for op, i in gene))
+    return " | ".join(parts)
+
+
+def _selection_html(sel: dict, argmax_genotype) -> str:
+    """A training-free selection (``genotype.json``'s ``selection``: the proxy, the scored
+    candidates best first and their scores) as a table: rank, score, cell, and which
+    candidate is the argmax of the architecture parameters."""
+    cands, scores = sel.get("candidates") or [], sel.get("scores") or []
+    rows = []
+    for rank, (c, sc) in enumerate(zip(cands, scores), 1):
+        mark = "yes" if argmax_genotype and c == argmax_genotype else ""
+        chosen = " style='font-weight:bold'" if c == sel.get("genotype") else ""
+        rows.append(f"<tr{chosen}><td>{rank}</td><td>{sc:.6g}</td><td>{mark}</td>"
+                    f"<td><code>{html.escape(genotype_text(c))}</code></td></tr>")
+    head = (f"<p><b>selection</b>: {html.escape(str(sel.get('proxy', '?')))} over "
+            f"{sel.get('num_candidates', len(cands))} candidates; the best {len(rows)} (bold: selected)</p>")
+    return (head + "<table class='selection'><tr><th>rank</th><th>score</th><th>argmax alpha</th><th>cell</th></tr>"
+            + "".join(rows) + "</table>")
 
 
 TITLES = {"cells": "Final cells", "alpha": "Architecture weights over epochs", "curves": "Training curves",

@@ -17,7 +17,8 @@ Conventions
 * ``alpha[cell_type][..., e, k]`` is the logit of op ``ops[cell_type][e][k]``;
   padded slots (``mask == False``) get zero mixing weight and zero gradient.
 
-Spaces (``get(name)``): ``darts``, RobustDARTS ``s1``-``s5``,
+Spaces (``get(name)``): ``darts``, ``darts_no_none`` (the DARTS space without ``none``:
+SmoothDARTS's search space), RobustDARTS ``s1``-``s5``,
 Amended-DARTS ``amended_s1`` (fixed edges) and ``amended_s2`` (20 cells, per-cell alpha),
 ``nb201``, and StacNAS ``stacnas_stage1``.
 
@@ -198,6 +199,9 @@ def _darts_like(name, primitives, edges=DARTS_EDGES, **kw) -> SearchSpace:
 
 _SPACES: dict[str, SearchSpace] = {
     "darts": _darts_like("darts", ops_lib.PRIMITIVES),
+    # SmoothDARTS (SDARTS-RS/ADV) searches the DARTS space with 'none' commented out of its
+    # PRIMITIVES (sota/cnn/spaces.py): 7 ops per edge.
+    "darts_no_none": _darts_like("darts_no_none", tuple(o for o in ops_lib.PRIMITIVES if o != "none")),
     "s1": SearchSpace("s1", {"normal": _S1_NORMAL, "reduce": _S1_REDUCE}, DARTS_EDGES),
     "s2": _darts_like("s2", ("skip_connect", "sep_conv_3x3")),
     "s3": _darts_like("s3", ("none", "skip_connect", "sep_conv_3x3")),

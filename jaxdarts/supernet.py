@@ -336,7 +336,7 @@ class AuxiliaryHeadCIFAR(nn.Module):
             x = ops_lib.batch_norm(self.train, True)(x)
         x = nn.relu(x)
         x = x.reshape(x.shape[0], -1)
-        return nn.Dense(self.num_classes, kernel_init=ops_lib._torch_init)(x)
+        return ops_lib.torch_dense(x, self.num_classes)
 
 
 class ResNetBasicBlock(nn.Module):
@@ -456,7 +456,7 @@ class Supernet(nn.Module):
             if self.auxiliary and train and i == 2 * self.layers // 3:
                 aux = AuxiliaryHeadCIFAR(self.num_classes, train=train, name="aux_head")(s1)
         out = jnp.mean(s1, axis=(1, 2))
-        logits = nn.Dense(self.num_classes, kernel_init=ops_lib._torch_init, name="classifier")(out)
+        logits = ops_lib.torch_dense(out, self.num_classes, "classifier")
         if self.auxiliary and train:
             return logits, aux
         return logits
@@ -468,7 +468,7 @@ class Supernet(nn.Module):
                             name=f"cell_{stage}_{j}")(s, None, weights["normal"], drop_prob)
 
         out = nb201_skeleton(x, self.C, self.layers, train, cell)
-        return nn.Dense(self.num_classes, kernel_init=ops_lib._torch_init, name="classifier")(out)
+        return ops_lib.torch_dense(out, self.num_classes, "classifier")
 
 
 def nb201_skeleton(x, C: int, N: int, train: bool, cell):

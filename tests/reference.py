@@ -263,3 +263,71 @@ def linf_pgd_transcription(params, loss, grad, draws, epsilon, steps=7):
     if loss_before > loss(cur):
         return saved
     return cur
+
+
+def nb201_proxy_transcription(params, genotype, x, bn="all"):
+    """NAS-Bench-201's ``TinyNetwork`` as the zero-cost-proxy code builds it (search cells:
+    ``nor_conv`` = ReLU, conv with bias, BN without parameters; batch-statistics BN
+    everywhere), written with ``lax`` from a parameter dict named as
+    :class:`jaxdarts.networks.NetworkNB201`'s: stem conv 3x3 + BN, three stages of one cell
+    at C, 2C, 4C separated by ResNet basic blocks (ReLU-conv 3x3/2-BN, ReLU-conv 3x3-BN,
+    shortcut avg pool 2 + conv 1x1), BN, ReLU, global average pool, linear.
+
+    ``bn``: ``'all'`` (the network), ``'resblocks'`` (Synflow in Z's NB201 model: only
+    the ResNet blocks' BatchNorms are kept), ``'none'`` (Synflow's generic BN removal)."""
+    def conv(h, k, stride=1, bias=None):
+        p = (k.shape[0] - 1) // 2
+        y = lax.conv_general_dilated(h, k, (stride, stride), [(p, p), (p, p)],
+                                     dimension_numbers=("NHWC", "HWIO", "NHWC"))
+        return y if bias is None else y + bias
+
+    def norm(h, where, scale=None, shift=None):
+        if bn == "none" or (bn == "resblocks" and where != "resblock"):
+            return h
+        m = h.mean((0, 1, 2))
+        v = ((h - m) ** 2).mean((0, 1, 2))
+        h = (h - m) / jnp.sqrt(v + 1e-5)
+        return h if scale is None else h * scale + shift
+
+    def avg3(h):  # 3x3, stride 1, padding 1, count_include_pad=False
+        pad = [(0, 0), (1, 1), (1, 1), (0, 0)]
+        s = lax.reduce_window(h, 0.0, lax.add, (1, 3, 3, 1), (1, 1, 1, 1), pad)
+        n = lax.reduce_window(jnp.ones_like(h), 0.0, lax.add, (1, 3, 3, 1), (1, 1, 1, 1), pad)
+        return s / n
+
+    def cell(h, p):
+        states = [h]
+        e = 0
+        for node in range(1, 4):
+            total = jnp.zeros_like(h)
+            for j in range(node):
+                op, inp = genotype.normal[e]
+                s = states[inp]
+                if op == "skip_connect":
+                    total = total + s
+                elif op == "avg_pool_3x3":
+                    total = total + avg3(s)
+                elif op.startswith("nor_conv"):
+                    q = p[f"edge{e}"]["Conv_0" if op == "nor_conv_3x3" else "PointwiseConv_0"]
+                    total = total + norm(conv(jax.nn.relu(s), q["kernel"], 1, q["bias"]), "cell")
+                e += 1
+            states.append(total)
+        return states[-1]
+
+    def resblock(h, p):
+        a, b = p["ReLUConvBN_0"], p["ReLUConvBN_1"]
+        y = norm(conv(jax.nn.relu(h), a["Conv_0"]["kernel"], 2), "resblock", a["BatchNorm_0"]["scale"],
+                 a["BatchNorm_0"]["bias"])
+        y = norm(conv(jax.nn.relu(y), b["Conv_0"]["kernel"], 1), "resblock", b["BatchNorm_0"]["scale"],
+                 b["BatchNorm_0"]["bias"])
+        n, hh, ww, c = h.shape
+        sc = h.reshape(n, hh // 2, 2, ww // 2, 2, c).mean((2, 4))
+        return conv(sc, p["Conv_0"]["kernel"]) + y
+
+    h = norm(conv(x, params["stem_conv"]["kernel"]), "stem", params["stem_bn"]["scale"], params["stem_bn"]["bias"])
+    for stage in range(3):
+        if stage:
+            h = resblock(h, params[f"resblock_{stage}"])
+        h = cell(h, params[f"cell_{stage}_0"])
+    h = jax.nn.relu(norm(h, "lastact", params["lastact_bn"]["scale"], params["lastact_bn"]["bias"]))
+    return h.mean((1, 2)) @ params["classifier"]["kernel"] + params["classifier"]["bias"]

@@ -104,8 +104,8 @@ def test_sample_gradients_are_one_batched_computation(estimator, scope):
     opts = task.estimator_options(state)
 
     def one_sample(a):  # independent of the method's code path
-        if scope == "all":
-            return hypergrad.first_order(tl, vl, state.params, a, tb, vb)
+        if scope == "all":  # first order: d_alpha L_val(w, a) at the draw
+            return jax.grad(vl, 1)(state.params, a, vb)
         lr = opts["inner_lr"]
         w1 = jax.tree.map(lambda w, d: w - lr * (d + opts["weight_decay"] * w), state.params,
                           jax.grad(tl)(state.params, state.alpha, tb))  # first step: buffer = gradient
@@ -118,7 +118,15 @@ def test_sample_gradients_are_one_batched_computation(estimator, scope):
     @jax.jit  # one program: the method's batched gradient and the separate ones
     def both(state):
         g, _, extra = balenas.arch_grad(task, state, tb, vb, key)
-        samples = optim.vadam_sample(key, state.alpha, state.a_opt, 2, balenas.alpha_mask(task.space))
+        # the draws, transcribed: mu + sigma * eps, sigma = 1/sqrt(N s + prior) from the raw s,
+        # eps ~ N(0, 1) from one key per alpha leaf (leaf order), padded slots left at mu
+        n, prior = balenas.dataset_size(task), task.cfg.balenas.vadam.prior_precision
+        leaves, tree = jax.tree.flatten(state.alpha)
+        keys = jax.random.split(key, len(leaves))
+        draws = [mu + jnp.where(jnp.asarray(task.space.mask(t)), 1 / jnp.sqrt(n * s_ + prior), 0.0)
+                 * jax.random.normal(k, (2,) + mu.shape, mu.dtype)
+                 for k, mu, s_, t in zip(keys, leaves, jax.tree.leaves(state.a_opt.s), sorted(state.alpha))]
+        samples = jax.tree.unflatten(tree, draws)
         return g, extra, [one_sample(jax.tree.map(lambda x: x[k], samples)) for k in range(2)]
 
     g, extra, per = jax.device_get(both(state))
@@ -143,6 +151,52 @@ def test_tf_sampling_dedupe_and_nb201_argmax_with_none():
     assert len(balenas.dedupe(uni)) > 390
     darts = balenas.uniform_architectures("darts", jax.random.key(2), 50)
     assert all(op != "none" for d in darts for op, _ in d.normal) and len(balenas.dedupe(darts)) == 50
+
+
+def test_tf_selection_keeps_each_candidate_with_its_score(monkeypatch):
+    """BaLeNAS-TF's wiring, with a scorer whose score is known from the genotype alone: a
+    fixed weight per (cell type, edge, op) summed over the selected ops, computed here from
+    the genotype's (op, input) pairs, not from the code's one-hot encoding. The selection
+    must be the best candidate, and the reported candidates and scores must pair up."""
+    import collections
+
+    from jaxdarts import programs, proxies
+
+    monkeypatch.setattr(programs, "_CACHE", collections.OrderedDict())  # the fake scorer stays in this test
+    cfg = tiny_config("balenas", **{"balenas.selection": "synflow", "balenas.num_candidates": 12,
+                                    "balenas.tf.sigma_scale": 5.0})
+    task = search.SearchTask.from_config(cfg)
+    space = task.space
+    rng = np.random.default_rng(3)
+    table = {t: rng.normal(size=(space.num_edges, space.num_ops)) for t in space.cell_types}
+
+    def known_score(g):
+        total = 0.0
+        for t in space.cell_types:
+            node_edges = getattr(g, t)
+            for j, (op, inp) in enumerate(node_edges):
+                node = j // 2  # two inputs per node (top-2 derivation), in node order
+                e = space.edge_index(node, inp)
+                total += table[t][e, space.ops[t][e].index(op)]
+        return total
+
+    def fake_make_scorer(proxy, model, **_):
+        def scorer(alphas, keys, data):  # the one-hot alphas against the table
+            return np.asarray(sum(np.einsum("nek,ek->n",
+                                            np.asarray(alphas[t], np.float64), table[t]) for t in space.cell_types))
+        return scorer
+
+    monkeypatch.setattr(proxies, "make_scorer", fake_make_scorer)
+    alpha = jax.tree.map(lambda a: jnp.asarray(rng.normal(size=a.shape), jnp.float32), supernet.init_alpha(
+        space, jax.random.key(0)))
+    a_opt = task.arch_tx().init(alpha)
+    state = type("S", (), {"alpha": alpha, "a_opt": a_opt})()
+    sel, _ = balenas.tf_selection(task, state)
+    cands = [G.Genotype.from_json(c) for c in sel["candidates"]]
+    expect = [known_score(g) for g in cands]
+    np.testing.assert_allclose(sel["scores"], expect, rtol=1e-9)
+    assert expect == sorted(expect, reverse=True) and len(set(np.round(expect, 9))) > 1
+    assert G.Genotype.from_json(sel["genotype"]) == cands[0]
 
 
 def test_nb201_networks_have_the_published_parameter_counts():

@@ -134,20 +134,28 @@ def test_method_tiny_search_runs_and_resumes_bit_identically(name, tmp_path):
     if name == "robustdarts":
         # the reference's schedule: epochs with epoch % every == 0, and the last
         assert [r["epoch"] for r in mf if np.isfinite(r.get("eigenvalue", np.nan))] == [0, 2, 4, 5]
+        assert all(r["eigenvalue_abs"] == abs(r["eigenvalue"]) for r in mf if "eigenvalue" in r)  # MS-DARTS's figure
     if name == "balenas":
-        assert all(0 < r["sigma_min"] <= r["sigma_mean"] <= r["sigma_max"] for r in mf)
         last = mf[-1]
+        # the last epoch's sigma statistics: 1/sqrt(N s + prior) of the final VAdam state's raw s
+        # (the reference's sigma, METHODS_SPEC 3.1) over the real alpha entries, in NumPy
+        a_opt = jax.device_get(full.state.a_opt)
+        n_arch = cfg.balenas.vadam.dataset_size or len(task.eval_data[1])  # the architecture split
+        sig = np.concatenate([(1 / np.sqrt(n_arch * np.asarray(a_opt.s[t], np.float64)
+                                           + cfg.balenas.vadam.prior_precision))[np.asarray(task.space.mask(t))]
+                              for t in task.space.cell_types])
+        assert (last["sigma_mean"], last["sigma_min"], last["sigma_max"]) == pytest.approx(
+            (sig.mean(), sig.min(), sig.max()), rel=1e-5)
         assert out["genotype"] == last["tf_selected"] == out["selection"]["genotype"]
         assert out["last_genotype"] == last["genotype"]  # argmax mu
         assert len(last["tf_top_scores"]) == min(4, out["selection"]["num_candidates"])
-        assert last["tf_top_scores"] == sorted(last["tf_top_scores"], reverse=True)
     if name == "msdarts":
         assert [r["arch_update"] for r in mf] == [0.0, 1.0, 1.0]
         assert [r["ms_epsilon"] for r in mf] == pytest.approx([0.025 + 0.225 * e / 3 for e in range(3)])
         assert all(r["ms_shift"] > 0 for r in mf)
     if name == "sdarts":
         assert [r["sdarts_epsilon"] for r in mf] == pytest.approx([0.03 + 0.27 * e / 3 for e in range(3)])
-        assert all(0 <= r["adv_reverted"] <= 1 and r["perturb_linf"] > 0 for r in mf)
+        assert all(r["perturb_linf"] > 0 for r in mf)  # the attack itself: test_msdarts
     if name == "amended":
         m = mf[0]
         assert m["drop_prob"] == pytest.approx(0.3)  # the gradient itself: test_amended_search_gradient...

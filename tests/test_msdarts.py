@@ -3,6 +3,7 @@ transcriptions of the reference code and analytic cases, and their wiring into t
 step (methods msdarts / sdarts)."""
 
 import dataclasses
+import re
 
 import chex
 import jax
@@ -129,13 +130,21 @@ def test_mean_shift_analytic_cases(x64):
 
 
 def test_log_space_weights_equal_the_direct_ratio_and_survive_its_underflow():
+    """Both branches against the transcription of the reference code (which forms the
+    kernel ratio directly), then the float32 underflow only the log-space branch survives."""
+    types = ("normal", "reduce")
+    with jax.enable_x64(True):
+        center64, (loss64, loss_np, _) = _center(0), _quadratic(1)
+        noise64 = _noise(6, (2, 3))
+        draws = [[[0.25 * noise64[t][i, n] for t in types] for n in range(3)] for i in range(2)]
+        ref = mean_shift_transcription([center64[t] for t in types], loss_np, draws, 0.5)
+        for log_space in (True, False):
+            out, _ = perturb.mean_shift(center64, loss64, noise64, epsilon=0.25, bandwidth=0.5, log_space=log_space)
+            for t, r in zip(types, ref):
+                np.testing.assert_allclose(np.asarray(out[t]), r, rtol=1e-10, atol=1e-12)
     center, (loss, _, _) = _center(0, dtype=np.float32), _quadratic(1)
-    noise = _noise(6, (2, 3))
-    noise = {t: v.astype(np.float32) for t, v in noise.items()}
+    noise = {t: v.astype(np.float32) for t, v in _noise(6, (2, 3)).items()}
     kw = dict(epsilon=0.25)
-    a, _ = perturb.mean_shift(center, loss, noise, bandwidth=0.5, **kw)
-    b, _ = perturb.mean_shift(center, loss, noise, bandwidth=0.5, log_space=False, **kw)
-    chex.assert_trees_all_close(a, b, rtol=1e-5, atol=1e-6)
     # h = 0.02: ||c - z||^2 / 2h^2 ~ 1e3, exp underflows in float32: the direct ratio is 0/0
     b, _ = perturb.mean_shift(center, loss, noise, bandwidth=0.02, log_space=False, **kw)
     assert np.isnan(np.asarray(b["normal"])).all()
@@ -177,7 +186,7 @@ def test_epsilon_schedules_are_the_codes():
     assert perturb.epsilon_schedule("sdarts", 0.3, 0, 50) == pytest.approx(0.03)
     assert perturb.epsilon_schedule("sdarts", 0.3, 25, 50) == pytest.approx(0.03 + 0.27 * 0.5)
     assert perturb.epsilon_schedule("const", 0.3, 25, 50) == 0.3
-    with pytest.raises(ValueError, match="eps_schedule='cos' is not accepted; accepted: ms, sdarts, const"):
+    with pytest.raises(ValueError, match=re.escape("eps_schedule='cos' is not accepted; accepted: ms, sdarts, const") + "$"):
         perturb.epsilon_schedule("cos", 0.3, 0, 5)
 
 
@@ -248,6 +257,33 @@ def test_bandwidth_sweep_is_one_program_equal_to_single_searches(tmp_path):
     single.run(max_epochs=1)
     chex.assert_trees_all_close(jax.tree.map(lambda a: a[1], runner.state.params), single.state.params,
                                 rtol=1e-5, atol=1e-6)
-    with pytest.raises(ValueError, match="unknown sweep target 'msdarts.num_samples' for method 'msdarts'; accepted: "
-                                         "drop_path, weight_decay, seed, msdarts.bandwidth, msdarts.epsilon"):
+    with pytest.raises(ValueError, match=re.escape("unknown sweep target 'msdarts.num_samples' for method 'msdarts'; "
+                                                   "accepted: drop_path, weight_decay, seed, msdarts.bandwidth, "
+                                                   "msdarts.epsilon") + "$"):
         search.Runner(task, str(tmp_path / "bad"), sweep=search.Sweep("msdarts.num_samples", (2, 3)))
+
+
+def test_msdarts_and_sdarts_configs_follow_their_code():
+    """Settings read from the reference code (METHODS_SPEC 1.x, issue 27): MS-DARTS
+    (train_search_ms.py) forces cutout 16 for S1-S4 and computes the eigenvalue every
+    epoch; SmoothDARTS (train_search.py, spaces.py) searches the DARTS space without
+    'none' and never turns cutout on; both give the architecture step training-transform
+    batches."""
+    import os
+
+    from conftest import REPO
+    from jaxdarts import config as config_lib
+    from jaxdarts import ops, spaces
+
+    load = lambda f, v: config_lib.load_file(os.path.join(REPO, "configs", f), v)
+    for v in ("", "quick", "s1", "s3,quick", "cifar100"):
+        c = load("msdarts.py", v)
+        assert c.hessian_every == 1 and c.data.augment_val
+        assert c.data.cutout == (16 if v.startswith("s") else 0)
+    for v in ("", "adv", "rs,quick", "s1", "s2,quick", "s4", "cifar100"):
+        c = load("sdarts.py", v)
+        assert c.data.cutout == 0 and not c.regularization.ramp_cutout and c.data.augment_val
+        assert c.space == (v.split(",")[0] if v.startswith("s") else "darts_no_none")
+    ops7 = spaces.get("darts_no_none").ops["normal"][0]
+    assert set(ops7) == set(ops.PRIMITIVES) - {"none"} and len(ops7) == 7
+    assert config_lib.base().data.augment_val  # every method's reference does it

@@ -23,6 +23,40 @@ def test_darts_v2_imagenet_parameter_count():
     assert count_params(v["params"]) == 4_718_752  # the reference prints "param size = 4.718752MB"
 
 
+def test_classifier_initialised_as_torch_linear():
+    """nn.Linear's default init (torch.nn.Linear.reset_parameters): weight and bias both
+    U(-1/sqrt(fan_in), 1/sqrt(fan_in)); Flax's Dense would start the bias at 0."""
+    import flax.linen as nn
+
+    from jaxdarts import ops
+
+    fan_in, out = 64, 20_000
+
+    class Head(nn.Module):
+        @nn.compact
+        def __call__(self, x):
+            return ops.torch_dense(x, out, "classifier")
+
+    p = Head().init(jax.random.key(0), jnp.zeros((1, fan_in)))["params"]["classifier"]
+    bound = 1 / np.sqrt(fan_in)
+    for name in ("kernel", "bias"):
+        v = np.asarray(p[name]).ravel()
+        assert np.abs(v).max() <= bound and np.abs(v).max() > 0.99 * bound, name
+        assert np.std(v) == pytest.approx(bound / np.sqrt(3), rel=0.03), name  # std of U(-b, b)
+        assert abs(np.mean(v)) < 0.03 * bound, name
+    # the models use it: the supernet's classifier and the auxiliary head's
+    from jaxdarts import Supernet, init_alpha
+    from jaxdarts.supernet import AuxiliaryHeadCIFAR
+
+    space = spaces.get("s2")
+    sup = Supernet(space, num_classes=10, C=4, layers=2)
+    sv = sup.init(jax.random.key(0), jnp.zeros((2, 8, 8, 3)), init_alpha(space, jax.random.key(1)), train=False)
+    aux = AuxiliaryHeadCIFAR(10).init(jax.random.key(0), jnp.zeros((2, 8, 8, 16)))
+    for head in (sv["params"]["classifier"], aux["params"]["Dense_0"]):
+        b, k = np.asarray(head["bias"]), np.asarray(head["kernel"])
+        assert np.all(b != 0) and np.abs(b).max() <= 1 / np.sqrt(k.shape[0])
+
+
 @pytest.mark.slow
 def test_tiny_network_forward_aux_and_drop_path(fast_compile):  # structure: compile time
     model = NetworkCIFAR(genotype.DARTS_V2, C=4, layers=5, auxiliary=True)

@@ -61,7 +61,16 @@ def test_synflow_closed_form_and_bn_removal(x64):
         assert score.dtype == jnp.float64
         kept = proxies.synflow(model, v, (1, 5, 5, 2), bn="keep")
     np.testing.assert_allclose(score, 3 * r, rtol=1e-12)
-    assert abs(float(kept) - 3 * r) > 1e-6 * r  # keeping BatchNorm changes it
+    # bn='keep': the BatchNorm stays, in training mode on the statistics of the one all-ones
+    # image, its |scale| and |bias| included; score = sum |W dR/dW| over the three kernels
+    ks = (p["Conv_0"]["kernel"], p["Conv_1"]["kernel"], p["Dense_0"]["kernel"])
+    bn = p["BatchNorm_0"]
+    r_kept = lambda k1, k2, k3: jnp.sum(_independent_forward(k1, k2, 0.0, k3, 0.0, x, bn["scale"], bn["bias"]))
+    with jax.enable_x64(True):
+        gs = jax.grad(r_kept, (0, 1, 2))(*ks)
+        expect = float(sum(jnp.sum(jnp.abs(k * g)) for k, g in zip(ks, gs)))
+    np.testing.assert_allclose(kept, expect, rtol=1e-10)
+    assert abs(expect - 3 * r) > 1e-3 * r  # and it is not the BatchNorm-free score
 
 
 def test_snip_and_grasp_against_independent_computations(x64):
@@ -88,6 +97,33 @@ def test_snip_and_grasp_against_independent_computations(x64):
     h = jax.hessian(loss)(flat)
     np.testing.assert_allclose(proxies.snip(model, v, batch), np.sum(np.abs(flat * g)), rtol=1e-10)
     np.testing.assert_allclose(proxies.grasp(model, v, batch), -np.sum(flat * (h @ g)), rtol=1e-8)
+
+
+@pytest.mark.parametrize("nb201_str", [
+    "|nor_conv_3x3~0|+|nor_conv_1x1~0|avg_pool_3x3~1|+|skip_connect~0|nor_conv_3x3~1|none~2|",
+    "|avg_pool_3x3~0|+|none~0|nor_conv_1x1~1|+|nor_conv_3x3~0|skip_connect~1|nor_conv_1x1~2|"])
+def test_nb201_proxy_network_and_its_synflow_against_a_transcription(nb201_str, x64):
+    """The discrete zero-cost-proxy NB201 network (C=2, N=1) against a lax transcription
+    written from the reference's layer list (tests/reference.py, no code of the package):
+    training-mode logits, and Synflow with bn='nb201_reference' (only the ResNet blocks'
+    BatchNorms kept) and bn='none', each as sum |W dR/dW| over the kernels of the
+    transcription's R = sum(logits) at |theta| on an all-ones image."""
+    from reference import nb201_proxy_transcription
+
+    g = G.Genotype.from_nb201_str(nb201_str)
+    net = networks.NetworkNB201(g, C=2, N=1, cell_affine=False, track_running_stats=False)
+    v = net.init({"params": jax.random.key(4)}, jnp.zeros((1, 8, 8, 3)), train=True)
+    v = jax.tree.map(lambda a: jnp.asarray(a, jnp.float64), v)
+    x = jax.random.normal(jax.random.key(5), (4, 8, 8, 3), jnp.float64)
+    got, _ = net.apply(v, x, train=True, mutable=["batch_stats"])
+    np.testing.assert_allclose(got, nb201_proxy_transcription(v["params"], g, x), rtol=1e-9, atol=1e-12)
+    absp = jax.tree.map(jnp.abs, v["params"])
+    ones = jnp.ones((1, 8, 8, 3), jnp.float64)
+    for bn, mode in (("nb201_reference", "resblocks"), ("none", "none")):
+        grads = jax.grad(lambda p: jnp.sum(nb201_proxy_transcription(p, g, ones, bn=mode)))(absp)
+        flat_p, flat_g = (dict(jax.tree_util.tree_flatten_with_path(t)[0]) for t in (absp, grads))
+        expect = sum(float(jnp.sum(jnp.abs(w * flat_g[k]))) for k, w in flat_p.items() if k[-1].key == "kernel")
+        np.testing.assert_allclose(proxies.synflow(net, v, (1, 8, 8, 3), bn=bn), expect, rtol=1e-10, err_msg=bn)
 
 
 def _discrete_variables(sp, variables, genotype):

@@ -90,3 +90,44 @@ def test_cell_diagram_edges_follow_visualize_py():
 
     img = matplotlib.image.imread(__import__("io").BytesIO(png))
     assert img.std() > 0.05  # drawn, not blank
+
+
+def test_matplotlib_cells_place_every_label_clear_of_nodes_and_labels():
+    """Without graphviz: no op label overlaps a node or another label (the DARTS cells and
+    random top-2 cells of the DARTS space)."""
+    from jaxdarts import genotype as G
+    from jaxdarts import ops as ops_lib
+
+    rng = np.random.default_rng(0)
+    ops = [o for o in ops_lib.PRIMITIVES if o != "none"]
+    genes = [G.DARTS_V2.normal, G.DARTS_V2.reduce, G.DARTS_V1.normal, G.DARTS_V1.reduce]
+    for _ in range(30):  # midpoint labels overlapped in 19 of these 34 cells
+        genes.append(tuple((str(rng.choice(ops)), int(i)) for n in range(4)
+                           for i in sorted(rng.choice(n + 2, 2, replace=False))))
+    for gene in genes:
+        edges = report._cell_edges(list(gene), False)
+        nodes = sorted({b for _, b, _ in edges} | {a for a, _, _ in edges} - {"c_{k-2}", "c_{k-1}"}, key=int)
+        layout = []
+        report._matplotlib_cell(edges, nodes, nodes, "cell", False, layout=layout)
+        labels = [e for kind, _, e in layout if kind == "label"]
+        boxes = [e for kind, _, e in layout if kind == "node"]
+        assert len(labels) == 8 and len(boxes) == 7
+        for i, a in enumerate(labels):
+            assert not any(a.overlaps(b) for b in boxes), gene
+            assert not any(a.overlaps(b) for b in labels[i + 1:]), gene
+
+
+def test_selection_is_a_table_of_ranked_candidates():
+    from jaxdarts import genotype as G
+
+    cands = [G.DARTS_V2.to_dict(), G.DARTS_V1.to_dict()]
+    g = {"genotype": cands[0], "last_genotype": cands[1],
+         "selection": {"proxy": "synflow", "genotype": cands[0], "num_candidates": 20, "candidates": cands,
+                       "scores": [3.5e12, 1.25e11]}}
+    run = {"name": "r", "workdir": "", "config": {"method": "balenas"}, "metrics": [], "events": [], "genotype": g,
+           "model": None, "stages": {}}
+    page = report.render_html([run])
+    assert "synflow over 20 candidates" in page and "<th>rank</th><th>score</th>" in page
+    assert "<tr style='font-weight:bold'><td>1</td><td>3.5e+12</td><td></td>" in page
+    assert "<tr><td>2</td><td>1.25e+11</td><td>yes</td>" in page  # the argmax of alpha, ranked second
+    assert "normal: sep_conv_3x3(0) sep_conv_3x3(1)" in page and "{'normal'" not in page

@@ -54,14 +54,28 @@ def test_simultaneous_step_is_one_joint_gradient_and_both_optimisers():
             return optax.softmax_cross_entropy_with_integer_labels(logits, tb["label"]).mean()
 
         gw, ga = jax.grad(loss, argnums=(0, 1))(s0.params, s0.alpha)
-        uw, _ = task.weight_tx().update(gw, s0.w_opt, s0.params)
-        ua, _ = task.arch_tx().update(ga, s0.a_opt, s0.alpha)
-        manual = (optax.apply_updates(s0.params, uw), optax.apply_updates(s0.alpha, ua))
+        manual = (gw, ga)  # the optimisers' first steps are transcribed below, in NumPy
         warm = task.search_step(s0, tb_raw, vb_raw, {**sched, "arch_update": jnp.float32(0)})[0]
         return (manual, task.search_step(s0, tb_raw, vb_raw, sched), unfused.search_step(s0, tb_raw, vb_raw, sched)[0],
                 sequential.search_step(s0, tb_raw, vb_raw, sched)[0], warm)
 
-    (mw, ma), (fused, metrics), two_pass, seq, warm = jax.device_get(run(s0, tb_raw, vb_raw, sched))
+    (gw, ga), (fused, metrics), two_pass, seq, warm = jax.device_get(run(s0, tb_raw, vb_raw, sched))
+    # the reference's first steps (StacNAS search.py): clip_grad_norm_ on the weights' raw
+    # gradients, then torch SGD (weight decay added, momentum buffer = d at the first step);
+    # torch Adam on alpha (L2 weight decay in the gradient, bias-corrected first step)
+    o = cfg.optim
+    w0, a0 = jax.device_get(s0.params), jax.device_get(s0.alpha)
+    norm = np.sqrt(sum(np.sum(np.asarray(g, np.float64) ** 2) for g in jax.tree.leaves(gw)))
+    clip = min(1.0, o.grad_clip / (norm + 1e-6))
+    mw = jax.tree.map(lambda w, g: w - o.lr * (g * clip + o.weight_decay * w), w0, gw)
+    b1, b2 = o.arch_betas
+
+    def adam_first(a, g):
+        d = g + o.arch_weight_decay * a
+        m, v = (1 - b1) * d / (1 - b1), (1 - b2) * d * d / (1 - b2)
+        return a - o.arch_lr * m / (np.sqrt(v) + 1e-8)
+
+    ma = jax.tree.map(adam_first, a0, ga)
     close = lambda x, y: chex.assert_trees_all_close(x, y, rtol=2e-5, atol=1e-6)
     close(fused.params, mw)
     close(fused.alpha, ma)
@@ -92,9 +106,14 @@ def test_stage2_op_lists_from_a_hand_made_stage1_alpha():
     sp2 = stacnas.stage2_space(stacnas.stage2_ops(groups, "dedupe"))
     assert sp2.num_ops == 3 and sp2.mask("normal")[2].tolist() == [True, True, False]
     assert stacnas.stage2_space(stacnas.stage2_ops(groups, "dedupe")) is sp2
-    # per-cell logits are averaged over the cells
-    pc = np.stack([a, a + np.eye(14, 5)[:, [1, 0, 2, 3, 4]] * 0.0])
-    assert stacnas.activated_groups(sp, {"normal": pc, "reduce": pc})["normal"][:2] == ["dil_conv_3x3", "max_pool_3x3"]
+    # per-cell logits are averaged over the cells: edge 0 of cell A alone picks max_pool, of
+    # cell B dil_conv_3x3, the elementwise maximum max_pool again; their mean picks sep_conv_3x3
+    ca, cb = a.copy(), a.copy()
+    ca[0], cb[0] = [2.0, 0.0, 1.5, 0.0, 0.0], [0.0, 0.0, 1.5, 1.6, 0.0]
+    pc = np.stack([ca, cb])
+    one = lambda x: stacnas.activated_groups(sp, {"normal": x, "reduce": x})["normal"][0]
+    assert (one(ca), one(cb), one(np.maximum(ca, cb))) == ("max_pool_3x3", "dil_conv_3x3", "max_pool_3x3")
+    assert one(pc) == "sep_conv_3x3"
     with pytest.raises(ValueError, match="stage-1 winner 'noise' has no StacNAS group"):
         stacnas.stage2_ops({"normal": ["noise"]})
 
@@ -219,8 +238,13 @@ def test_op_outputs_before_mixing_and_their_correlation():
     assert not np.allclose(la, lb, atol=1e-5)
     assert all(not np.allclose(oa[0][i], oa[0][j]) for i in range(4) for j in range(i + 1, 4))
     corr = analysis.operator_correlation(model, v, [x[:3], x[3:]], a, 0, (0,))[0]
-    np.testing.assert_allclose(np.diag(corr)[:4], 1.0, rtol=1e-9)
-    assert np.isnan(corr[4, 4]) and np.allclose(corr[:4, :4], corr[:4, :4].T)
+    # Appendix B on all six samples at once: features centred per position over the samples
+    f = np.asarray(oa[0][:4], np.float64).reshape(4, 6, -1)
+    xc = f - f.mean(1, keepdims=True)
+    num = np.einsum("and,bnd->ab", xc, xc)
+    ref = num / np.sqrt(np.outer(np.diag(num), np.diag(num)))
+    np.testing.assert_allclose(corr[:4, :4], ref, rtol=1e-6, atol=1e-9)
+    assert np.abs(ref[np.triu_indices(4, 1)]).max() < 0.999 and np.isnan(corr[4, 4])
     with pytest.raises(ValueError, match="edge=14 is not an edge of space 'stacnas_stage1'; accepted: 0..13"):
         analysis.op_outputs(model, v, x, a, 0, (14,))
 
