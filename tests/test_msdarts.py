@@ -259,7 +259,7 @@ def test_bandwidth_sweep_is_one_program_equal_to_single_searches(tmp_path):
                                 rtol=1e-5, atol=1e-6)
     with pytest.raises(ValueError, match=re.escape("unknown sweep target 'msdarts.num_samples' for method 'msdarts'; "
                                                    "accepted: drop_path, weight_decay, seed, msdarts.bandwidth, "
-                                                   "msdarts.epsilon") + "$"):
+                                                   "msdarts.epsilon, msdarts.omega_temperature") + "$"):
         search.Runner(task, str(tmp_path / "bad"), sweep=search.Sweep("msdarts.num_samples", (2, 3)))
 
 
@@ -286,4 +286,8 @@ def test_msdarts_and_sdarts_configs_follow_their_code():
         assert c.space == (v.split(",")[0] if v.startswith("s") else "darts_no_none")
     ops7 = spaces.get("darts_no_none").ops["normal"][0]
     assert set(ops7) == set(ops.PRIMITIVES) - {"none"} and len(ops7) == 7
+    sp = spaces.get("darts_no_none")  # the supernet builds it: 7 mixing weights per edge
+    v = jax.eval_shape(lambda: supernet.Supernet(sp, 10, C=4, layers=3).init(
+        jax.random.key(0), jnp.zeros((2, 8, 8, 3)), supernet.init_alpha(sp, jax.random.key(1)), train=False))
+    assert supernet.init_alpha(sp, jax.random.key(1))["normal"].shape == (14, 7) and "cell_0" in v["params"]
     assert config_lib.base().data.augment_val  # every method's reference does it

@@ -80,7 +80,11 @@ def config() -> ml_collections.ConfigDict:
         tf=dict(dedupe=True, include_mean=False, sigma_scale=1.0, C=0, layers=0,  # 0: the search network's
                 input_size=0,  # synflow input side; 0: the search images'
                 synflow_bn="auto",  # auto (nb201_reference on nb201, none otherwise) | none | nb201_reference | keep
-                score_batch=1, every=0, seed=0),
+                score_batch=1, every=0, seed=0,
+                # True: the scorer compiled without XLA's optimisation passes (kernels.FAST_COMPILE_OPTIONS):
+                # on 2 CPU cores at the quick size its first call fell from 105 s to 50 s and a candidate
+                # took 0.05 s instead of 0.02 s; worth it for tens of candidates, not for thousands
+                fast_compile=False),
     ))
 
 
@@ -258,7 +262,8 @@ def tf_selection(task, state, log=None) -> dict:
     if t.dedupe:
         cands = dedupe(cands)
     scorer = task.memo(("tf_scorer", b.selection), lambda: proxies.make_scorer(
-        b.selection, scoring_model(task), batch_size=t.score_batch, synflow_bn=synflow_bn(task)))
+        b.selection, scoring_model(task), batch_size=t.score_batch, synflow_bn=synflow_bn(task),
+        fast_compile=bool(t.fast_compile)))
     if b.selection == "synflow":
         side = t.input_size or task.train_stream.images.shape[1]
         data = (1, side, side, task.train_stream.images.shape[-1])
