@@ -67,7 +67,11 @@ def base(method: str = "darts") -> ml_collections.ConfigDict:
 
     c.model = ml_collections.ConfigDict(dict(C=16, layers=8, auxiliary=False, aux_weight=0.4, remat=False,
                                              depthwise="auto",  # taps on CPU, conv on GPU/TPU
-                                             track_running_stats=True))  # False: cells use batch statistics
+                                             track_running_stats=True,  # False: cells use batch statistics
+                                             # the architecture step's training-mode forward updates the
+                                             # BatchNorm running statistics, as the references' (False: only
+                                             # the weight step does)
+                                             arch_step_updates_bn=True))
     c.data = ml_collections.ConfigDict(dict(
         data_dir=ml_collections.FieldReference(None, field_type=str), train_portion=0.5,
         max_examples=0, image_size=0, augment=True, crop_padding=4, cutout=0, cutout_prob=1.0,

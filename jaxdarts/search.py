@@ -25,10 +25,12 @@ retraining). :func:`run` dispatches on ``cfg.method``.
 
 Conventions: the losses are ``loss(params, alpha, batch)`` closures over the BN running
 statistics; batch-norm statistics in training mode come from the batch (running averages
-are updated by the weight step only). A preprocessed batch carries its own randomness
+are updated by the weight step and, as in the references, by the architecture step's forward:
+``model.arch_step_updates_bn``). A preprocessed batch carries its own randomness
 (``rng``: augmentation-independent keys for noise ops and drop-path) and its drop-path
 probability (``drop_prob``), so every loss evaluated on it (the weight step's, an
-estimator's virtual step and validation loss, a Hessian) sees the same regularisation.
+estimator's virtual step and validation loss, a Hessian) sees the same regularisation; the
+S4 ``noise`` op's key also depends on the mixing weights (:meth:`SearchTask.apply`).
 Weight decay acts on the weight step. Where search regularisation reaches the
 architecture step is configured (RobustDARTS reference defaults):
 ``regularization.drop_path_arch`` (drop-path in the architecture step's losses too) and
@@ -176,6 +178,18 @@ def estimator_arch_grad(task: "SearchTask", state: SearchState, train_batch, val
         if "residual" in aux:
             metrics["solver_residual"] = aux["residual"]
     return g, metrics, {}
+
+
+def fresh_noise_key(rng_data, weights):
+    """The key data ``rng_data`` (``jax.random.key_data``) folded with a 32-bit hash of the
+    values of ``weights`` (a pytree; no gradient flows through the hash): different mixing
+    weights give independent keys, equal ones the same key. Works under ``vmap``."""
+    h = jnp.uint32(0)
+    for i, leaf in enumerate(jax.tree.leaves(weights)):
+        bits = jax.lax.bitcast_convert_type(jax.lax.stop_gradient(jnp.asarray(leaf, jnp.float32)), jnp.uint32)
+        mult = jnp.arange(1, bits.size + 1, dtype=jnp.uint32).reshape(bits.shape) * jnp.uint32(2654435761)
+        h = h * jnp.uint32(1000003) + jnp.sum(bits * mult, dtype=jnp.uint32) + jnp.uint32(i)
+    return jax.random.key_data(jax.random.fold_in(jax.random.wrap_key_data(rng_data), h))
 
 
 def _zeros_like_struct(tree):
@@ -354,11 +368,25 @@ class SearchTask:
 
     def apply(self, params, batch_stats, alpha, batch, *, train: bool, normalized=False):
         """Supernet forward; returns ``(logits, aux_logits_or_None, new_batch_stats)``.
-        In training, drop-path at the batch's ``drop_prob`` (0 for a batch without one)."""
+        In training, drop-path at the batch's ``drop_prob`` (0 for a batch without one).
+
+        In a space with the ``noise`` op (RobustDARTS S4) the noise key is the batch's folded
+        with a hash of the mixing weights (:func:`fresh_noise_key`): every forward at other
+        weights draws other noise (each MS-DARTS sample, each PGD step, the weight step), as
+        the reference's ``NoiseOp`` draws fresh noise at every forward; forwards at the same
+        weights on the same batch (a loss and its derivatives, a finite difference in w) share
+        it. Other spaces' programs are unchanged."""
         dp = batch.get("drop_prob", 0.0)
         static_dp = float(dp) if isinstance(dp, (int, float)) else None  # a Python 0 skips drop-path
         fwd = self.forward(train, normalized, static_dp)
-        return fwd(params, batch_stats, alpha, batch["image"], batch.get("rng"), None if static_dp is not None else dp)
+        rng = batch.get("rng")
+        if rng is not None and self.has_noise_op:
+            rng = fresh_noise_key(rng, alpha)
+        return fwd(params, batch_stats, alpha, batch["image"], rng, None if static_dp is not None else dp)
+
+    @property
+    def has_noise_op(self) -> bool:
+        return any(op == "noise" for t in self.space.cell_types for ops in self.space.ops[t] for op in ops)
 
     def forward(self, train: bool, normalized: bool = False, static_drop_prob: float | None = None):
         """The supernet forward ``(params, batch_stats, alpha, image, rng, drop_prob) ->
@@ -430,12 +458,35 @@ class SearchTask:
         return opts
 
     def arch_update(self, state: SearchState, train_batch, val_batch, key=None):
-        """One architecture step (the method's gradient and optimiser). Returns ``(state, metrics)``."""
-        arch_grad = self.method.arch_grad or estimator_arch_grad
-        g, metrics, tx_args = arch_grad(self, state, train_batch, val_batch, key)
+        """One architecture step (the method's gradient and optimiser). Returns ``(state, metrics)``.
+
+        With ``model.arch_step_updates_bn`` (default) the BatchNorm running statistics take
+        one update from the architecture batch at the step's starting point, as the
+        references' architecture forward does in training mode (DARTS ``architect.py``
+        first order, and the SDARTS/MS-DARTS/BaLeNAS code built on it); the weight step then
+        updates them from its own batch. (The reference's *second*-order path updates them
+        from the training batch instead, in its virtual-step and finite-difference forwards;
+        not reproduced.) For the engine's first-order gradient the statistics come from the
+        gradient's own forward; other gradients add one forward."""
+        update_bn = bool(self.cfg.model.get("arch_step_updates_bn", False)) and bool(jax.tree.leaves(state.batch_stats))
+        batch_stats = state.batch_stats
+        if update_bn and self.method.arch_grad is None and self.cfg.estimator == "first_order":
+            # first order: the gradient's own forward gives the statistics (one forward)
+            def val_loss(alpha):
+                logits, _, new_bs = self.apply(state.params, state.batch_stats, alpha, val_batch, train=True)
+                return cross_entropy(logits, val_batch["label"]), new_bs
+
+            g, batch_stats = jax.grad(val_loss, has_aux=True)(state.alpha)
+            g1 = hypergrad.tree_norm(g)
+            metrics, tx_args = {"g1_norm": g1, "g2_norm": jnp.zeros_like(g1)}, {}
+        else:
+            arch_grad = self.method.arch_grad or estimator_arch_grad
+            g, metrics, tx_args = arch_grad(self, state, train_batch, val_batch, key)
+            if update_bn:  # another forward at the step's starting point (partly shared by XLA)
+                _, _, batch_stats = self.apply(state.params, state.batch_stats, state.alpha, val_batch, train=True)
         updates, a_opt = self.arch_tx().update(g, state.a_opt, state.alpha, **tx_args)
         alpha = optax.apply_updates(state.alpha, updates)
-        return state.replace(alpha=alpha, a_opt=a_opt), metrics
+        return state.replace(alpha=alpha, a_opt=a_opt, batch_stats=batch_stats), metrics
 
     def weight_update(self, state: SearchState, train_batch, weights=None):
         """One SGD step on the supernet weights at ``softmax(alpha)``, or at the mixing

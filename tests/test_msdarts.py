@@ -291,3 +291,33 @@ def test_msdarts_and_sdarts_configs_follow_their_code():
         jax.random.key(0), jnp.zeros((2, 8, 8, 3)), supernet.init_alpha(sp, jax.random.key(1)), train=False))
     assert supernet.init_alpha(sp, jax.random.key(1))["normal"].shape == (14, 7) and "cell_0" in v["params"]
     assert config_lib.base().data.augment_val  # every method's reference does it
+
+
+@pytest.mark.usefixtures("fast_compile")
+def test_s4_noise_is_fresh_for_other_mixing_weights_and_shared_for_equal_ones():
+    """SmoothDARTS's NoiseOp draws new noise at every forward; here a forward at other mixing
+    weights (an MS-DARTS sample, a PGD step, the weight step) draws other noise, one at the
+    same weights the same noise, in separate calls and under vmap alike. With all weight on
+    ``noise`` the logits are a function of the noise alone, so they show which noise was
+    drawn. A space without ``noise`` keeps the batch's key (its programs are unchanged)."""
+    cfg = tiny_config("msdarts", space="s4", **{"model.layers": 1})
+    task = search.SearchTask.from_config(cfg)
+    assert task.has_noise_op and not search.SearchTask.from_config(tiny_config()).has_noise_op
+    state = task.init_state()
+    b = task.preprocess(jax.random.key(0), task.train_stream.batch(0, 0), True)
+    k = task.space.ops["normal"][0].index("noise")
+    onehot = {t: jnp.zeros(s).at[..., k].set(1.0) for t, s in task.space.alpha_shapes().items()}
+    near = jax.tree.map(lambda w: w * (1 - 1e-6) + 1e-6 * (1 - w), onehot)  # a hair away: the same function
+
+    @jax.jit
+    def logits(w):
+        return task.apply(state.params, state.batch_stats, w, b, train=False, normalized=True)[0]
+
+    l1, l1_again, l2 = logits(onehot), logits(onehot), logits(near)
+    np.testing.assert_array_equal(l1, l1_again)
+    assert np.max(np.abs(l1 - l2)) > 1e-2  # other noise, not a 1e-6 change of the mixing
+    stacked = jax.tree.map(lambda a, c: jnp.stack([a, c]), onehot, near)
+    both = jax.jit(jax.vmap(lambda w: task.apply(state.params, state.batch_stats, w, b, train=False,
+                                                 normalized=True)[0]))(stacked)
+    np.testing.assert_allclose(both[0], l1, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(both[1], l2, rtol=1e-5, atol=1e-6)

@@ -321,3 +321,31 @@ def test_resume_on_another_backend_follows_the_checkpoint_lowering(tmp_path):
     r = search.Runner(search.SearchTask.from_config(explicit), str(tmp_path / "w2"), log=lambda *_: None)
     with pytest.raises(ValueError, match="searched with the 'conv' lowering.*--config.model.depthwise=conv"):
         r._template_for({"lowering": "conv", "epoch": 1})
+
+
+@pytest.mark.usefixtures("fast_compile")
+def test_architecture_step_updates_batchnorm_running_statistics_as_the_reference():
+    """DARTS architect.py (first order) runs the architecture forward in training mode, so
+    the running statistics take one momentum-0.1 update from the architecture batch. Checked
+    on the stem BatchNorm, whose input is computed here with lax from the stem kernel:
+    running = 0.9 running + 0.1 (mean, biased variance over N, H, W). With
+    ``model.arch_step_updates_bn=False`` the statistics stay."""
+    from jax import lax
+
+    task = search.SearchTask.from_config(tiny_config())
+    state = task.init_state()
+    state = state.replace(batch_stats=jax.tree.map(lambda x: x + 0.5, state.batch_stats))  # not the init values
+    sched = task.schedule_values(0)
+    tb, tb_arch, vb = task.step_batches(jax.random.key(3), task.train_stream.batch(0, 0),
+                                        task.val_stream.batch(0, 0), sched)
+    new, _ = jax.jit(task.arch_update)(state, tb_arch, vb, jax.random.key(4))
+    h = lax.conv_general_dilated(vb["image"], state.params["stem_conv"]["kernel"], (1, 1), [(1, 1), (1, 1)],
+                                 dimension_numbers=("NHWC", "HWIO", "NHWC"))
+    old = state.batch_stats["stem_bn"]
+    np.testing.assert_allclose(new.batch_stats["stem_bn"]["mean"], 0.9 * old["mean"] + 0.1 * h.mean((0, 1, 2)),
+                               rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(new.batch_stats["stem_bn"]["var"], 0.9 * old["var"] + 0.1 * h.var((0, 1, 2)),
+                               rtol=1e-5, atol=1e-6)
+    off = dataclasses.replace(task, cfg=tiny_config(**{"model.arch_step_updates_bn": False}))
+    kept, _ = jax.jit(off.arch_update)(state, tb_arch, vb, jax.random.key(4))
+    chex.assert_trees_all_equal(kept.batch_stats, state.batch_stats)
