@@ -99,31 +99,40 @@ def test_snip_and_grasp_against_independent_computations(x64):
     np.testing.assert_allclose(proxies.grasp(model, v, batch), -np.sum(flat * (h @ g)), rtol=1e-8)
 
 
-@pytest.mark.parametrize("nb201_str", [
-    "|nor_conv_3x3~0|+|nor_conv_1x1~0|avg_pool_3x3~1|+|skip_connect~0|nor_conv_3x3~1|none~2|",
-    "|avg_pool_3x3~0|+|none~0|nor_conv_1x1~1|+|nor_conv_3x3~0|skip_connect~1|nor_conv_1x1~2|"])
-def test_nb201_proxy_network_and_its_synflow_against_a_transcription(nb201_str, x64):
-    """The discrete zero-cost-proxy NB201 network (C=2, N=1) against a lax transcription
-    written from the reference's layer list (tests/reference.py, no code of the package):
-    training-mode logits, and Synflow with bn='nb201_reference' (only the ResNet blocks'
-    BatchNorms kept) and bn='none', each as sum |W dR/dW| over the kernels of the
-    transcription's R = sum(logits) at |theta| on an all-ones image."""
+@pytest.mark.usefixtures("fast_compile")
+def test_nb201_proxy_network_and_its_synflow_against_a_transcription(x64):
+    """The discrete zero-cost-proxy NB201 network (C=2, N=1; a cell with all five ops)
+    against a lax transcription written from the reference's layer list (tests/reference.py,
+    no code of the package): training-mode logits, and Synflow with bn='nb201_reference'
+    (only the ResNet blocks' BatchNorms kept) and bn='none', each as sum |W dR/dW| over the
+    kernels of the transcription's R = sum(logits) at |theta| on an all-ones image."""
     from reference import nb201_proxy_transcription
 
-    g = G.Genotype.from_nb201_str(nb201_str)
+    g = G.Genotype.from_nb201_str("|nor_conv_3x3~0|+|nor_conv_1x1~0|avg_pool_3x3~1|+|skip_connect~0|nor_conv_3x3~1|"
+                                  "none~2|")
     net = networks.NetworkNB201(g, C=2, N=1, cell_affine=False, track_running_stats=False)
     v = net.init({"params": jax.random.key(4)}, jnp.zeros((1, 8, 8, 3)), train=True)
     v = jax.tree.map(lambda a: jnp.asarray(a, jnp.float64), v)
     x = jax.random.normal(jax.random.key(5), (4, 8, 8, 3), jnp.float64)
-    got, _ = net.apply(v, x, train=True, mutable=["batch_stats"])
-    np.testing.assert_allclose(got, nb201_proxy_transcription(v["params"], g, x), rtol=1e-9, atol=1e-12)
-    absp = jax.tree.map(jnp.abs, v["params"])
     ones = jnp.ones((1, 8, 8, 3), jnp.float64)
-    for bn, mode in (("nb201_reference", "resblocks"), ("none", "none")):
+
+    def expected_synflow(params, mode):
+        absp = jax.tree.map(jnp.abs, params)
         grads = jax.grad(lambda p: jnp.sum(nb201_proxy_transcription(p, g, ones, bn=mode)))(absp)
         flat_p, flat_g = (dict(jax.tree_util.tree_flatten_with_path(t)[0]) for t in (absp, grads))
-        expect = sum(float(jnp.sum(jnp.abs(w * flat_g[k]))) for k, w in flat_p.items() if k[-1].key == "kernel")
-        np.testing.assert_allclose(proxies.synflow(net, v, (1, 8, 8, 3), bn=bn), expect, rtol=1e-10, err_msg=bn)
+        return sum(jnp.sum(jnp.abs(w * flat_g[k])) for k, w in flat_p.items() if k[-1].key == "kernel")
+
+    @jax.jit  # one program: the package's values and the transcription's
+    def both(v, x):
+        got = net.apply(v, x, train=True, mutable=["batch_stats"])[0]
+        return (got, nb201_proxy_transcription(v["params"], g, x),
+                [proxies.synflow(net, v, (1, 8, 8, 3), bn=bn) for bn in ("nb201_reference", "none")],
+                [expected_synflow(v["params"], mode) for mode in ("resblocks", "none")])
+
+    got, ref, syn, expect = jax.device_get(both(v, x))
+    np.testing.assert_allclose(got, ref, rtol=1e-9, atol=1e-12)
+    np.testing.assert_allclose(syn, expect, rtol=1e-10)
+    assert abs(expect[0] - expect[1]) > 1e-3 * abs(expect[1])  # keeping the blocks' BatchNorms matters
 
 
 def _discrete_variables(sp, variables, genotype):
