@@ -116,6 +116,9 @@ class Method:
         the architecture gradient (batches preprocessed; ``tx_args`` are extra keyword
         arguments of the architecture optimiser's ``update``, e.g. a key or squared
         gradients for VAdam). None: :func:`estimator_arch_grad` (``cfg.estimator``).
+        It may return a fourth element, the BatchNorm running statistics after its own
+        training-mode forwards on the architecture batch (``model.arch_step_updates_bn``;
+        otherwise the engine adds a forward for them).
       arch_tx: ``(task) -> optax transformation`` over alpha (the task gives the config
         and the data sizes, e.g. VAdam's dataset size); None: PyTorch Adam from
         ``cfg.optim`` (:func:`jaxdarts.optim.adam`).
@@ -481,8 +484,11 @@ class SearchTask:
             metrics, tx_args = {"g1_norm": g1, "g2_norm": jnp.zeros_like(g1)}, {}
         else:
             arch_grad = self.method.arch_grad or estimator_arch_grad
-            g, metrics, tx_args = arch_grad(self, state, train_batch, val_batch, key)
-            if update_bn:  # another forward at the step's starting point (partly shared by XLA)
+            out = arch_grad(self, state, train_batch, val_batch, key)
+            g, metrics, tx_args = out[:3]
+            if update_bn and len(out) > 3:  # the plug-in's own forwards gave the statistics
+                batch_stats = out[3]
+            elif update_bn:  # another forward at the step's starting point (not shared by XLA: +18% program)
                 _, _, batch_stats = self.apply(state.params, state.batch_stats, state.alpha, val_batch, train=True)
         updates, a_opt = self.arch_tx().update(g, state.a_opt, state.alpha, **tx_args)
         alpha = optax.apply_updates(state.alpha, updates)

@@ -3,6 +3,8 @@ gradients, training-free selection, NAS-Bench-201 fidelity pieces."""
 
 import functools
 
+import chex
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -117,7 +119,7 @@ def test_sample_gradients_are_one_batched_computation(estimator, scope):
 
     @jax.jit  # one program: the method's batched gradient and the separate ones
     def both(state):
-        g, _, extra = balenas.arch_grad(task, state, tb, vb, key)
+        g, _, extra, *bs = balenas.arch_grad(task, state, tb, vb, key)
         # the draws, transcribed: mu + sigma * eps, sigma = 1/sqrt(N s + prior) from the raw s,
         # eps ~ N(0, 1) from one key per alpha leaf (leaf order), padded slots left at mu
         n, prior = balenas.dataset_size(task), task.cfg.balenas.vadam.prior_precision
@@ -127,9 +129,16 @@ def test_sample_gradients_are_one_batched_computation(estimator, scope):
                  * jax.random.normal(k, (2,) + mu.shape, mu.dtype)
                  for k, mu, s_, t in zip(keys, leaves, jax.tree.leaves(state.a_opt.s), sorted(state.alpha))]
         samples = jax.tree.unflatten(tree, draws)
-        return g, extra, [one_sample(jax.tree.map(lambda x: x[k], samples)) for k in range(2)]
+        # the reference's running statistics: the two sample forwards one after the other
+        seq = state.batch_stats
+        for k in range(2):
+            seq = task.apply(state.params, seq, jax.tree.map(lambda x: x[k], samples), vb, train=True)[2]
+        return g, extra, [one_sample(jax.tree.map(lambda x: x[k], samples)) for k in range(2)], bs, seq
 
-    g, extra, per = jax.device_get(both(state))
+    g, extra, per, bs, seq = jax.device_get(both(state))
+    if scope == "all":  # first order: the statistics of its own forwards, chained as the reference's
+        chex.assert_trees_all_close(bs[0], seq, rtol=1e-4, atol=1e-6)
+        assert not np.allclose(bs[0]["stem_bn"]["mean"], state.batch_stats["stem_bn"]["mean"])
     for t in g:
         stack = np.stack([np.asarray(p[t]) for p in per])
         np.testing.assert_allclose(g[t], stack.mean(0), rtol=2e-3, atol=1e-6)

@@ -180,6 +180,22 @@ def arch_grad(task, state, train_batch, val_batch, key):
     if v.noise_scope == "mixed_term_only":
         gs, g1 = _mixed_term_only(task, state, train_batch, val_batch, samples, opts)
         metrics = {"g1_norm": hypergrad.tree_norm(g1)}
+    elif task.cfg.estimator == "first_order" and task.cfg.model.get("arch_step_updates_bn", False) \
+            and jax.tree.leaves(state.batch_stats):
+        # first order with the reference's BatchNorm update: each sample's training-mode
+        # forward on the architecture batch gives its gradient and its running statistics
+        def one(a):
+            def val_loss(a_):
+                logits, _, new_bs = task.apply(state.params, state.batch_stats, a_, val_batch, train=True)
+                return search.cross_entropy(logits, val_batch["label"]), new_bs
+            return jax.grad(val_loss, has_aux=True)(a)
+
+        gs, sample_bs = jax.vmap(one)(samples)
+        norms = jax.vmap(hypergrad.tree_norm)(gs)
+        metrics = {"g1_norm": jnp.mean(norms), "g2_norm": jnp.zeros_like(jnp.mean(norms))}
+        g = jax.tree.map(lambda x: jnp.mean(x, 0), gs)
+        g2 = jax.tree.map(lambda x: jnp.mean(jnp.square(x), 0), gs)
+        return g, metrics, {"grad_sq": g2}, sequential_bn_updates(state.batch_stats, sample_bs)
     else:
         train_loss, val_loss = task.losses(state.batch_stats)
         est = hypergrad.get(task.cfg.estimator)
@@ -190,6 +206,21 @@ def arch_grad(task, state, train_batch, val_batch, key):
     g = jax.tree.map(lambda x: jnp.mean(x, 0), gs)
     g2 = jax.tree.map(lambda x: jnp.mean(jnp.square(x), 0), gs)
     return g, metrics, {"grad_sq": g2}
+
+
+def sequential_bn_updates(old, stacked, momentum: float = 0.9):
+    """The running statistics after the S forwards whose one-step updates from ``old`` are
+    ``stacked`` (leading axis S, each ``momentum * old + (1 - momentum) * batch``) had run
+    one after the other, as the reference's sample forwards do:
+    ``momentum^S old + (1 - momentum) sum_k momentum^(S-k) batch_k``. S = 1: ``stacked[0]``."""
+    def chain(o, st):
+        if st.shape[0] == 1:
+            return st[0]
+        batch = (st - momentum * o[None]) / (1 - momentum)
+        w = momentum ** jnp.arange(st.shape[0] - 1, -1, -1, dtype=st.dtype)
+        return momentum ** st.shape[0] * o + (1 - momentum) * jnp.tensordot(w, batch, axes=1)
+
+    return jax.tree.map(chain, old, stacked)
 
 
 # ------------------------------------------------------------------- selection
