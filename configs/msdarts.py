@@ -22,7 +22,10 @@ Commands and expected cost/result:
 
 The dominant eigenvalue of the architecture Hessian is tracked after every epoch
 (``hessian_every=1``), as the code does: logged as ``eigenvalue`` (signed) and
-``eigenvalue_abs`` (``|max eigenvalue|``, the code's figure).
+``eigenvalue_abs`` (``|max eigenvalue|``, the code's figure). Not in ``:quick``: the dense
+Hessian (64 Hessian-vector products at a time) of the quick supernet was killed for memory
+at 22 GB on a 24 GB machine (2026-12-02); ``--config.hessian_every=1
+--config.hessian_method=lanczos`` adds a Lanczos estimate there.
 
 Variants (combinable, ``:s3,quick``): ``quick``, ``s1``..``s4``, ``paper`` (the paper's
 choices where it differs from the code: validation-batch losses, weights proportional to
@@ -69,4 +72,5 @@ def get_config(arg: str = ""):
     if "quick" in variants:
         quick(c)
         c.arch_start_epoch = 1
+        c.hessian_every = 0  # the dense Hessian needs > 20 GB at this size (docstring)
     return c
