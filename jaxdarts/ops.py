@@ -94,6 +94,11 @@ class BatchStatNorm(nn.Module):
         return y
 
 
+BN_MOMENTUM = 0.9
+"""Flax ``momentum`` of the running statistics: ``running = 0.9 running + 0.1 batch``
+(PyTorch's ``momentum=0.1``)."""
+
+
 def batch_norm(train: bool, affine: bool, name: str | None = None, axis: int | tuple[int, ...] = -1,
                track_running_stats: bool = True) -> nn.Module:
     """PyTorch-equivalent BatchNorm2d (momentum 0.1, eps 1e-5) over NHWC channels.
@@ -107,7 +112,7 @@ def batch_norm(train: bool, affine: bool, name: str | None = None, axis: int | t
     return nn.BatchNorm(
         use_running_average=not train,
         axis=axis,
-        momentum=0.9,
+        momentum=BN_MOMENTUM,
         epsilon=1e-5,
         use_scale=affine,
         use_bias=affine,

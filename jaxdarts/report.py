@@ -246,7 +246,7 @@ def _section_cells(run, g=None, label=""):
     g = g or _genotype_of(run)
     if not g:
         return []
-    nb201 = not g.get("reduce") and len(g.get("normal", ())) == 6 and list(g.get("normal_concat", [])) == [1, 2, 3]
+    nb201 = _is_nb201(g)
     out = []
     for t in ("normal", "reduce"):
         gene = g.get(t)
@@ -375,13 +375,18 @@ def _config_html(run) -> str:
             + f"<details><summary>config.json</summary><pre>{html.escape(body)}</pre></details>")
 
 
+def _is_nb201(g: dict) -> bool:
+    """Whether a genotype dict is a NAS-Bench-201 cell (6 normal edges, nodes 1-3, no reduce)."""
+    return not g.get("reduce") and len(g.get("normal", ())) == 6 and list(g.get("normal_concat", [])) == [1, 2, 3]
+
+
 def genotype_text(g: dict) -> str:
     """A genotype dict in one line: the NAS-Bench-201 string for NB201 cells, otherwise
     ``normal: op(input) ... | reduce: ...`` (per-cell genotypes: their first cell)."""
     from jaxdarts import genotype as genotype_lib
 
     geno = genotype_lib.Genotype.from_json(g)
-    if not geno.reduce and len(geno.normal) == 6 and tuple(geno.normal_concat) == (1, 2, 3):
+    if _is_nb201(g):
         return geno.to_nb201_str()
     parts = []
     for t in ("normal", "reduce"):

@@ -437,10 +437,21 @@ class SearchTask:
             return self.train_loss_terms(params, batch_stats, alpha, batch)[0]
 
         def val_loss(params, alpha, batch):
-            logits, _, _ = self.apply(params, batch_stats, alpha, batch, train=True)
-            return cross_entropy(logits, batch["label"])
+            return self.val_loss_and_stats(params, batch_stats, alpha, batch)[0]
 
         return train_loss, val_loss
+
+    def val_loss_and_stats(self, params, batch_stats, alpha, batch):
+        """``(validation loss, BatchNorm running statistics after this forward)``: the
+        validation loss of :meth:`losses` (training mode, main head) with the statistics its
+        forward produces (the architecture step's update, ``model.arch_step_updates_bn``)."""
+        logits, _, new_bs = self.apply(params, batch_stats, alpha, batch, train=True)
+        return cross_entropy(logits, batch["label"]), new_bs
+
+    def arch_step_updates_bn(self, state: SearchState) -> bool:
+        """Whether the architecture step updates the running statistics of ``state``
+        (``model.arch_step_updates_bn``, read as False from configs written before it)."""
+        return bool(self.cfg.model.get("arch_step_updates_bn", False)) and bool(jax.tree.leaves(state.batch_stats))
 
     def estimator_options(self, state: SearchState, estimator: str | None = None) -> dict:
         """Options of ``estimator`` (default ``cfg.estimator``) at ``state``: the config's
@@ -471,15 +482,12 @@ class SearchTask:
         from the training batch instead, in its virtual-step and finite-difference forwards;
         not reproduced.) For the engine's first-order gradient the statistics come from the
         gradient's own forward; other gradients add one forward."""
-        update_bn = bool(self.cfg.model.get("arch_step_updates_bn", False)) and bool(jax.tree.leaves(state.batch_stats))
+        update_bn = self.arch_step_updates_bn(state)
         batch_stats = state.batch_stats
         if update_bn and self.method.arch_grad is None and self.cfg.estimator == "first_order":
             # first order: the gradient's own forward gives the statistics (one forward)
-            def val_loss(alpha):
-                logits, _, new_bs = self.apply(state.params, state.batch_stats, alpha, val_batch, train=True)
-                return cross_entropy(logits, val_batch["label"]), new_bs
-
-            g, batch_stats = jax.grad(val_loss, has_aux=True)(state.alpha)
+            g, batch_stats = jax.grad(lambda a: self.val_loss_and_stats(state.params, state.batch_stats, a, val_batch),
+                                      has_aux=True)(state.alpha)
             g1 = hypergrad.tree_norm(g)
             metrics, tx_args = {"g1_norm": g1, "g2_norm": jnp.zeros_like(g1)}, {}
         else:
@@ -489,7 +497,7 @@ class SearchTask:
             if update_bn and len(out) > 3:  # the plug-in's own forwards gave the statistics
                 batch_stats = out[3]
             elif update_bn:  # another forward at the step's starting point (not shared by XLA: +18% program)
-                _, _, batch_stats = self.apply(state.params, state.batch_stats, state.alpha, val_batch, train=True)
+                batch_stats = self.val_loss_and_stats(state.params, state.batch_stats, state.alpha, val_batch)[1]
         updates, a_opt = self.arch_tx().update(g, state.a_opt, state.alpha, **tx_args)
         alpha = optax.apply_updates(state.alpha, updates)
         return state.replace(alpha=alpha, a_opt=a_opt, batch_stats=batch_stats), metrics

@@ -58,6 +58,7 @@ import numpy as np
 from jaxdarts import genotype as genotype_lib
 from jaxdarts import hypergrad
 from jaxdarts import nb201 as nb201_lib
+from jaxdarts import ops as ops_lib
 from jaxdarts import optim
 from jaxdarts import proxies
 from jaxdarts import search
@@ -177,25 +178,18 @@ def arch_grad(task, state, train_batch, val_batch, key):
     space = task.space
     samples = optim.vadam_sample(key, state.alpha, state.a_opt, v.num_samples, alpha_mask(space))
     opts = task.estimator_options(state)
+    batch_stats = None
     if v.noise_scope == "mixed_term_only":
         gs, g1 = _mixed_term_only(task, state, train_batch, val_batch, samples, opts)
         metrics = {"g1_norm": hypergrad.tree_norm(g1)}
-    elif task.cfg.estimator == "first_order" and task.cfg.model.get("arch_step_updates_bn", False) \
-            and jax.tree.leaves(state.batch_stats):
+    elif task.cfg.estimator == "first_order" and task.arch_step_updates_bn(state):
         # first order with the reference's BatchNorm update: each sample's training-mode
         # forward on the architecture batch gives its gradient and its running statistics
-        def one(a):
-            def val_loss(a_):
-                logits, _, new_bs = task.apply(state.params, state.batch_stats, a_, val_batch, train=True)
-                return search.cross_entropy(logits, val_batch["label"]), new_bs
-            return jax.grad(val_loss, has_aux=True)(a)
-
-        gs, sample_bs = jax.vmap(one)(samples)
+        gs, sample_bs = jax.vmap(jax.grad(
+            lambda a: task.val_loss_and_stats(state.params, state.batch_stats, a, val_batch), has_aux=True))(samples)
         norms = jax.vmap(hypergrad.tree_norm)(gs)
         metrics = {"g1_norm": jnp.mean(norms), "g2_norm": jnp.zeros_like(jnp.mean(norms))}
-        g = jax.tree.map(lambda x: jnp.mean(x, 0), gs)
-        g2 = jax.tree.map(lambda x: jnp.mean(jnp.square(x), 0), gs)
-        return g, metrics, {"grad_sq": g2}, sequential_bn_updates(state.batch_stats, sample_bs)
+        batch_stats = sequential_bn_updates(state.batch_stats, sample_bs)
     else:
         train_loss, val_loss = task.losses(state.batch_stats)
         est = hypergrad.get(task.cfg.estimator)
@@ -205,10 +199,12 @@ def arch_grad(task, state, train_batch, val_batch, key):
                    "g2_norm": jnp.mean(jax.vmap(hypergrad.tree_norm)(aux["g2"]))}
     g = jax.tree.map(lambda x: jnp.mean(x, 0), gs)
     g2 = jax.tree.map(lambda x: jnp.mean(jnp.square(x), 0), gs)
+    if batch_stats is not None:  # the statistics of the samples' own forwards (no extra forward)
+        return g, metrics, {"grad_sq": g2}, batch_stats
     return g, metrics, {"grad_sq": g2}
 
 
-def sequential_bn_updates(old, stacked, momentum: float = 0.9):
+def sequential_bn_updates(old, stacked, momentum: float = ops_lib.BN_MOMENTUM):
     """The running statistics after the S forwards whose one-step updates from ``old`` are
     ``stacked`` (leading axis S, each ``momentum * old + (1 - momentum) * batch``) had run
     one after the other, as the reference's sample forwards do:
