@@ -123,7 +123,7 @@ def run_with_eigenvalues(cfg, sweep, workdir, log):
         epoch = runner.epoch
         runner.run(max_epochs=1)
         tb, vb = task.train_stream.batch(epoch, spe - 1), task.val_stream.batch(epoch, spe - 1)
-        curves.append(np.asarray(eig(runner.state, tb, vb, runner._sched(epoch))).tolist())
+        curves.append(np.asarray(eig(runner.state, tb, vb, runner.schedule(epoch))).tolist())
         json.dump(curves, open(path, "w"))
         log(f"{sweep.target} epoch {epoch}: eigenvalues {np.round(curves[-1], 4).tolist()} ({time.time() - t0:.0f} s)")
     gens = [task.derive(jax.tree.map(lambda a: a[r], runner.state.alpha)) for r in range(len(sweep.values))]

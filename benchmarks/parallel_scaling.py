@@ -30,6 +30,7 @@ import numpy as np  # noqa: E402
 
 from jaxdarts import config as config_lib  # noqa: E402
 from jaxdarts import parallel, retrain, search  # noqa: E402
+from jaxdarts.runner import _to_mesh  # noqa: E402
 
 ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
 
@@ -66,7 +67,7 @@ def time_search(n, steps):
     mesh = runner.mesh
     tb, vb = task.train_stream.batch(0, 0), task.val_stream.batch(0, 0)
     if mesh is not None:
-        tb, vb = search._to_mesh(mesh, tb), search._to_mesh(mesh, vb)
+        tb, vb = _to_mesh(mesh, tb), _to_mesh(mesh, vb)
         runner.state = jax.device_put(runner.state, parallel.replicated(mesh))
     state = runner.state
     c = time.time()

@@ -24,20 +24,18 @@ Commands and expected cost/result:
 * add ``--config.diagnose=True`` to log each estimator's cosine to ``implicit`` per epoch.
 """
 
-import os
-import sys
+from jaxdarts import config as config_lib
+from jaxdarts.configs.common import quick
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import quick  # noqa: E402
 
-from jaxdarts import config as config_lib  # noqa: E402
+VARIANTS = ("s1", "s2", "quick")
 
 
 def get_config(arg: str = ""):
     c = config_lib.base("amended")  # estimator 'amended', eta = 0.1
     c.batch_size = 96
     c.epochs = 100
-    for v in [v for v in arg.split(",") if v]:
+    for v in config_lib.variants(arg, VARIANTS, "configs/amended.py"):
         if v == "s1":
             c.space = "amended_s1"
             c.model.C = 36
@@ -51,6 +49,4 @@ def get_config(arg: str = ""):
         elif v == "quick":
             c.space = "amended_s1"
             quick(c)
-        else:
-            raise ValueError(f"unknown variant {v!r} of configs/amended.py; accepted: s1, s2, quick")
     return c

@@ -35,22 +35,14 @@ Selection: ``--config.balenas.selection=snip`` (``argmax``, ``synflow``, ``snip`
 ``--config.balenas.num_candidates=50``.
 """
 
-import os
-import sys
-
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import quick  # noqa: E402
-
-from jaxdarts import config as config_lib  # noqa: E402
+from jaxdarts import config as config_lib
+from jaxdarts.configs.common import quick
 
 VARIANTS = ("nb201", "quick", "argmax", "first_order", "paper_vadam", "reference_noise")
 
 
 def get_config(arg: str = ""):
-    variants = [v for v in arg.split(",") if v]
-    for v in variants:
-        if v not in VARIANTS:
-            raise ValueError(f"unknown variant {v!r} of configs/balenas.py; accepted: {', '.join(VARIANTS)}")
+    variants = config_lib.variants(arg, VARIANTS, "configs/balenas.py")
     c = config_lib.base("balenas")
     c.estimator = "unrolled"
     c.balenas.selection = "synflow"

@@ -22,19 +22,16 @@ Variants (``get_config(arg)``): ``''`` (first order, CIFAR-10), ``second_order``
 ``--config.epochs=3 --config.estimator=unrolled``.
 """
 
-import os
-import sys
+from jaxdarts import config as config_lib
+from jaxdarts.configs.common import quick
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import quick  # noqa: E402
 
-from jaxdarts import config as config_lib  # noqa: E402
+VARIANTS = ("quick", "second_order", "unrolled", "finite_difference", "quick_second_order")
 
 
 def get_config(arg: str = ""):
     c = config_lib.base()
-    variants = [v for v in arg.split(",") if v]
-    for v in variants:
+    for v in config_lib.variants(arg, VARIANTS, "configs/darts.py"):
         if v == "quick":
             quick(c)
         elif v in ("second_order", "unrolled"):
@@ -44,7 +41,4 @@ def get_config(arg: str = ""):
         elif v == "quick_second_order":
             quick(c)
             c.estimator = "unrolled"
-        else:
-            raise ValueError(f"unknown variant {v!r} of configs/darts.py; accepted: quick, second_order, "
-                             "finite_difference, quick_second_order")
     return c

@@ -34,13 +34,8 @@ Sweeps over h or eps without recompiling: ``benchmarks/msdarts_bandwidth.py``
 (``Sweep('msdarts.bandwidth', ...)``).
 """
 
-import os
-import sys
-
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import quick  # noqa: E402
-
-from jaxdarts import config as config_lib  # noqa: E402
+from jaxdarts import config as config_lib
+from jaxdarts.configs.common import quick
 
 SPACES = ("s1", "s2", "s3", "s4")
 VARIANTS = ("quick", "paper", "cifar100") + SPACES
@@ -56,10 +51,7 @@ def robust_space(c, space):
 
 
 def get_config(arg: str = ""):
-    variants = [v for v in arg.split(",") if v]
-    for v in variants:
-        if v not in VARIANTS:
-            raise ValueError(f"unknown variant {v!r} of configs/msdarts.py; accepted: {', '.join(VARIANTS)}")
+    variants = config_lib.variants(arg, VARIANTS, "configs/msdarts.py")
     c = config_lib.base("msdarts")  # first order, 40 epochs, alpha steps from epoch 5
     c.hessian_every = 1  # the code computes the eigenvalue at the end of every epoch
     for v in variants:

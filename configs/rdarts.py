@@ -45,16 +45,12 @@ Commands and expected cost/result:
 * ``python bin/search.py --config configs/rdarts.py:es,s3,cifar100 --workdir ...``: the paper.
 """
 
-import os
-import sys
-
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import quick  # noqa: E402
-
-from jaxdarts import config as config_lib  # noqa: E402
+from jaxdarts import config as config_lib
+from jaxdarts.configs.common import quick
 
 SPACES = ("s1", "s2", "s3", "s4", "s5", "darts")
 DATASETS = ("cifar10", "cifar100", "svhn")
+VARIANTS = ("es", "ada", "paper_rule", "dp", "l2", "first_order", "quick") + SPACES + DATASETS
 
 
 def get_config(arg: str = ""):
@@ -68,7 +64,7 @@ def get_config(arg: str = ""):
     c.regularization.cutout_needs_drop_path = True
     c.hessian_every = 2
     is_quick = False
-    for v in [v for v in arg.split(",") if v]:
+    for v in config_lib.variants(arg, VARIANTS, "configs/rdarts.py"):
         if v in ("es", "ada"):
             if r.early_stopping.mode == "none":  # paper_rule may have chosen the rule
                 r.early_stopping.mode = "code"
@@ -87,9 +83,6 @@ def get_config(arg: str = ""):
             c.estimator = "first_order"
         elif v == "quick":
             is_quick = True
-        else:
-            raise ValueError(f"unknown variant {v!r} of configs/rdarts.py; accepted: es, ada, paper_rule, dp, l2, "
-                             f"first_order, quick, {', '.join(SPACES + DATASETS)}")
     if is_quick:
         quick(c)
         c.estimator = "first_order" if c.estimator == "unrolled" else c.estimator

@@ -18,16 +18,17 @@ workdir, a JSON file, a PyTorch ``Genotype(...)`` text or an NB201 string
 (:func:`jaxdarts.genotype.resolve`). Re-running a command resumes.
 """
 
+from jaxdarts import config as config_lib
 from jaxdarts import retrain
+
+VARIANTS = ("quick", "cifar100")
 
 
 def get_config(arg: str = ""):
     c = retrain.base_config()
-    for v in [v for v in arg.split(",") if v]:
+    for v in config_lib.variants(arg, VARIANTS, "configs/retrain_cifar.py"):
         if v == "quick":
             retrain.quick(c)
         elif v == "cifar100":
             c.dataset = "cifar100"
-        else:
-            raise ValueError(f"unknown variant {v!r} of retrain_cifar.py; accepted: quick, cifar100")
     return c

@@ -14,7 +14,10 @@ Commands and expected cost/result:
   auxiliary head: the maps are 1x1 where it sits): the code path in minutes on a CPU.
 """
 
+from jaxdarts import config as config_lib
 from jaxdarts import retrain
+
+VARIANTS = ("quick",)
 
 
 def get_config(arg: str = ""):
@@ -24,11 +27,9 @@ def get_config(arg: str = ""):
     c.model.update(C=48, layers=14, drop_path=0.0)
     c.batch_size = c.eval_batch_size = c.base_batch_size = 128
     c.lr, c.schedule, c.lr_gamma, c.weight_decay, c.label_smoothing, c.epochs = 0.1, "exponential", 0.97, 3e-5, 0.1, 250
-    for v in [v for v in arg.split(",") if v]:
+    for v in config_lib.variants(arg, VARIANTS, "configs/retrain_imagenet.py"):
         if v == "quick":
             retrain.quick(c)
             c.data.update(image_size=16, augment=True, cutout=0, color_jitter=0.0, test_split="test")
             c.model.auxiliary = False  # at 16px the maps are 1x1 where the ImageNet head sits
-        else:
-            raise ValueError(f"unknown variant {v!r} of retrain_imagenet.py; accepted: quick")
     return c

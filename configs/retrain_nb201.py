@@ -12,7 +12,10 @@ Commands and expected cost/result:
   200 epochs). The genotype may also be a search workdir of an ``nb201`` search.
 """
 
+from jaxdarts import config as config_lib
 from jaxdarts import retrain
+
+VARIANTS = ("quick",)
 
 
 def get_config(arg: str = ""):
@@ -23,11 +26,9 @@ def get_config(arg: str = ""):
     c.model.update(C=16, N=5, auxiliary=False, aux_weight=0.0, drop_path=0.0)
     c.batch_size = c.eval_batch_size = c.base_batch_size = 256
     c.lr, c.schedule, c.nesterov, c.weight_decay, c.grad_clip, c.epochs = 0.1, "cosine_step", True, 5e-4, 0.0, 200
-    for v in [v for v in arg.split(",") if v]:
+    for v in config_lib.variants(arg, VARIANTS, "configs/retrain_nb201.py"):
         if v == "quick":
             retrain.quick(c)
             c.data.update(cutout=0, image_size=16)
             c.model.update(C=8, N=1)
-        else:
-            raise ValueError(f"unknown variant {v!r} of retrain_nb201.py; accepted: quick")
     return c

@@ -31,23 +31,15 @@ batches through the training transform (the valid queue samples the training set
 Variants (combinable): ``rs`` (default) | ``adv``, ``quick``, ``s1``..``s4``, ``cifar100``.
 """
 
-import os
-import sys
-
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import quick  # noqa: E402
-from msdarts import SPACES  # noqa: E402
-
-from jaxdarts import config as config_lib  # noqa: E402
+from jaxdarts import config as config_lib
+from jaxdarts.configs.common import quick
+from jaxdarts.configs.msdarts import SPACES
 
 VARIANTS = ("rs", "adv", "quick", "cifar100") + SPACES
 
 
 def get_config(arg: str = ""):
-    variants = [v for v in arg.split(",") if v]
-    for v in variants:
-        if v not in VARIANTS:
-            raise ValueError(f"unknown variant {v!r} of configs/sdarts.py; accepted: {', '.join(VARIANTS)}")
+    variants = config_lib.variants(arg, VARIANTS, "configs/sdarts.py")
     c = config_lib.base("sdarts")  # first order, 50 epochs
     c.space = "darts_no_none"
     for v in variants:

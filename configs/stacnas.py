@@ -29,22 +29,14 @@ Variants (combinable): ``quick``, ``per_cell`` (every stage-1 cell its own alpha
 ``cifar100``.
 """
 
-import os
-import sys
-
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import quick  # noqa: E402
-
-from jaxdarts import config as config_lib  # noqa: E402
+from jaxdarts import config as config_lib
+from jaxdarts.configs.common import quick
 
 VARIANTS = ("quick", "per_cell", "paper", "cifar100")
 
 
 def get_config(arg: str = ""):
-    variants = [v for v in arg.split(",") if v]
-    for v in variants:
-        if v not in VARIANTS:
-            raise ValueError(f"unknown variant {v!r} of configs/stacnas.py; accepted: {', '.join(VARIANTS)}")
+    variants = config_lib.variants(arg, VARIANTS, "configs/stacnas.py")
     c = config_lib.base("stacnas")
     if "paper" in variants:
         c.epochs = 100

@@ -24,6 +24,10 @@ import jax.numpy as jnp
 import numpy as np
 from jax.flatten_util import ravel_pytree
 
+from jaxdarts import genotype as genotype_lib
+from jaxdarts import spaces as spaces_lib
+from jaxdarts import supernet as supernet_lib
+
 
 def _flat(loss_fn: Callable, alpha):
     flat, unravel = ravel_pytree(alpha)
@@ -113,8 +117,6 @@ def discretization_gap(evaluate: Callable, space, genotype) -> dict:
     one-hot alpha of ``genotype``. ``evaluate(alpha=None, normalized=False, prefix=...)``
     returns ``{prefix_loss, prefix_acc}`` (e.g. :meth:`jaxdarts.search.Runner.evaluate`:
     eval-mode BN on the architecture split)."""
-    from jaxdarts import genotype as genotype_lib
-
     onehot = genotype_lib.to_alpha(space, genotype)
     cont = evaluate(prefix="continuous")
     disc = evaluate(alpha=onehot, normalized=True, prefix="discrete")
@@ -127,9 +129,6 @@ def op_outputs(model, variables, x, alpha, cell: int, edges: Iterable[int], *, n
     eval mode: ``{edge: (K, N, H, W, C)}`` (K = the space's padded op count; zeros for
     ``none`` and padded slots). ``model`` is a :class:`jaxdarts.supernet.Supernet` (DARTS
     macro); ``variables`` its ``params``/``batch_stats``. Jit the caller for many batches."""
-    from jaxdarts import spaces as spaces_lib
-    from jaxdarts import supernet as supernet_lib
-
     space = spaces_lib.get(model.space)
     if space.macro != "darts":
         raise ValueError(f"op_outputs reads DARTS-macro supernets; space {space.name!r} is {space.macro!r}")

@@ -5,6 +5,15 @@ from __future__ import annotations
 import os
 import sys
 
+from jaxdarts import checkpoint as ckpt_lib
+from jaxdarts import config as config_lib
+from jaxdarts import data as data_lib
+from jaxdarts import io as io_lib
+from jaxdarts import parallel
+from jaxdarts import report
+from jaxdarts import retrain
+from jaxdarts import search
+
 USAGE = ("usage: search.py --config configs/X.py[:variant] --workdir DIR [--config.FIELD=VALUE ...] "
          "[--max_epochs N] [--compilation_cache DIR|none]")
 DEFAULT_CACHE = "~/.cache/jaxdarts/xla"
@@ -49,11 +58,34 @@ def _fail(msg: str, code: int = 2):
     raise SystemExit(code)
 
 
+def _resolve_config_arg(argv: list[str]) -> list[str]:
+    """``--config configs/x.py[:variant]`` pointing at a config shipped with the package
+    (:func:`jaxdarts.config.resolve_path`) when no such file is here; exit 2 naming the
+    shipped ones when it is neither."""
+    out = list(argv)
+    for i, a in enumerate(out):
+        val = a[len("--config="):] if a.startswith("--config=") else (out[i + 1] if a == "--config" and i + 1 < len(out)
+                                                                       else None)
+        if val is None:
+            continue
+        path, sep, variant = val.partition(":")
+        try:
+            new = config_lib.resolve_path(path) + sep + variant
+        except FileNotFoundError as e:
+            _fail(str(e))
+        if a == "--config":
+            out[i + 1] = new
+        else:
+            out[i] = "--config=" + new
+        break
+    return out
+
+
 def _run_flags(argv, usage: str, distributed: bool = False):
     """Parses the flags of bin/search.py and bin/train.py (``--config`` file[:variant] with
     overrides, ``--workdir``, ``--max_epochs``, ``--compilation_cache``, and for training
     ``--distributed``); a bad or missing flag exits 2 with one line."""
-    argv = list(sys.argv if argv is None else argv)
+    argv = _resolve_config_arg(list(sys.argv if argv is None else argv))
     add_xla_workarounds()
     from absl import flags
     from ml_collections import config_flags
@@ -82,17 +114,11 @@ def _run_flags(argv, usage: str, distributed: bool = False):
 
 def main(argv=None) -> int:
     fv = _run_flags(argv, USAGE)
-    from jaxdarts import config as config_lib
-
     cfg = fv.config
     try:
         config_lib.validate(cfg)
     except config_lib.ConfigError as e:
         _fail(str(e))
-    from jaxdarts import checkpoint as ckpt_lib
-    from jaxdarts import data as data_lib
-    from jaxdarts import search
-
     enable_compilation_cache(fv.compilation_cache)
 
     try:
@@ -121,15 +147,9 @@ TRAIN_USAGE = ("usage: train.py --config configs/retrain_X.py[:variant] --workdi
 def train_main(argv=None) -> int:
     """``bin/train.py``: retraining (:func:`jaxdarts.retrain.run`); re-running resumes."""
     fv = _run_flags(argv, TRAIN_USAGE, distributed=True)
-    from jaxdarts import parallel
-
     if fv.distributed:
         if not parallel.initialize():  # no JAXDARTS_* settings: JAX's cluster auto-detection
             jax_distributed_autodetect()
-    from jaxdarts import checkpoint as ckpt_lib
-    from jaxdarts import data as data_lib
-    from jaxdarts import retrain
-
     enable_compilation_cache(fv.compilation_cache)
     try:
         out = retrain.run(fv.config, fv.workdir, max_epochs=fv.max_epochs)
@@ -157,18 +177,13 @@ def eval_main(argv=None) -> int:
     checkpoint of a retraining workdir, printed as JSON (and written to ``eval.json``)."""
     import json
 
-    argv = list(sys.argv if argv is None else argv)
+    argv = _resolve_config_arg(list(sys.argv if argv is None else argv))
     add_xla_workarounds()
     if len(argv) != 2 or argv[1].startswith("-"):
         _fail("usage: eval.py WORKDIR (a bin/train.py workdir)")
     workdir = argv[1]
     if not os.path.exists(os.path.join(workdir, "config.json")):
         _fail(f"{workdir!r} is not a retraining workdir (no config.json); accepted: a bin/train.py --workdir")
-    from jaxdarts import checkpoint as ckpt_lib
-    from jaxdarts import data as data_lib
-    from jaxdarts import io as io_lib
-    from jaxdarts import retrain
-
     try:
         out = retrain.evaluate_workdir(workdir)
     except (data_lib.DatasetNotPreparedError, ckpt_lib.CheckpointError) as e:
@@ -193,8 +208,6 @@ def report_main(argv=None) -> int:
         epochs = [int(e) for e in args.epochs.split(",") if e.strip()]
     except ValueError:
         _fail(f"--epochs={args.epochs!r}: accepted a comma-separated list of epoch numbers, e.g. 10,25")
-    from jaxdarts import report
-
     try:
         out = report.write_report(args.workdirs, args.out, epochs)
     except (FileNotFoundError, ImportError) as e:

@@ -11,27 +11,56 @@ field and the accepted values.
 
 from __future__ import annotations
 
-import ml_collections
-
+import importlib.util
 import inspect
+import os
+
+import ml_collections
 
 from jaxdarts import data as data_lib
 from jaxdarts import hypergrad
 from jaxdarts import kernels
+from jaxdarts import methods as methods_lib  # the registry (imports no method)
 from jaxdarts import spaces as spaces_lib
 from jaxdarts import supernet as supernet_lib
+from jaxdarts.contract import HESSIAN_BATCHES, UPDATE_ORDERS, ConfigError, check_choice, check_positive
+
+__all__ = ["ConfigError", "check_choice", "check_positive", "base", "validate", "load_file", "load_module",
+           "resolve_path", "variants"]
+
+SHIPPED_CONFIGS = os.path.dirname(importlib.util.find_spec("jaxdarts.configs").origin)
+"""Where the config files shipped with the package are (``configs/`` of a checkout)."""
 
 
-class ConfigError(ValueError):
-    pass
+def resolve_path(path: str) -> str:
+    """``path`` if it exists; otherwise, for ``[.../]configs/<name>.py``, the config file of
+    that name shipped with the package (``jaxdarts.configs``), so ``--config
+    configs/balenas.py`` works from any directory. FileNotFoundError naming the shipped
+    ones if neither exists."""
+    if os.path.exists(path):
+        return path
+    shipped = os.path.join(SHIPPED_CONFIGS, os.path.basename(path))
+    if os.path.basename(os.path.dirname(os.path.normpath(path))) in ("configs", "") and os.path.exists(shipped):
+        return shipped
+    names = sorted(f for f in os.listdir(SHIPPED_CONFIGS) if f.endswith(".py") and not f.startswith(("_", "common")))
+    raise FileNotFoundError(f"config file {path!r} not found; shipped with jaxdarts: "
+                            f"{', '.join('configs/' + n for n in names)}")
+
+
+def variants(arg: str, accepted, name: str) -> list[str]:
+    """The comma-separated variants of ``--config <name>:<arg>`` in order; ValueError
+    (one line) naming an unknown one and the accepted ones. Shared by the config files."""
+    out = [v for v in (arg or "").split(",") if v]
+    for v in out:
+        if v not in accepted:
+            raise ValueError(f"unknown variant {v!r} of {name}; accepted: {', '.join(accepted)}")
+    return out
 
 
 def load_module(path: str):
-    """The config file at ``path`` (``configs/x.py``) as a module: its ``get_config`` and
-    its docstring (command, cost, expected result)."""
-    import importlib.util
-    import os
-
+    """The config file at ``path`` (``configs/x.py``, :func:`resolve_path`) as a module: its
+    ``get_config`` and its docstring (command, cost, expected result)."""
+    path = resolve_path(path)
     name = "jaxdarts_config_" + os.path.splitext(os.path.basename(path))[0]
     spec = importlib.util.spec_from_file_location(name, path)
     mod = importlib.util.module_from_spec(spec)
@@ -47,8 +76,6 @@ def load_file(path: str, variant: str = "") -> ml_collections.ConfigDict:
 
 def base(method: str = "darts") -> ml_collections.ConfigDict:
     """DARTS search defaults on CIFAR-10 (first order), for ``method`` (with its section)."""
-    from jaxdarts import methods as methods_lib
-
     c = ml_collections.ConfigDict()
     c.method = method  # jaxdarts.methods.names()
     c.dataset = "cifar10"
@@ -71,7 +98,10 @@ def base(method: str = "darts") -> ml_collections.ConfigDict:
                                              # the architecture step's training-mode forward updates the
                                              # BatchNorm running statistics, as the references' (False: only
                                              # the weight step does)
-                                             arch_step_updates_bn=True))
+                                             arch_step_updates_bn=True,
+                                             # K > 1: partial channels (PC-DARTS): each edge's ops see the
+                                             # first C/K channels, the rest bypass them (jaxdarts.supernet)
+                                             partial_channels=1))
     c.data = ml_collections.ConfigDict(dict(
         data_dir=ml_collections.FieldReference(None, field_type=str), train_portion=0.5,
         max_examples=0, image_size=0, augment=True, crop_padding=4, cutout=0, cutout_prob=1.0,
@@ -125,21 +155,6 @@ def base(method: str = "darts") -> ml_collections.ConfigDict:
     return c
 
 
-def check_choice(field, value, accepted):
-    """ConfigError unless ``value`` is one of ``accepted``."""
-    if value not in accepted:
-        raise ConfigError(f"config.{field}={value!r} is not accepted; accepted: {', '.join(map(str, accepted))}")
-
-
-def check_positive(field, value, allow_zero=False, integer=False):
-    """ConfigError unless ``value`` is a positive (or non-negative) number (an integer if asked)."""
-    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and (value >= 0 if allow_zero else value > 0)
-    if not ok:
-        raise ConfigError(f"config.{field}={value!r} must be a {'non-negative' if allow_zero else 'positive'} number")
-    if integer and isinstance(value, float):
-        raise ConfigError(f"config.{field}={value!r} must be an integer")
-
-
 def _get(cfg, field):
     v = cfg
     for p in field.split("."):
@@ -160,9 +175,19 @@ def estimator_option_names() -> tuple[str, ...]:
 
 
 def validate(cfg) -> None:
-    """Raises :class:`ConfigError` (one line) for the first bad field, shared or the method's."""
-    from jaxdarts import methods as methods_lib
+    """Raises :class:`ConfigError` (one line) for the first bad field, shared or the method's.
+    A config already validated unchanged (same JSON) is not checked again."""
+    as_json = cfg.to_json_best_effort(sort_keys=True) if hasattr(cfg, "to_json_best_effort") else None
+    if as_json is not None and as_json == _LAST_VALID[0]:
+        return
+    _validate(cfg)
+    _LAST_VALID[0] = as_json
 
+
+_LAST_VALID = [None]
+
+
+def _validate(cfg) -> None:
     check_choice("method", cfg.get("method"), methods_lib.names())
     method = methods_lib.get(cfg.method)
     if method.config is not None and cfg.method not in cfg:
@@ -171,7 +196,7 @@ def validate(cfg) -> None:
     check_choice("dataset", cfg.dataset, tuple(data_lib.DATASETS))
     check_choice("space", cfg.space, spaces_lib.NAMES)
     check_choice("estimator", cfg.estimator, tuple(hypergrad.ESTIMATORS))
-    for f in ("epochs", "batch_size", "model.C", "model.layers", "log_every", "num_seeds"):
+    for f in ("epochs", "batch_size", "model.C", "model.layers", "model.partial_channels", "log_every", "num_seeds"):
         check_positive(f, _get(cfg, f), integer=True)
     for f in ("optim.lr", "optim.arch_lr"):
         check_positive(f, _get(cfg, f))
@@ -186,18 +211,14 @@ def validate(cfg) -> None:
                           "weights and alpha on all training data)")
     if not 0 <= cfg.regularization.drop_path < 1:
         raise ConfigError(f"config.regularization.drop_path={cfg.regularization.drop_path!r} must be in [0, 1)")
-    from jaxdarts import search as search_lib
-
-    check_choice("update_order", cfg.update_order, ("method",) + search_lib.UPDATE_ORDERS)
+    check_choice("update_order", cfg.update_order, ("method",) + UPDATE_ORDERS)
     check_choice("optim.lr_schedule", cfg.optim.lr_schedule, ("epoch_cosine", "step_cosine"))
     check_choice("model.depthwise", cfg.model.depthwise, kernels.LOWERINGS + ("auto",))
     check_choice("regularization.drop_path_scope", cfg.regularization.drop_path_scope,
                  supernet_lib.DROP_PATH_SCOPES)
     check_choice("data.flip", cfg.data.flip, ("auto", "on", "off"))
     check_choice("hessian_method", cfg.hessian_method, ("dense", "lanczos"))
-    from jaxdarts import hooks as hooks_lib
-
-    check_choice("hessian_batch", cfg.hessian_batch, hooks_lib.HESSIAN_BATCHES)
+    check_choice("hessian_batch", cfg.hessian_batch, HESSIAN_BATCHES)
     check_choice("progress", cfg.progress, ("auto", "bar", "log"))
     if cfg.num_seeds > 1 and (cfg.hessian_every or cfg.diagnose):
         raise ConfigError(f"config.num_seeds={cfg.num_seeds} runs a vmapped seed sweep without per-epoch hooks; "

@@ -17,6 +17,8 @@
 
 from __future__ import annotations
 
+import base64
+import os
 import time
 
 import jax
@@ -25,7 +27,9 @@ import numpy as np
 
 from jaxdarts import analysis
 from jaxdarts import hypergrad
-from jaxdarts.search import Hook, fold_key
+from jaxdarts import report
+from jaxdarts import tensorboard as tb_lib
+from jaxdarts.contract import HESSIAN_BATCHES, Hook, fold_key
 
 
 def dominant_eigenvalues(loss, alpha, topk: int = 1, method: str = "dense", key=None):
@@ -42,9 +46,6 @@ def dominant_eigenvalues(loss, alpha, topk: int = 1, method: str = "dense", key=
     if topk == 1:
         return top, top[None]
     return top, analysis.eigenvalues(loss, alpha, k=topk, method=method, key=key)
-
-
-HESSIAN_BATCHES = ("search", "clean")
 
 
 class HessianHook(Hook):
@@ -66,7 +67,7 @@ class HessianHook(Hook):
 
         def fn(state, tb, vb, sched):
             if self.batch == "search":  # the last step's architecture batch, as that step preprocessed it
-                _, _, b = task.step_batches(fold_key(state.rng, state.step - 1), tb, vb, sched)
+                _, _, b = task.step_batches_of(state, tb, vb, sched)
             else:
                 b = task.preprocess(fold_key(state.rng, 777), vb, False)
             _, val_loss = task.losses(state.batch_stats)
@@ -87,10 +88,8 @@ class HessianHook(Hook):
         prev = [m["hessian_time"] for m in runner.history if "hessian_time" in m]
         runner.log(f"Hessian eigenvalues w.r.t. alpha after epoch {epoch + 1} ("
                    + (f"~{prev[-1]:.0f} s" if prev else "the first call compiles the Hessian-vector products") + ")")
-        spe = runner.task.steps_per_epoch
-        tb = runner.task.train_stream.batch(epoch, spe - 1)  # the epoch's last step's batches
-        vb = runner.task.val_stream.batch(epoch, spe - 1)
-        top, ev = jax.device_get(fn(runner.state, tb, vb, runner._sched(epoch)))
+        tb, vb = runner.last_batches(epoch)
+        top, ev = jax.device_get(fn(runner.state, tb, vb, runner.schedule(epoch)))
         metrics["eigenvalue"] = float(top)  # the maximum eigenvalue (RobustDARTS's dominant eigenvalue)
         metrics["eigenvalue_abs"] = abs(float(top))  # |max eigenvalue|: what MS-DARTS's code reports
         if self.topk > 1:
@@ -130,3 +129,51 @@ class DiagnoseHook(Hook):
         for name, d in out.items():
             metrics[f"cos_{name}_vs_implicit"] = float(d["cosine"])
             metrics[f"relnorm_{name}_vs_implicit"] = float(d["rel_norm"])
+
+
+class TensorBoardHook(Hook):
+    """TensorBoard event files in ``<workdir>/tensorboard`` (:mod:`jaxdarts.tensorboard`):
+    every epoch's scalars (of every hook before it), the derived cells as images every
+    ``images_every`` epochs (0: never) and the final genotype's (images need matplotlib).
+    An observer: a sweep runs it too; only process 0 writes."""
+
+    name = "tensorboard"
+    observer = True
+
+    def __init__(self, images_every: int = 0):
+        self.images_every = int(images_every)
+        self._writer = None
+
+    def _w(self, runner):
+        if self._writer is None:
+            self._writer = tb_lib.SummaryWriter(os.path.join(runner.workdir, "tensorboard"))
+        return self._writer
+
+    def after_epoch(self, runner, epoch, metrics):
+        if jax.process_index() != 0:
+            return None
+        step = epoch + 1
+        self._w(runner).scalars(tb_lib.flat_scalars(metrics), step)
+        gene = metrics.get("genotype")
+        if isinstance(gene, dict) and self.images_every and step % self.images_every == 0:
+            self._images(runner, gene, step, final=False)
+        self._writer.flush()
+        return None
+
+    def after_finish(self, runner, summary):
+        if jax.process_index() != 0 or not isinstance(summary.get("genotype"), dict):
+            return
+        self._images(runner, summary["genotype"], runner.epoch, final=True)
+        self._w(runner).flush()
+
+    def _images(self, runner, gene, step, final):
+        nb201 = runner.task.space.macro == "nb201"
+        try:
+            for t in ("normal", "reduce"):
+                cells = gene.get(t) or []
+                if cells and not isinstance(cells[0][0], (list, tuple)):  # not per-cell
+                    png = report.cell_diagram([tuple(e) for e in cells], f"{t} cell, epoch {step}", nb201,
+                                              gene.get(f"{t}_concat"), engine="matplotlib")
+                    self._w(runner).image(f"cells/{'final_' if final else ''}{t}", base64.b64decode(png), step)
+        except ImportError:  # no matplotlib: scalars only
+            pass

@@ -13,9 +13,11 @@ renders, with matplotlib (``pip install -e ".[report]"``), figures embedded as P
 * ``skip`` — skip_connect count of the derived normal cell per epoch;
 * ``eigenvalue`` — dominant Hessian eigenvalue with the DARTS-ES stop and DARTS-ADA
   rollback / regularisation markers (``events.jsonl``);
-* ``sigma`` — BaLeNAS's sigma statistics; ``perturbation`` — MS-DARTS/SDARTS radius and
-  the measured perturbation; ``stages`` — StacNAS's two stages; ``retrain`` — learning
-  rate, images/s, parameters and FLOPs of a retraining run;
+* ``method`` — the metrics the run's method declares (``Method.report_metrics``: BaLeNAS's
+  sigma statistics, the MS-DARTS/SDARTS radius and measured perturbation, DrNAS's KL term,
+  ...); ``stages`` — the stages of a multi-stage program (sub-workdirs ``stage1/``,
+  ``stage2/``, ...: StacNAS); ``retrain`` — learning rate, images/s, parameters and FLOPs of
+  a retraining run;
 * ``config`` — the run's config and cost (epochs, seconds).
 
 Sections without data in a run are left out. The page can be rendered while a run is
@@ -35,9 +37,12 @@ from typing import Any
 
 import numpy as np
 
+from jaxdarts import genotype as genotype_lib
 from jaxdarts import io as io_lib
+from jaxdarts import methods as methods_lib  # the registry: each method's report_metrics
+from jaxdarts import spaces as spaces_lib
 
-SECTIONS = ("cells", "alpha", "curves", "skip", "eigenvalue", "sigma", "perturbation", "stages", "retrain", "config")
+SECTIONS = ("cells", "alpha", "curves", "skip", "eigenvalue", "method", "stages", "retrain", "config")
 
 
 def _need_matplotlib():
@@ -277,9 +282,7 @@ def _section_alpha(run):
     out = []
     for t in rows[-1]["alpha_softmax"]:
         try:  # op names of the space (a StacNAS stage-2 space exists only in its process: indices then)
-            from jaxdarts import spaces
-
-            ops = [o for o in spaces.get(run["config"].get("space", "")).padded_ops(t)[0]]
+            ops = [o for o in spaces_lib.get(run["config"].get("space", "")).padded_ops(t)[0]]
         except Exception:  # noqa: BLE001
             ops = None
         a = np.stack([_padded(m["alpha_softmax"][t]) for m in rows])  # (epochs, [cells,] edges, ops)
@@ -325,7 +328,7 @@ def _section_stages(run):
         return []
     out = []
     for s, r in run["stages"].items():
-        fig = _line_plot(r["metrics"], ["train_loss", "val_loss", "train_acc", "val_acc"], f"StacNAS {s}")
+        fig = _line_plot(r["metrics"], ["train_loss", "val_loss", "train_acc", "val_acc"], s)
         if fig:
             out.append(fig)
         out += _section_cells(r)[:1] if s == "stage1" else []
@@ -347,14 +350,21 @@ def sections(run, epochs=()) -> dict[str, list[str]]:
         "skip": [_line_plot(m, ["skip_connect_normal"], "skip_connect in the derived normal cell")],
         "eigenvalue": [_line_plot(m, ["eigenvalue"], "dominant eigenvalue of the Hessian w.r.t. alpha",
                                   markers=_event_markers(run))],
-        "sigma": [_line_plot(m, ["sigma_mean", "sigma_min", "sigma_max"], "BaLeNAS sigma")],
-        "perturbation": [_line_plot(m, ["ms_epsilon", "sdarts_epsilon", "perturb_l2", "perturb_linf", "ms_shift"],
-                                    "perturbation radius and size")],
+        "method": [_line_plot(m, list(keys), title) for title, keys in _method_figures(run)],
         "stages": _section_stages(run),
         "retrain": [_line_plot(m, ["lr"], "learning rate"), _line_plot(m, ["images_per_s"], "images/s")]
         if retrain else [],
     }
     return {k: [p for p in v if p] for k, v in out.items() if any(v)}
+
+
+def _method_figures(run) -> tuple:
+    """``((title, metric names), ...)`` the run's method declares (none for an unknown one)."""
+    name = run["config"].get("method")
+    try:
+        return methods_lib.get(name).report_metrics if name else ()
+    except ValueError:
+        return ()
 
 
 def _config_html(run) -> str:
@@ -383,8 +393,6 @@ def _is_nb201(g: dict) -> bool:
 def genotype_text(g: dict) -> str:
     """A genotype dict in one line: the NAS-Bench-201 string for NB201 cells, otherwise
     ``normal: op(input) ... | reduce: ...`` (per-cell genotypes: their first cell)."""
-    from jaxdarts import genotype as genotype_lib
-
     geno = genotype_lib.Genotype.from_json(g)
     if _is_nb201(g):
         return geno.to_nb201_str()
@@ -416,8 +424,8 @@ def _selection_html(sel: dict, argmax_genotype) -> str:
 
 
 TITLES = {"cells": "Final cells", "alpha": "Architecture weights over epochs", "curves": "Training curves",
-          "skip": "skip_connect count", "eigenvalue": "Hessian eigenvalue (DARTS-ES / ADA)", "sigma": "BaLeNAS sigma",
-          "perturbation": "MS-DARTS / SDARTS perturbation", "stages": "StacNAS stages",
+          "skip": "skip_connect count", "eigenvalue": "Hessian eigenvalue (DARTS-ES / ADA)",
+          "method": "The method's metrics", "stages": "Stages",
           "retrain": "Retraining", "config": "Config and cost"}
 
 

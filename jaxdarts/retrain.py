@@ -40,8 +40,10 @@ from jaxdarts import checkpoint as ckpt_lib
 from jaxdarts import data as data_lib
 from jaxdarts import genotype as genotype_lib
 from jaxdarts import io as io_lib
+from jaxdarts import networks
 from jaxdarts import optim
 from jaxdarts import parallel
+from jaxdarts import tensorboard as tb_lib
 from jaxdarts.losses import with_auxiliary
 
 NETWORKS = ("cifar", "imagenet", "nb201")
@@ -57,8 +59,6 @@ class TrainState:
 
 
 def build_model(cfg, genotype, num_classes: int):
-    from jaxdarts import networks
-
     m = cfg.model
     if cfg.network == "cifar":
         return networks.NetworkCIFAR(genotype, C=m.C, layers=m.layers, auxiliary=m.auxiliary,
@@ -325,10 +325,8 @@ def run(cfg, workdir: str, max_epochs: int | None = None, log=print, mesh=None, 
         if jax.process_index() == 0:
             io_lib.append_jsonl(metrics_path, row)
             if cfg.get("tensorboard", True):
-                from jaxdarts import tensorboard as tb
-
-                writer = writer or tb.SummaryWriter(os.path.join(workdir, "tensorboard"))
-                writer.scalars(tb.flat_scalars(row), epoch)
+                writer = writer or tb_lib.SummaryWriter(os.path.join(workdir, "tensorboard"))
+                writer.scalars(tb_lib.flat_scalars(row), epoch)
                 writer.flush()
         log(f"epoch {epoch}/{cfg.epochs}: train loss {row['train_loss']:.4f} acc {row['train_acc']:.3f}"
             + (f" | test top1 {row['test_top1']:.4f} top5 {row['test_top5']:.4f}" if "test_top1" in row else "")

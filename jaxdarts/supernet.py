@@ -45,6 +45,37 @@ def init_alpha(space, key: Array, scale: float = 1e-3) -> dict[str, Array]:
     return out
 
 
+EDGES = "edges"
+"""The optional key of normalised mixing weights holding per-edge scales ``{cell_type: (E,)}``."""
+
+
+def split_weights(space, weights) -> tuple[dict, dict | None]:
+    """Normalised mixing weights -> ``(op weights {cell_type: (E, K)}, per-edge scales
+    {cell_type: (E,)} or None)``; checks their keys and shapes."""
+    if isinstance(weights, Mapping) and EDGES in weights:
+        ops = {k: v for k, v in weights.items() if k != EDGES}
+        check_alpha(space, ops)
+        edges = weights[EDGES]
+        for t, shape in space.alpha_shapes().items():
+            if t not in edges or tuple(np.shape(edges[t])) != tuple(shape[:-1]):
+                raise ValueError(f"weights['edges'] must hold {sorted(space.alpha_shapes())} of shapes "
+                                 f"{[tuple(s[:-1]) for s in space.alpha_shapes().values()]}; got "
+                                 f"{ {k: tuple(np.shape(v)) for k, v in edges.items()} }")
+        return ops, edges
+    check_alpha(space, weights)
+    return weights, None
+
+
+def node_softmax(space, beta: Array) -> Array:
+    """Softmax of per-edge logits ``beta`` (``(..., E)``) over each node's incoming edges
+    (PC-DARTS edge normalisation: DARTS nodes take edges [0:2], [2:5], [5:9], [9:14])."""
+    out = jnp.zeros_like(beta)
+    for node in range(space.steps):
+        idx = np.array([e for e, (n, _) in enumerate(space.edges) if n == node])
+        out = out.at[..., idx].set(jax.nn.softmax(beta[..., idx], axis=-1))
+    return out
+
+
 def check_alpha(space, alpha: Alpha) -> None:
     """Raises ValueError naming the bad key/shape and the expected ones."""
     expected = space.alpha_shapes()
@@ -142,23 +173,48 @@ class MixedOp(nn.Module):
     drop_path_scope: str = "edge"
     track_running_stats: bool = True
     capture: bool = False  # also return every op's output before mixing (K, N, H, W, C)
+    partial: int = 1  # partial channels K (PC-DARTS): the ops see the first C/K channels
 
     @nn.compact
     def __call__(self, x: Array, w: Array, drop_prob: Array | float = 0.0) -> Array:
         if self.drop_path_scope not in DROP_PATH_SCOPES:
             raise ValueError(f"drop_path_scope={self.drop_path_scope!r} is not accepted; accepted: "
                              f"{', '.join(DROP_PATH_SCOPES)}")
+        if self.partial > 1:
+            return self._partial(x, w, drop_prob)
+        return self._mixed(x, w, drop_prob, self.C)
+
+    def _partial(self, x, w, drop_prob):
+        """PC-DARTS (``model_search.py`` MixedOp): the ops on the first ``C/K`` channels,
+        the rest bypassed (max-pooled 2x2 on stride-2 edges), concatenated and shuffled
+        with ``K`` groups (:func:`channel_shuffle`)."""
+        K, C_in = self.partial, x.shape[-1]
+        if C_in % K or self.C % K:
+            raise ValueError(f"partial channels K={K} must divide the edge's channels ({C_in} in, {self.C} out)")
+        xa, xb = x[..., :C_in // K], x[..., C_in // K:]
+        y = self._mixed(xa, w, drop_prob, self.C // K, edge_drop=False)
+        y, ops = y if self.capture else (y, None)
+        if self.stride == 2:
+            if x.shape[1] % 2 or x.shape[2] % 2:
+                raise ValueError(f"partial channels on a stride-2 edge need even feature maps; got {x.shape[1:3]}")
+            xb = nn.max_pool(xb, (2, 2), (2, 2), padding="VALID")
+        out = channel_shuffle(jnp.concatenate([y, xb], axis=-1), K)
+        if self.train and self.drop_path_scope == "edge":
+            out = drop_path(self, out, drop_prob)
+        return (out, ops) if self.capture else out
+
+    def _mixed(self, x, w, drop_prob, C_out, edge_drop=True):
         drop_each = self.train and self.drop_path_scope == "op"
         # the input's cotangent, the sum of every op's input gradient, gets its own buffer on
         # XLA:CPU instead of being recomputed inside each consumer (2.6x faster cell backward)
         x = kernels.materialize(x)
-        out = jnp.zeros(x.shape[:1] + self._out_hw(x) + (self.C,), x.dtype)
+        out = jnp.zeros(x.shape[:1] + self._out_hw(x) + (C_out,), x.dtype)
         stacked_k, stacked_y = [], []
         per_op = {}  # k -> the op's output (capture)
         lowering = kernels.resolve_lowering(self.lowering)
         compact = lowering == "conv"
         # separable convs: first blocks of all of them, one BatchNorm, then second blocks
-        seps = {k: ops_lib.SepConv(self.C, ops_lib.SEP_KERNEL[ops_lib.base_op(name)], self.stride, False, False,
+        seps = {k: ops_lib.SepConv(C_out, ops_lib.SEP_KERNEL[ops_lib.base_op(name)], self.stride, False, False,
                                    False, lowering, name=name)
                 for k, name in enumerate(self.ops)
                 if compact and ops_lib.base_op(name) in ops_lib.SEP_KERNEL
@@ -174,7 +230,7 @@ class MixedOp(nn.Module):
             if k in seps:
                 y = seps[k]
             else:
-                y = ops_lib.make_op(name, x.shape[-1], self.C, self.stride, self.affine, self.family,
+                y = ops_lib.make_op(name, x.shape[-1], C_out, self.stride, self.affine, self.family,
                                     module_name=name, final_bn=not joint, lowering=lowering,
                                     track_running_stats=self.track_running_stats)(x, self.train)
             if joint:
@@ -193,7 +249,7 @@ class MixedOp(nn.Module):
             per_op.update({k: y[i] for i, k in enumerate(stacked_k)})
             wk = jnp.stack([w[k] for k in stacked_k])  # static slices: no gather
             out = out + jnp.tensordot(wk, y, axes=1)
-        if self.train and self.drop_path_scope == "edge":
+        if edge_drop and self.train and self.drop_path_scope == "edge":
             out = drop_path(self, out, drop_prob)  # the mixed-op output, per sample (reference)
         if self.capture:  # none / padded slots: zeros
             return out, jnp.stack([per_op.get(k, jnp.zeros_like(out)) for k in range(len(self.ops))])
@@ -202,6 +258,14 @@ class MixedOp(nn.Module):
     def _out_hw(self, x):
         s = self.stride
         return (-(-x.shape[1] // s), -(-x.shape[2] // s))
+
+
+def channel_shuffle(x: Array, groups: int) -> Array:
+    """PC-DARTS ``channel_shuffle`` in NHWC: channels viewed as ``(groups, C/groups)``,
+    transposed and flattened, so new channel ``j * groups + g`` is old channel
+    ``g * C/groups + j``."""
+    n, h, w_, c = x.shape
+    return x.reshape(n, h, w_, groups, c // groups).swapaxes(-1, -2).reshape(n, h, w_, c)
 
 
 DROP_PATH_SCOPES = ("edge", "op")
@@ -250,9 +314,10 @@ class SearchCell(nn.Module):
     track_running_stats: bool = True
     capture_ops: bool = False
     cell_index: int | None = None  # the cell's index among its type (spaces with cell_ops)
+    partial_channels: int = 1
 
     @nn.compact
-    def __call__(self, s0, s1, weights, drop_prob=0.0):
+    def __call__(self, s0, s1, weights, drop_prob=0.0, edge_scale=None):
         space = self.space
         if space.macro == "darts":
             if self.reduction_prev:
@@ -272,10 +337,12 @@ class SearchCell(nn.Module):
             w = jnp.stack([weights[e] for e in g.edges])  # static slices: no gather/scatter
             y = _BatchedMixedOp(g.ops, self.C, g.stride, self.train, family, lowering=self.lowering,
                                 drop_path_scope=self.drop_path_scope, track_running_stats=self.track_running_stats,
-                                capture=self.capture_ops, name=g.name)(x, w, drop_prob)
+                                capture=self.capture_ops, partial=self.partial_channels, name=g.name)(x, w, drop_prob)
             if self.capture_ops:  # (edges of the group, K, N, H, W, C) before mixing
                 y, y_ops = y
                 self.sow("intermediates", "ops_" + g.name, y_ops)
+            if edge_scale is not None:  # per-edge scale of the whole mixed-op output (PC-DARTS)
+                y = y * jnp.stack([edge_scale[e] for e in g.edges]).astype(y.dtype)[:, None, None, None, None]
             for node in sorted(set(g.nodes)):
                 idx = [j for j, n in enumerate(g.nodes) if n == node]
                 part = sum(y[j] for j in idx[1:]) + y[idx[0]] if len(idx) > 1 else y[idx[0]]
@@ -413,6 +480,7 @@ class Supernet(nn.Module):
     drop_path_scope: str = "edge"
     track_running_stats: bool = True
     capture_ops: bool = False
+    partial_channels: int = 1
 
     @nn.compact
     def __call__(self, x, alpha, *, train: bool, normalized: bool = False, drop_prob=0.0):
@@ -420,14 +488,14 @@ class Supernet(nn.Module):
         if space.per_cell and space.layers != self.layers:
             raise ValueError(f"space {space.name!r} has one alpha per cell for {space.layers} cells; "
                              f"got layers={self.layers}")
+        edges = None
         if normalized:
-            check_alpha(space, alpha)
-            weights = alpha
+            weights, edges = split_weights(space, alpha)
         else:
             weights = mixing_weights(space, alpha)
         cell_cls = RematSearchCell if self.remat else SearchCell
         if space.macro == "nb201":
-            return self._nb201(x, weights, train, drop_prob, space, cell_cls)
+            return self._nb201(x, weights, train, drop_prob, space, cell_cls, edges)
 
         C_curr = self.stem_multiplier * self.C
         s = nn.Conv(C_curr, (3, 3), padding=[(1, 1), (1, 1)], use_bias=False,
@@ -444,14 +512,16 @@ class Supernet(nn.Module):
             if reduction:
                 C_curr *= 2
             w = weights[ctype]
+            es = None if edges is None else edges[ctype]
             index = counters[ctype] if space.cell_ops is not None else None
             if space.per_cell:
                 w = w[counters[ctype]]
+                es = None if es is None else es[counters[ctype]]
             counters[ctype] += 1
             cell = cell_cls(space, ctype, C_curr, reduction, reduction_prev, self.multiplier, train,
                             kernels.resolve_lowering(self.lowering), self.drop_path_scope, self.track_running_stats,
-                            self.capture_ops, index, name=f"cell_{i}")
-            s0, s1 = s1, cell(s0, s1, w, drop_prob)
+                            self.capture_ops, index, self.partial_channels, name=f"cell_{i}")
+            s0, s1 = (s1, cell(s0, s1, w, drop_prob)) if es is None else (s1, cell(s0, s1, w, drop_prob, es))
             reduction_prev = reduction
             if self.auxiliary and train and i == 2 * self.layers // 3:
                 aux = AuxiliaryHeadCIFAR(self.num_classes, train=train, name="aux_head")(s1)
@@ -461,11 +531,14 @@ class Supernet(nn.Module):
             return logits, aux
         return logits
 
-    def _nb201(self, x, weights, train, drop_prob, space, cell_cls):
+    def _nb201(self, x, weights, train, drop_prob, space, cell_cls, edges=None):
         def cell(stage, j, C_curr, s):
-            return cell_cls(space, "normal", C_curr, False, False, 1, train, kernels.resolve_lowering(self.lowering),
-                            self.drop_path_scope, self.track_running_stats, self.capture_ops,
-                            name=f"cell_{stage}_{j}")(s, None, weights["normal"], drop_prob)
+            m = cell_cls(space, "normal", C_curr, False, False, 1, train, kernels.resolve_lowering(self.lowering),
+                         self.drop_path_scope, self.track_running_stats, self.capture_ops, None,
+                         self.partial_channels, name=f"cell_{stage}_{j}")
+            if edges is None:
+                return m(s, None, weights["normal"], drop_prob)
+            return m(s, None, weights["normal"], drop_prob, edges["normal"])
 
         out = nb201_skeleton(x, self.C, self.layers, train, cell)
         return ops_lib.torch_dense(out, self.num_classes, "classifier")

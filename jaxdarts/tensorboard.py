@@ -1,85 +1,28 @@
-"""TensorBoard event files without TensorFlow (or the tensorboard package).
+"""TensorBoard event files without TensorFlow: a thin layer over tensorboardX's writer.
 
-:class:`SummaryWriter` writes ``events.out.tfevents.*`` files that TensorBoard reads:
-TFRecord framing (little-endian length, masked CRC-32C of the length, the record, masked
-CRC-32C of the record) around ``tensorflow.Event`` protocol buffers, encoded here by hand
-(``Event{wall_time=1, step=2, file_version=3, summary=5}``, ``Summary{value=1}``,
-``Summary.Value{tag=1, simple_value=2, image=4}``,
-``Summary.Image{height=1, width=2, colorspace=3, encoded_image_string=4}``).
+:class:`SummaryWriter` writes ``events.out.tfevents.*`` files that TensorBoard reads, with
+``tensorboardX`` (TF-free; protobuf and TFRecord framing are its): a metrics line's
+numeric entries as scalars (:func:`flat_scalars`: sweeps as ``name/run_i``), and PNG images
+as they are (the derived cells, :func:`jaxdarts.report.cell_diagram`).
 
-The search engine writes the per-epoch scalars of ``metrics.jsonl`` and the derived cells as
-images (``cfg.tensorboard``, on by default; images need matplotlib) into
-``<workdir>/tensorboard``; retraining writes its scalars likewise. ``tensorboard --logdir
-<workdir>`` shows them.
+The search writes them through :class:`jaxdarts.hooks.TensorBoardHook` (``cfg.tensorboard``,
+on by default; images need matplotlib) into ``<workdir>/tensorboard``; retraining writes its
+scalars likewise. ``tensorboard --logdir <workdir>`` shows them. :func:`read_events` reads
+a file back (tests, tools).
 """
 
 from __future__ import annotations
 
+import math
 import os
-import socket
 import struct
 import time
 
-_CRC_TABLE = []
-for _i in range(256):
-    _c = _i
-    for _ in range(8):
-        _c = (_c >> 1) ^ 0x82F63B78 if _c & 1 else _c >> 1
-    _CRC_TABLE.append(_c)
+from tensorboardX.event_file_writer import EventsWriter
+from tensorboardX.proto import event_pb2, summary_pb2
+from tensorboardX.record_writer import masked_crc32c
 
-
-def crc32c(data: bytes) -> int:
-    """CRC-32C (Castagnoli), as TFRecord uses."""
-    crc = 0xFFFFFFFF
-    table = _CRC_TABLE
-    for b in data:
-        crc = table[(crc ^ b) & 0xFF] ^ (crc >> 8)
-    return crc ^ 0xFFFFFFFF
-
-
-def masked_crc(data: bytes) -> int:
-    c = crc32c(data)
-    return (((c >> 15) | (c << 17)) + 0xA282EAD8) & 0xFFFFFFFF
-
-
-def _varint(n: int) -> bytes:
-    n &= (1 << 64) - 1  # int64 two's complement, as protobuf
-    out = bytearray()
-    while True:
-        b = n & 0x7F
-        n >>= 7
-        if n:
-            out.append(b | 0x80)
-        else:
-            out.append(b)
-            return bytes(out)
-
-
-def _key(field: int, wire: int) -> bytes:
-    return _varint(field << 3 | wire)
-
-
-def _bytes_field(field: int, data: bytes) -> bytes:
-    return _key(field, 2) + _varint(len(data)) + data
-
-
-def _event(wall_time: float, step: int = 0, file_version: str | None = None, summary: bytes | None = None) -> bytes:
-    out = _key(1, 1) + struct.pack("<d", wall_time) + _key(2, 0) + _varint(int(step))
-    if file_version is not None:
-        out += _bytes_field(3, file_version.encode())
-    if summary is not None:
-        out += _bytes_field(5, summary)
-    return out
-
-
-def scalar_value(tag: str, value: float) -> bytes:
-    return _bytes_field(1, _bytes_field(1, tag.encode()) + _key(2, 5) + struct.pack("<f", float(value)))
-
-
-def image_value(tag: str, png: bytes, height: int, width: int, channels: int = 4) -> bytes:
-    img = (_key(1, 0) + _varint(height) + _key(2, 0) + _varint(width) + _key(3, 0) + _varint(channels)
-           + _bytes_field(4, png))
-    return _bytes_field(1, _bytes_field(1, tag.encode()) + _bytes_field(4, img))
+__all__ = ["SummaryWriter", "read_events", "read_records", "flat_scalars", "png_size"]
 
 
 def png_size(png: bytes) -> tuple[int, int]:
@@ -91,41 +34,46 @@ def png_size(png: bytes) -> tuple[int, int]:
 
 
 class SummaryWriter:
-    """Appends events to one new ``events.out.tfevents.<time>.<host>`` file in ``logdir``."""
+    """Appends events to one new ``events.out.tfevents.*`` file in ``logdir`` (``path``),
+    synchronously (tensorboardX's ``EventsWriter``: after :meth:`flush` every event is on
+    disk; its queued ``SummaryWriter`` is not, which a resumed run or a reader would race)."""
 
     def __init__(self, logdir: str):
         os.makedirs(logdir, exist_ok=True)
-        name = f"events.out.tfevents.{int(time.time())}.{socket.gethostname()}.{os.getpid()}.jaxdarts"
-        self.path = os.path.join(logdir, name)
-        self._f = open(self.path, "ab")
-        self._write(_event(time.time(), 0, file_version="brain.Event:2"))
+        self._ev = EventsWriter(os.path.join(logdir, "events"), f".{os.getpid()}.jaxdarts")
+        self.path = self._ev._file_name
 
-    def _write(self, record: bytes):
-        header = struct.pack("<Q", len(record))
-        self._f.write(header + struct.pack("<I", masked_crc(header)) + record + struct.pack("<I", masked_crc(record)))
+    def _add(self, values, step: int):
+        self._ev.write_event(event_pb2.Event(wall_time=time.time(), step=int(step),
+                                             summary=summary_pb2.Summary(value=values)))
 
     def scalars(self, values: dict[str, float], step: int):
         """One event with every finite scalar of ``values``."""
-        import math
-
-        body = b"".join(scalar_value(k, v) for k, v in values.items()
-                        if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v))
-        if body:
-            self._write(_event(time.time(), step, summary=body))
+        vals = [summary_pb2.Summary.Value(tag=k, simple_value=float(v)) for k, v in values.items()
+                if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)]
+        if vals:
+            self._add(vals, step)
 
     def image(self, tag: str, png: bytes, step: int):
+        """A PNG image as it is (no re-encoding)."""
         h, w = png_size(png)
-        self._write(_event(time.time(), step, summary=image_value(tag, png, h, w)))
+        img = summary_pb2.Summary.Image(height=h, width=w, colorspace=4, encoded_image_string=png)
+        self._add([summary_pb2.Summary.Value(tag=tag, image=img)], step)
 
     def flush(self):
-        self._f.flush()
+        self._ev.flush()
 
     def close(self):
-        self._f.close()
+        self._ev.close()
 
 
-def read_events(path: str):
-    """The records of an event file, CRCs checked: ``[bytes, ...]`` (for tests/tools)."""
+def read_events(path: str) -> list:
+    """The events of a file (``tensorboardX.proto.event_pb2.Event``), CRCs checked."""
+    return [event_pb2.Event.FromString(r) for r in read_records(path)]
+
+
+def read_records(path: str) -> list[bytes]:
+    """The serialised records of an event file, CRCs checked (TFRecord framing)."""
     out = []
     with open(path, "rb") as f:
         data = f.read()
@@ -133,10 +81,10 @@ def read_events(path: str):
     while pos < len(data):
         header = data[pos:pos + 8]
         (n,) = struct.unpack("<Q", header)
-        if struct.unpack("<I", data[pos + 8:pos + 12])[0] != masked_crc(header):
+        if struct.unpack("<I", data[pos + 8:pos + 12])[0] != masked_crc32c(header):
             raise ValueError(f"{path}: bad length CRC at byte {pos}")
         rec = data[pos + 12:pos + 12 + n]
-        if struct.unpack("<I", data[pos + 12 + n:pos + 16 + n])[0] != masked_crc(rec):
+        if struct.unpack("<I", data[pos + 12 + n:pos + 16 + n])[0] != masked_crc32c(rec):
             raise ValueError(f"{path}: bad record CRC at byte {pos}")
         out.append(rec)
         pos += 16 + n

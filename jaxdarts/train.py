@@ -17,6 +17,7 @@ import optax
 
 from jaxdarts import data as data_lib
 from jaxdarts import optim
+from jaxdarts.genotype import Genotype
 from jaxdarts.networks import NetworkCIFAR
 from jaxdarts.losses import with_auxiliary
 
@@ -26,8 +27,6 @@ def _programs(genotype_json, C, layers, auxiliary, aux_weight, lowering, ds_info
               grad_clip):
     """``(init, step, predict)`` jitted once per network and recipe (selection by retraining
     trains the same candidates again when it resumes)."""
-    from jaxdarts.genotype import Genotype
-
     model = NetworkCIFAR(Genotype.from_json(genotype_json), C=C, layers=layers, auxiliary=auxiliary,
                          num_classes=ds_info.num_classes, lowering=lowering)
     tx = optim.sgd(optax.cosine_decay_schedule(lr, total_steps), 0.9, weight_decay, grad_clip)

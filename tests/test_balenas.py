@@ -119,7 +119,7 @@ def test_sample_gradients_are_one_batched_computation(estimator, scope):
 
     @jax.jit  # one program: the method's batched gradient and the separate ones
     def both(state):
-        g, _, extra, *bs = balenas.arch_grad(task, state, tb, vb, key)
+        g, _, extra, *bs = balenas.arch_grad(task.context(key=key, arch_train_batch=tb, arch_batch=vb), state)
         # the draws, transcribed: mu + sigma * eps, sigma = 1/sqrt(N s + prior) from the raw s,
         # eps ~ N(0, 1) from one key per alpha leaf (leaf order), padded slots left at mu
         n, prior = balenas.dataset_size(task), task.cfg.balenas.vadam.prior_precision

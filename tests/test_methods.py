@@ -18,21 +18,36 @@ from jaxdarts import data, io as io_lib, methods, optim, search
 
 pytestmark = pytest.mark.usefixtures("fast_compile")  # loop tests: compile time, not XLA:CPU lowerings
 
-# method -> (config file, a bad override of a field it validates, the one-line error).
-# Every registered method must have an entry (test_every_method_is_in_the_battery).
-BATTERY = {
-    "darts": ("darts", "--config.estimator=second", "config.estimator='second' is not accepted"),
-    "amended": ("amended", "--config.estimator=unrolled", "config.estimator='unrolled' is not accepted by method"),
-    "robustdarts": ("rdarts", "--config.robustdarts.sweep.target=l1",
-                    "config.robustdarts.sweep.target='l1' is not accepted; accepted: none, drop_path"),
-    "balenas": ("balenas", "--config.balenas.selection=jacov",
-                "config.balenas.selection='jacov' is not accepted; accepted: argmax, synflow, snip, grasp"),
-    "msdarts": ("msdarts", "--config.msdarts.omega=gaussian",
-                "config.msdarts.omega='gaussian' is not accepted; accepted: softmax, proportional"),
-    "sdarts": ("sdarts", "--config.sdarts.kind=pgd", "config.sdarts.kind='pgd' is not accepted; accepted: rs, adv"),
-    "stacnas": ("stacnas", "--config.stacnas.rank_by=value",
-                "config.stacnas.rank_by='value' is not accepted; accepted: logits, softmax"),
-}
+def _quick_config_files() -> dict:
+    """method -> the shipped config file (name without .py) whose ``:quick`` variant runs it."""
+    out = {}
+    for f in sorted(os.listdir(os.path.join(REPO, "configs"))):
+        if f.endswith(".py") and not f.startswith(("_", "common", "retrain")):
+            cfg = config_lib.load_file(os.path.join(REPO, "configs", f), "quick")
+            out.setdefault(cfg.method, f[:-3])
+    return out
+
+
+def _battery() -> dict:
+    """method -> (config file, a bad override of a field it validates, the one-line error),
+    from the registry: ``Method.battery`` or, without one, the first string field of the
+    method's section set to a value no ``check_choice`` accepts."""
+    files = _quick_config_files()
+    out = {}
+    for name in methods.names():
+        m = methods.get(name)
+        if m.battery is not None:
+            field, bad, message = m.battery
+        else:
+            section = m.config().to_dict() if m.config else {}
+            field = next((f"{name}.{k}" for k, v in section.items() if isinstance(v, str)), None)
+            bad, message = "__bad__", f"config.{field}='__bad__' is not accepted"
+        out[name] = (files.get(name), None if field is None else f"--config.{field}={bad}", message)
+    return out
+
+
+BATTERY = _battery()
+"""Every registered method, found in the registry (a new method joins without an edit here)."""
 
 
 def _tiny(name):
@@ -70,14 +85,20 @@ def _tiny(name):
         cfg = tiny_config(name, epochs=6, hessian_every=2)  # the ES tests' program, fewer Hessians
         cfg.robustdarts.early_stopping.mode = "code"
         return cfg
-    return tiny_config(name)
+    cfg = tiny_config(name)  # any other method: its defaults at the tiny size, alpha steps from the 2nd epoch
+    cfg.arch_start_epoch = min(cfg.arch_start_epoch, 1)
+    if cfg.model.partial_channels > 1:
+        cfg.model.partial_channels = 2  # C=4: K=2 leaves 2 channels per op
+    return cfg
 
 
-def test_every_method_is_in_the_battery():
-    assert set(methods.names()) == set(BATTERY)
+def test_every_method_has_a_quick_config_and_a_bad_field():
     for name in methods.names():
         assert methods.get(name).name == name
-    with pytest.raises(ValueError, match="unknown method 'dart'; accepted: amended, balenas, darts, msdarts, robustdarts, sdarts, stacnas"):
+        cfg_file, bad, _ = BATTERY[name]
+        assert cfg_file is not None, f"no configs/*.py whose :quick variant runs method {name!r}"
+        assert bad is not None, f"method {name!r}: no Method.battery and no string field in its section"
+    with pytest.raises(ValueError, match="unknown method 'dart'; accepted: " + ", ".join(methods.names()) + "$"):
         methods.get("dart")
 
 
@@ -121,15 +142,14 @@ def test_method_tiny_search_runs_and_resumes_bit_identically(name, tmp_path):
     from jaxdarts import report
 
     page = report.render_html([report.load_run(str(tmp_path / "full"))])
-    expected = {"cells", "alpha", "curves", "config"} | {"robustdarts": {"eigenvalue"}, "balenas": {"sigma"},
-                                                         "msdarts": {"perturbation"},
-                                                         "sdarts": {"perturbation"}}.get(name, set())
+    expected = ({"cells", "alpha", "curves", "config"} | ({"eigenvalue"} if cfg.hessian_every else set())
+                | ({"method"} if methods.get(name).report_metrics else set()))
     assert all(f"id='section-{s}'" in page for s in expected), name
     assert page.count("data:image/png;base64,") >= 4
     from jaxdarts import tensorboard as tb  # scalars every epoch, the final cells as images
 
     (events,) = [os.path.join(tmp_path / "full" / "tensorboard", f) for f in os.listdir(tmp_path / "full" / "tensorboard")]
-    recs = tb.read_events(events)
+    recs = tb.read_records(events)
     assert sum(b"train_loss" in r for r in recs) == cfg.epochs and any(b"cells/final_normal" in r for r in recs)
     if name == "robustdarts":
         # the reference's schedule: epochs with epoch % every == 0, and the last
@@ -183,7 +203,7 @@ def test_amended_search_gradient_is_eq_7_against_forward_mode_derivatives():
 
     @jax.jit  # one program: the engine's gradient and the independent terms
     def both(state, u):
-        g, metrics, _ = search.estimator_arch_grad(task, state, tb, vb, None)
+        g, metrics, *_ = search.estimator_arch_grad(task.context(arch_train_batch=tb, arch_batch=vb), state)
         w, a = state.params, state.alpha
         g1, v = jax.grad(vl, (1, 0))(w, a, vb)
         hv = jax.jvp(lambda w_: jax.grad(tl, 0)(w_, a, tb), (w,), (v,))[1]
@@ -199,24 +219,82 @@ def test_amended_search_gradient_is_eq_7_against_forward_mode_derivatives():
     np.testing.assert_allclose(metrics["g2_norm"], np.linalg.norm(flat(g) - flat(g1)), rtol=1e-3)
 
 
-def _imports(path):
-    tree = ast.parse(open(path).read())
-    for node in ast.walk(tree):
-        if isinstance(node, ast.Import):
-            yield from (a.name for a in node.names)
-        elif isinstance(node, ast.ImportFrom) and node.module:
-            yield node.module
-            yield from (f"{node.module}.{a.name}" for a in node.names)
-
-
-def test_no_engine_module_imports_a_method():
+def _package_imports():
+    """``{module: (module-level jaxdarts imports, function-local jaxdarts imports)}`` for every
+    module of the package (``jaxdarts.configs`` included), read from the source."""
     pkg = os.path.join(REPO, "jaxdarts")
-    method_modules = {f"jaxdarts.methods.{n}" for n in methods.names()}
-    engine = [f for f in os.listdir(pkg) if f.endswith(".py")]
-    assert "search.py" in engine and "config.py" in engine
-    for f in engine:
-        bad = method_modules & set(_imports(os.path.join(pkg, f)))
-        assert not bad, f"jaxdarts/{f} imports {bad}"
+    files = {f"jaxdarts.{f[:-3]}": os.path.join(pkg, f) for f in os.listdir(pkg) if f.endswith(".py")}
+    files.update({f"jaxdarts.methods.{f[:-3]}": os.path.join(pkg, "methods", f)
+                  for f in os.listdir(os.path.join(pkg, "methods")) if f.endswith(".py")})
+    files.update({f"jaxdarts.configs.{f[:-3]}": os.path.join(REPO, "configs", f)
+                  for f in os.listdir(os.path.join(REPO, "configs")) if f.endswith(".py")})
+    files = {m[:-len(".__init__")] if m.endswith(".__init__") else m: p for m, p in files.items()}
+
+    def target(name):  # "jaxdarts.search.Method" -> the module "jaxdarts.search"
+        while name and name not in files:
+            name = name.rpartition(".")[0]
+        return name or None
+
+    out = {}
+    for mod, path in files.items():
+        tree = ast.parse(open(path).read())
+        top, local = set(), set()
+        parents = {c: n for n in ast.walk(tree) for c in ast.iter_child_nodes(n)}
+        for node in ast.walk(tree):
+            names = []
+            if isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.module:
+                names = [f"{node.module}.{a.name}" for a in node.names]
+            names = {t for t in map(target, (n for n in names if n.startswith("jaxdarts"))) if t and t != mod}
+            if not names:
+                continue
+            p, inside = parents.get(node), False
+            while p is not None:
+                inside |= isinstance(p, (ast.FunctionDef, ast.AsyncFunctionDef))
+                p = parents.get(p)
+            (local if inside else top).update(names)
+        out[mod] = (top, local)
+    return out
+
+
+def test_package_imports_have_no_circle_and_no_engine_module_imports_a_method():
+    """The engine split (issue 26): module-level imports only (no function-local import to
+    hide a circle), no circle anywhere, the contract imports nothing of the package, and no
+    engine module imports a method module (the registry finds them by name)."""
+    graph = _package_imports()
+    assert {"jaxdarts.contract", "jaxdarts.task", "jaxdarts.runner", "jaxdarts.search"} <= set(graph)
+    local = {m: sorted(l) for m, (_, l) in graph.items() if l}
+    assert not local, f"function-local imports of package modules: {local}"
+    assert not graph["jaxdarts.contract"][0], graph["jaxdarts.contract"][0]
+    assert graph["jaxdarts.methods"][0] == {"jaxdarts.contract"}  # the registry imports no method
+
+    def cycle():  # depth-first search for a back edge
+        state, stack = {}, []
+
+        def visit(m):
+            state[m] = 1
+            stack.append(m)
+            for n in sorted(graph.get(m, ((), ()))[0]):
+                if state.get(n) == 1:
+                    return stack[stack.index(n):] + [n]
+                if n not in state and (c := visit(n)):
+                    return c
+            state[m] = 2
+            stack.pop()
+            return None
+
+        for m in sorted(graph):
+            if m not in state and (c := visit(m)):
+                return c
+        return None
+
+    assert cycle() is None, f"import circle: {' -> '.join(cycle())}"
+    method_modules = {f"jaxdarts.methods.{n}" for n in methods.names()} | {"jaxdarts.methods._simplex"}
+    engine = [m for m in graph if not m.startswith(("jaxdarts.methods", "jaxdarts.configs"))]
+    for m in engine:
+        bad = method_modules & graph[m][0]
+        assert not bad, f"{m} imports {bad}"
 
 
 @pytest.mark.slow

@@ -3,6 +3,7 @@
 import dataclasses
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -153,17 +154,24 @@ def _config_module(name):
     return config_lib.load_module(os.path.join(REPO, "configs", f"{name}.py"))
 
 
-@pytest.mark.parametrize("name,variants", [
-    ("darts", ("", "quick", "second_order", "finite_difference", "quick_second_order")),
-    ("amended", ("", "s1", "s2", "quick")),
-    ("rdarts", ("", "es", "ada", "dp", "l2", "es,s3,cifar100", "ada,s4,svhn,first_order", "dp,quick", "es,quick")),
-])
-def test_config_files_and_their_variants_validate(name, variants):
+SEARCH_CONFIGS = sorted(f[:-3] for f in os.listdir(os.path.join(REPO, "configs"))
+                        if f.endswith(".py") and not f.startswith(("_", "common", "retrain")))
+COMBINATIONS = {"darts": ("quick_second_order",), "rdarts": ("es,s3,cifar100", "ada,s4,svhn,first_order", "dp,quick",
+                                                           "es,quick"),
+                "balenas": ("nb201,quick",), "msdarts": ("s2,quick",)}
+
+
+@pytest.mark.parametrize("name", SEARCH_CONFIGS)
+def test_config_files_and_their_variants_validate(name):
+    """Every shipped search config (a new one joins without an edit): its docstring gives
+    the command, the default and every variant alone validate, and an unknown variant is
+    one line naming the accepted ones (the shared parser, config.variants)."""
     mod = _config_module(name)
     assert "python bin/search.py --config configs/" in mod.__doc__
-    for v in variants:
+    for v in ("",) + tuple(mod.VARIANTS) + COMBINATIONS.get(name, ()):
         config_lib.validate(mod.get_config(v))
-    with pytest.raises(ValueError, match="unknown variant 'fast'"):
+    with pytest.raises(ValueError, match=f"unknown variant 'fast' of configs/{name}.py; accepted: "
+                                         + re.escape(", ".join(mod.VARIANTS)) + "$"):
         mod.get_config("fast")
 
 
@@ -191,7 +199,7 @@ def test_rdarts_regularisation_follows_the_reference_code(tmp_path):
     task = search.SearchTask.from_config(cfg)
     runner = search.Runner(task, str(tmp_path), log=lambda *_: None,
                            sweep=search.Sweep("drop_path", tuple(cfg.robustdarts.sweep.grid)))
-    sched = runner._sched(cfg.epochs - 1)
+    sched = runner.schedule(cfg.epochs - 1)
     np.testing.assert_allclose(sched["cutout_prob"], [0.0, 1.0, 1.0, 1.0])
     np.testing.assert_allclose(sched["drop_prob"], [0.0, 0.2, 0.4, 0.6], rtol=1e-6)
     assert task.schedule_values(3, {"drop_path": 0.0})["cutout_prob"] == 0.0

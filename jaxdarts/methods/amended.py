@@ -8,8 +8,7 @@ defaults (Adam, softmax mixing, alternating order); the paper's search settings 
 ``configs/amended.py``.
 """
 
-from jaxdarts.config import ConfigError
-from jaxdarts.search import Method
+from jaxdarts.contract import ConfigError, Method
 
 
 def defaults(cfg) -> None:
@@ -23,4 +22,5 @@ def validate(cfg) -> None:
                           "amended (use method=darts for the other estimators)")
 
 
-METHOD = Method(name="amended", defaults=defaults, validate=validate)
+METHOD = Method(name="amended", defaults=defaults, validate=validate,
+                battery=("estimator", "unrolled", "config.estimator='unrolled' is not accepted by method"))

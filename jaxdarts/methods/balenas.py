@@ -61,10 +61,9 @@ from jaxdarts import nb201 as nb201_lib
 from jaxdarts import ops as ops_lib
 from jaxdarts import optim
 from jaxdarts import proxies
-from jaxdarts import search
 from jaxdarts import spaces as spaces_lib
 from jaxdarts import supernet as supernet_lib
-from jaxdarts.config import ConfigError, check_choice, check_positive
+from jaxdarts.contract import ArchGrad, ConfigError, Hook, Method, Select, check_choice, check_positive
 
 SELECTIONS = ("argmax",) + proxies.PROXIES
 NOISE_SCOPES = ("all", "mixed_term_only")
@@ -126,15 +125,16 @@ def defaults(cfg) -> None:
 
 
 # ------------------------------------------------------------------ search step
-def dataset_size(task) -> int:
-    n = int(task.cfg.balenas.vadam.dataset_size)
+def dataset_size(task, section=None) -> int:
+    """VAdam's dataset size: ``vadam.dataset_size``, or the architecture split's size."""
+    n = int((section if section is not None else task.method_config).vadam.dataset_size)
     return n or len(task.eval_data[1])
 
 
-def arch_tx(task):
-    v = task.cfg.balenas.vadam
-    return optim.vadam(v.lr, v.b1, v.b2, v.prior_precision, v.init_precision, dataset_size=dataset_size(task),
-                       form=v.form)
+def arch_tx(ctx):
+    v = ctx.config.vadam
+    return optim.vadam(v.lr, v.b1, v.b2, v.prior_precision, v.init_precision,
+                       dataset_size=dataset_size(ctx.task, ctx.config), form=v.form)
 
 
 def alpha_mask(space) -> dict:
@@ -151,13 +151,12 @@ def sigma_stats(space, a_opt) -> dict:
 
 def _mixed_term_only(task, state, tb, vb, samples, opts):
     """Reference second order: ``w'``, ``v`` and ``g1`` at mu; the mixed term at each draw."""
-    cfg = task.cfg
     train_loss, val_loss = task.losses(state.batch_stats)
     lr = opts["inner_lr"]
     w_prime, _ = hypergrad.sgd_step(train_loss, state.params, state.alpha, tb, lr, opts["momentum"],
                                     opts["momentum_buffer"], opts["weight_decay"])
     v, g1 = jax.grad(val_loss, argnums=(0, 1))(w_prime, state.alpha, vb)
-    if cfg.estimator == "finite_difference":
+    if task.estimator == "finite_difference":
         eps = opts.get("r", 0.01) / hypergrad.tree_norm(v)
         w_plus, w_minus = hypergrad.tree_axpy(eps, v, state.params), hypergrad.tree_axpy(-eps, v, state.params)
 
@@ -173,16 +172,17 @@ def _mixed_term_only(task, state, tb, vb, samples, opts):
     return jax.tree.map(lambda a, b: a[None] + b, g1, g2s), g1
 
 
-def arch_grad(task, state, train_batch, val_batch, key):
-    v = task.cfg.balenas.vadam
+def arch_grad(ctx, state) -> ArchGrad:
+    task, v = ctx.task, ctx.config.vadam
+    train_batch, val_batch = ctx.arch_train_batch, ctx.arch_batch
     space = task.space
-    samples = optim.vadam_sample(key, state.alpha, state.a_opt, v.num_samples, alpha_mask(space))
+    samples = optim.vadam_sample(ctx.key, state.alpha, state.a_opt, v.num_samples, alpha_mask(space))
     opts = task.estimator_options(state)
     batch_stats = None
     if v.noise_scope == "mixed_term_only":
         gs, g1 = _mixed_term_only(task, state, train_batch, val_batch, samples, opts)
         metrics = {"g1_norm": hypergrad.tree_norm(g1)}
-    elif task.cfg.estimator == "first_order" and task.arch_step_updates_bn(state):
+    elif task.estimator == "first_order" and task.arch_step_updates_bn(state):
         # first order with the reference's BatchNorm update: each sample's training-mode
         # forward on the architecture batch gives its gradient and its running statistics
         gs, sample_bs = jax.vmap(jax.grad(
@@ -192,16 +192,15 @@ def arch_grad(task, state, train_batch, val_batch, key):
         batch_stats = sequential_bn_updates(state.batch_stats, sample_bs)
     else:
         train_loss, val_loss = task.losses(state.batch_stats)
-        est = hypergrad.get(task.cfg.estimator)
+        est = hypergrad.get(task.estimator)
         gs, aux = jax.vmap(lambda a: est(train_loss, val_loss, state.params, a, train_batch, val_batch,
                                          has_aux=True, **opts))(samples)
         metrics = {"g1_norm": jnp.mean(jax.vmap(hypergrad.tree_norm)(aux["g1"])),
                    "g2_norm": jnp.mean(jax.vmap(hypergrad.tree_norm)(aux["g2"]))}
     g = jax.tree.map(lambda x: jnp.mean(x, 0), gs)
     g2 = jax.tree.map(lambda x: jnp.mean(jnp.square(x), 0), gs)
-    if batch_stats is not None:  # the statistics of the samples' own forwards (no extra forward)
-        return g, metrics, {"grad_sq": g2}, batch_stats
-    return g, metrics, {"grad_sq": g2}
+    # batch_stats: the statistics of the samples' own forwards (no extra forward), or None
+    return ArchGrad(g, metrics, {"grad_sq": g2}, batch_stats)
 
 
 def sequential_bn_updates(old, stacked, momentum: float = ops_lib.BN_MOMENTUM):
@@ -306,9 +305,9 @@ def tf_selection(task, state, log=None) -> dict:
             "scores": [float(scores[i]) for i in order[:10]]}, time.time() - t0
 
 
-class BalenasHook(search.Hook):
+class BalenasHook(Hook):
     """Sigma statistics every epoch; TF selection when due (``tf.every``) and after the
-    last epoch, whose result becomes the run's architecture (:class:`~jaxdarts.search.Select`)."""
+    last epoch, whose result becomes the run's architecture (:class:`~jaxdarts.contract.Select`)."""
 
     name = "balenas"
 
@@ -333,12 +332,15 @@ class BalenasHook(search.Hook):
                 metrics["tf_selected_table_acc"] = nb201_lib.accuracy(g)
         metrics["tf_top_scores"] = sel["scores"][:5]
         metrics["tf_time"] = seconds
-        return [search.Select(sel["genotype"], sel)] if last else None
+        return [Select(sel["genotype"], sel)] if last else None
 
 
 def hooks(cfg):
     return [BalenasHook()]
 
 
-METHOD = search.Method(name="balenas", config=config, defaults=defaults, validate=validate, arch_grad=arch_grad,
-                       arch_tx=arch_tx, hooks=hooks)
+METHOD = Method(name="balenas", config=config, defaults=defaults, validate=validate, arch_grad=arch_grad,
+                arch_tx=arch_tx, hooks=hooks,
+                report_metrics=(("BaLeNAS sigma of q(alpha)", ("sigma_mean", "sigma_min", "sigma_max")),),
+                battery=("balenas.selection", "jacov",
+                         "config.balenas.selection='jacov' is not accepted; accepted: argmax, synflow, snip, grasp"))

@@ -8,6 +8,6 @@ config section of its own; ``cfg.num_seeds > 1`` runs several seeds as one ``vma
 search (:func:`jaxdarts.search.run_single`).
 """
 
-from jaxdarts.search import Method
+from jaxdarts.contract import Method
 
-METHOD = Method(name="darts")
+METHOD = Method(name="darts", battery=("estimator", "second", "config.estimator='second' is not accepted"))

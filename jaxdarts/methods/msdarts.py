@@ -47,9 +47,8 @@ import jax.numpy as jnp
 import ml_collections
 
 from jaxdarts import perturb
-from jaxdarts.config import check_choice, check_positive
+from jaxdarts.contract import Method, Mix, check_choice, check_positive
 from jaxdarts.methods import _simplex
-from jaxdarts.search import Method
 
 
 def config() -> ml_collections.ConfigDict:
@@ -85,26 +84,28 @@ def validate(cfg) -> None:
         check_positive(f"msdarts.{f}", c[f], integer=True)
 
 
-def schedule(cfg, epoch: int, overrides: dict) -> dict:
-    c = {**cfg.msdarts.to_dict(), **overrides}
-    return {"ms_epsilon": perturb.epsilon_schedule(c["eps_schedule"], c["epsilon"], epoch, cfg.epochs),
-            "ms_bandwidth": c["bandwidth"], "ms_temperature": c["omega_temperature"]}
+def schedule(c, epoch: int, epochs: int) -> dict:
+    return {"ms_epsilon": perturb.epsilon_schedule(c.eps_schedule, c.epsilon, epoch, epochs),
+            "ms_bandwidth": c.bandwidth, "ms_temperature": c.omega_temperature}
 
 
-def mix(task, state, train_batch, val_batch, key, sched):
-    c = task.cfg.msdarts
+def mix(ctx, state) -> Mix:
+    c, task, sched = ctx.config, ctx.task, ctx.sched
     center = _simplex.clean_weights(task, state)
     mk = _simplex.masks(task.space)
-    batch = train_batch if c.loss_batch == "train" else val_batch
+    batch = ctx.weight_batch if c.loss_batch == "train" else ctx.arch_batch
     loss = _simplex.loss_at_weights(task, state, batch, c.loss_bn)
-    noise = perturb.uniform_noise(key, center, (c.iterations, c.num_samples), mk)
+    noise = perturb.uniform_noise(ctx.key, center, (c.iterations, c.num_samples), mk)
     w, info = perturb.mean_shift(center, loss, noise, epsilon=sched["ms_epsilon"], bandwidth=sched["ms_bandwidth"],
                                  mask=mk, omega=c.omega, temperature=sched["ms_temperature"], average=c.average,
                                  clip_result=c.clip_result, sample_eval=c.sample_eval)
     w = jax.lax.stop_gradient(w)
     shift, _ = _simplex.distance(w, center)
-    return w, {"ms_shift": shift, "ms_sample_loss": jnp.mean(info["losses"])}
+    return Mix(w, {"ms_shift": shift, "ms_sample_loss": jnp.mean(info["losses"])})
 
 
 METHOD = Method(name="msdarts", config=config, defaults=defaults, validate=validate, mix=mix, schedule=schedule,
-                sweepable=("bandwidth", "epsilon", "omega_temperature"))
+                sweepable=("bandwidth", "epsilon", "omega_temperature"),
+                report_metrics=(("mean-shift radius and size", ("ms_epsilon", "ms_shift")),),
+                battery=("msdarts.omega", "gaussian",
+                         "config.msdarts.omega='gaussian' is not accepted; accepted: softmax, proportional"))

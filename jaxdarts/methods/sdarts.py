@@ -29,9 +29,8 @@ import jax.numpy as jnp
 import ml_collections
 
 from jaxdarts import perturb
-from jaxdarts.config import check_choice, check_positive
+from jaxdarts.contract import Method, Mix, check_choice, check_positive
 from jaxdarts.methods import _simplex
-from jaxdarts.search import Method
 
 KINDS = ("rs", "adv")
 
@@ -55,30 +54,31 @@ def validate(cfg) -> None:
     check_positive("sdarts.attack_steps", c.attack_steps, integer=True)
 
 
-def schedule(cfg, epoch: int, overrides: dict) -> dict:
-    c = {**cfg.sdarts.to_dict(), **overrides}
-    return {"sdarts_epsilon": perturb.epsilon_schedule(c["eps_schedule"], c["epsilon"], epoch, cfg.epochs)}
+def schedule(c, epoch: int, epochs: int) -> dict:
+    return {"sdarts_epsilon": perturb.epsilon_schedule(c.eps_schedule, c.epsilon, epoch, epochs)}
 
 
-def mix(task, state, train_batch, val_batch, key, sched):
-    c = task.cfg.sdarts
+def mix(ctx, state) -> Mix:
+    c, task = ctx.config, ctx.task
     center = _simplex.clean_weights(task, state)
     mk = _simplex.masks(task.space)
-    eps = sched["sdarts_epsilon"]
-    noise = perturb.uniform_noise(key, center, (), mk)
+    eps = ctx.sched["sdarts_epsilon"]
+    noise = perturb.uniform_noise(ctx.key, center, (), mk)
     metrics = {}
     if c.kind == "rs":
         w = perturb.random_smoothing(center, noise, epsilon=eps, mask=mk)
     else:
-        loss = _simplex.loss_at_weights(task, state, train_batch, c.loss_bn)
+        loss = _simplex.loss_at_weights(task, state, ctx.weight_batch, c.loss_bn)
         w, info = perturb.pgd_attack(center, loss, noise, epsilon=eps, steps=c.attack_steps,
                                      random_start=c.random_start, mask=mk)
         metrics = {"adv_reverted": info["reverted"].astype(jnp.float32),
                    "adv_loss_gain": info["loss_adv"] - info["loss_clean"]}
     w = jax.lax.stop_gradient(w)
     l2, linf = _simplex.distance(w, center)
-    return w, {"perturb_l2": l2, "perturb_linf": linf, **metrics}
+    return Mix(w, {"perturb_l2": l2, "perturb_linf": linf, **metrics})
 
 
 METHOD = Method(name="sdarts", config=config, defaults=defaults, validate=validate, mix=mix, schedule=schedule,
-                sweepable=("epsilon",))
+                sweepable=("epsilon",),
+                report_metrics=(("perturbation radius and size", ("sdarts_epsilon", "perturb_l2", "perturb_linf")),),
+                battery=("sdarts.kind", "pgd", "config.sdarts.kind='pgd' is not accepted; accepted: rs, adv"))
