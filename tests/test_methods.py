@@ -343,9 +343,9 @@ def test_update_orders_and_mixing_weights_slot():
 
     calls = []
 
-    def same_weights(task, state, train_batch, val_batch, key, sched):
+    def same_weights(ctx, state):
         calls.append(1)
-        return mixing_weights(task.space, state.alpha), {}
+        return search.Mix(mixing_weights(ctx.space, state.alpha))
 
     base = search.SearchTask.from_config(tiny_config())
     s0 = base.init_state()

@@ -46,7 +46,7 @@ def _runner(tmp_path, curve, **es):
     cfg = task.cfg.copy_and_resolve_references()  # the hooks' parameters (not the task's)
     cfg.robustdarts.early_stopping.update(es)
     hooks = search.default_hooks(cfg)
-    assert [h.name for h in hooks] == ["hessian", "early_stopping"]
+    assert [h.name for h in hooks] == ["hessian", "early_stopping", "tensorboard"]
     inject = InjectEigenvalues(curve)
     hooks.insert(1, inject)  # after the Hessian hook, before early stopping
     return search.Runner(task, str(tmp_path), hooks, log=lambda *_: None), inject
