@@ -249,14 +249,14 @@ def dedupe(genotypes):
 
 def scoring_model(task) -> supernet_lib.Supernet:
     """The supernet that scores candidates (see the module docstring)."""
-    t = task.cfg.balenas.tf
+    t = task.method_config.tf
     return supernet_lib.Supernet(task.space, task.ds_info.num_classes, C=t.C or task.cfg.model.C,
                                  layers=t.layers or task.cfg.model.layers, lowering=task.lowering,
                                  track_running_stats=False)
 
 
 def synflow_bn(task) -> str:
-    bn = task.cfg.balenas.tf.synflow_bn
+    bn = task.method_config.tf.synflow_bn
     return ("nb201_reference" if task.space.macro == "nb201" else "none") if bn == "auto" else bn
 
 
@@ -276,10 +276,10 @@ def select(space, candidates, scorer, data, key, log=None):
 def tf_selection(task, state, log=None) -> dict:
     """BaLeNAS-TF on the state's q(mu, sigma): ``({'genotype', 'candidates', 'scores', ...},
     seconds)`` (the ten best candidates and their scores, best first)."""
-    cfg = task.cfg
-    b, t = cfg.balenas, cfg.balenas.tf
+    b = task.method_config
+    t = b.tf
     t0 = time.time()
-    key = jax.random.fold_in(jax.random.key(cfg.seed), 1_000_003 + t.seed)
+    key = jax.random.fold_in(jax.random.key(task.cfg.seed), 1_000_003 + t.seed)
     sigma = optim.vadam_sigma(state.a_opt)
     cands = sample_architectures(task.space, state.alpha, sigma, jax.random.fold_in(key, 0), b.num_candidates,
                                  t.sigma_scale)
@@ -314,7 +314,7 @@ class BalenasHook(Hook):
     def after_epoch(self, runner, epoch, metrics):
         task = runner.task
         metrics.update(sigma_stats(task.space, runner.state.a_opt))
-        b = runner.cfg.balenas
+        b = task.method_config
         table = task.space.macro == "nb201" and nb201_lib.available()
         if table:  # the optional NAS-Bench-201 table (jaxdarts.nb201)
             metrics["nb201_table_acc"] = nb201_lib.accuracy(task.derive(runner.state.alpha))
