@@ -34,3 +34,19 @@ def test_readme_pictures_and_commands_exist(repo_root):
         assert os.path.exists(os.path.join(repo_root, script)), script
     for cfg in set(re.findall(r"configs/(\w+)\.py", text)):
         assert os.path.exists(os.path.join(repo_root, "configs", f"{cfg}.py")), cfg
+
+
+def test_the_wheel_ships_every_subpackage_and_the_configs():
+    """pyproject lists the packages explicitly (configs/ is mapped to jaxdarts.configs):
+    every package directory under jaxdarts/ must be in the list, or a plain ``pip install``
+    (Colab) would miss it."""
+    import tomllib
+
+    meta = tomllib.load(open(os.path.join(REPO, "pyproject.toml"), "rb"))["tool"]["setuptools"]
+    listed = set(meta["packages"])
+    found = {"jaxdarts." + os.path.relpath(d, os.path.join(REPO, "jaxdarts")).replace(os.sep, ".")
+             for d, _, files in os.walk(os.path.join(REPO, "jaxdarts")) if "__init__.py" in files}
+    found = {"jaxdarts" if f == "jaxdarts.." else f for f in found}
+    assert found | {"jaxdarts.configs", "jaxdarts.datasets"} == listed, (found, listed)
+    assert meta["package-dir"] == {"jaxdarts.configs": "configs"}
+    assert os.path.exists(os.path.join(REPO, "configs", "__init__.py"))
