@@ -3,6 +3,7 @@ registered method, plus the engine's own guarantees (no method imports, building
 arrays, one source of estimator options)."""
 
 import ast
+import dataclasses
 import os
 import subprocess
 import sys
@@ -366,3 +367,34 @@ def test_update_orders_and_mixing_weights_slot():
     assert differs(w.alpha, a.alpha) and differs(s.params, a.params)
     with pytest.raises(ValueError, match="update_order='reverse' is not accepted; accepted: alpha_first"):
         search.Method("x", update_order="reverse")
+
+
+def test_weights_slot_sees_the_methods_traced_schedule_values(fast_compile):
+    """A method's ``weights(alpha, ctx)`` with a traced schedule value (a temperature T,
+    ``softmax(alpha / T)``): one compiled step serves every T, and in the weight-only
+    warm-up its step at (alpha, T) equals the plain DARTS step at alpha / T (the mixing
+    weights are then the same), for T = 1 and T = 3."""
+    from jaxdarts import supernet
+
+    calls = []
+
+    def weights(alpha, ctx):
+        calls.append(1)
+        t = ctx.sched["temperature"] if ctx.sched is not None else 1.0
+        return supernet.mixing_weights(ctx.space, {k: v / t for k, v in alpha.items()})
+
+    tempered = search.Method("darts", weights=weights, schedule=lambda c, e, n: {"temperature": 1.0 + 2.0 * e})
+    base = search.SearchTask.from_config(tiny_config(arch_start_epoch=5))  # epochs 0-2: weights only
+    task = dataclasses.replace(base, method=tempered)
+    s0 = base.init_state()
+    tb, vb = base.train_stream.batch(0, 0), base.val_stream.batch(0, 0)
+    step, plain = jax.jit(task.search_step), jax.jit(base.search_step)
+    for epoch, t in ((0, 1.0), (1, 3.0)):
+        sched = task.schedule_values(epoch)
+        assert sched["temperature"] == t and sched["arch_update"] == 0
+        got = jax.device_get(step(s0, tb, vb, sched)[0])
+        ref = jax.device_get(plain(s0.replace(alpha=jax.tree.map(lambda a: a / t, s0.alpha)), tb, vb,
+                                   base.schedule_values(epoch))[0])
+        chex.assert_trees_all_close(got.params, ref.params, rtol=1e-5, atol=1e-7)
+        chex.assert_trees_all_close(got.batch_stats, ref.batch_stats, rtol=1e-5, atol=1e-7)
+    assert step._cache_size() == 1 and calls  # one program for both temperatures
