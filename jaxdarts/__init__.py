@@ -3,9 +3,10 @@
 Public API (stable): ``jaxdarts.spaces.get``, :class:`Supernet`, :func:`init_alpha`,
 :func:`mixing_weights`, ``jaxdarts.genotype`` (``Genotype``, ``derive``, ``to_alpha``),
 :class:`NetworkCIFAR`, :class:`NetworkImageNet`, ``jaxdarts.hypergrad`` (estimators),
-``jaxdarts.analysis`` (Hessians, eigenvalues), ``jaxdarts.search`` (the engine: task,
-step, runner, hook events, programs), ``jaxdarts.methods`` (the method registry:
-``methods.get(name)``).
+``jaxdarts.analysis`` (Hessians, eigenvalues), ``jaxdarts.search`` (the engine's public
+names and programs: task, step, runner, hook events; split by role into
+``jaxdarts.contract``, the plug-in contract, ``jaxdarts.task`` and ``jaxdarts.runner``),
+``jaxdarts.methods`` (the method registry: ``methods.get(name)``).
 """
 
 from jaxdarts import genotype, hypergrad, ops, spaces
