@@ -177,8 +177,9 @@ class Method:
         every forward of the search: architecture step, weight step, evaluation, Hessian,
         the per-epoch summary. ``ctx.key`` is the forward's (from its batch), or None for the
         method's deterministic weights (the summary's ``alpha_softmax``; a distribution's
-        mean); ``ctx.config`` the section. None: ``softmax(alpha)`` per edge (inside the
-        supernet).
+        mean); ``ctx.config`` the section; ``ctx.sched`` the method's traced schedule values
+        in the step's forwards (and the Hessian's), None elsewhere (evaluation, summary,
+        init). None: ``softmax(alpha)`` per edge (inside the supernet).
       init_alpha: ``(space, key, scale, config) -> alpha``: the architecture parameters
         (``scale``: ``cfg.alpha_init_scale``; ``config``: the method's section); a method
         with more parameters than one logit per op (edge-normalisation betas) adds keys.

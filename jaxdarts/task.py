@@ -423,8 +423,9 @@ class SearchTask:
         return state.replace(alpha=alpha, a_opt=a_opt, batch_stats=batch_stats), metrics
 
     def weight_update(self, state: SearchState, train_batch, weights=None):
-        """One SGD step on the supernet weights at ``softmax(alpha)``, or at the mixing
-        ``weights`` given (a method's ``mix``); drop-path as the batch says. Returns
+        """One SGD step on the supernet weights at the method's mixing weights of alpha
+        (``softmax(alpha)`` by default), or at the mixing ``weights`` given (a method's
+        ``mix``); drop-path as the batch says. Returns
         ``(state, metrics)``."""
         mix, normalized = (state.alpha, False) if weights is None else (weights, True)
 
