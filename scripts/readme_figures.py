@@ -27,8 +27,8 @@ def main(pairs):
     for pair in pairs:
         name, workdir = pair.split("=", 1)
         s = report.sections(report.load_run(workdir))
-        pngs = s.get("cells", [])[:1] + s.get("curves", [])[:1] + (s.get("eigenvalue") or s.get("sigma")
-                                                                  or s.get("perturbation") or s.get("retrain") or [])[:1]
+        pngs = s.get("cells", [])[:1] + s.get("curves", [])[:1] + (s.get("eigenvalue") or s.get("method")
+                                                                  or s.get("retrain") or [])[:1]
         fig, axes = plt.subplots(1, len(pngs), figsize=(5 * len(pngs), 3.2),
                                  gridspec_kw={"width_ratios": [1.6] + [1] * (len(pngs) - 1)})
         for ax, p in zip(axes if len(pngs) > 1 else [axes], pngs):
