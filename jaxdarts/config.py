@@ -28,6 +28,14 @@ from jaxdarts.contract import HESSIAN_BATCHES, UPDATE_ORDERS, ConfigError, check
 __all__ = ["ConfigError", "check_choice", "check_positive", "base", "validate", "load_file", "load_module",
            "resolve_path", "variants"]
 
+LEGACY_VALUES = {
+    "model.arch_step_updates_bn": False,  # session 13: before it, only the weight step updated BN statistics
+    "model.partial_channels": 1,  # session 14: before it, every op saw all channels
+}
+"""Fields added after runs may have started, with the value that reproduces the behaviour
+before the field existed: resuming a workdir whose config.json lacks one is accepted when
+the config holds that value (:meth:`jaxdarts.runner.Runner`), and otherwise refused naming it."""
+
 SHIPPED_CONFIGS = os.path.dirname(importlib.util.find_spec("jaxdarts.configs").origin)
 """Where the config files shipped with the package are (``configs/`` of a checkout)."""
 

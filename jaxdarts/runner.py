@@ -24,6 +24,7 @@ import numpy as np
 
 from jaxdarts import analysis
 from jaxdarts import checkpoint as ckpt_lib
+from jaxdarts import config as config_lib
 from jaxdarts import genotype as genotype_lib
 from jaxdarts import hooks as hooks_lib
 from jaxdarts import io as io_lib
@@ -230,14 +231,31 @@ class Runner:
         io_lib.write_json(os.path.join(self.workdir, "config.json"), self._config_json(), sort_keys=True)
 
     def _check_config(self):
+        """Refuses to resume a workdir whose ``config.json`` differs from this run's config:
+        one line naming each differing field with the run's and this config's values and
+        the flags that resume it. A field the run's config.json lacks (added to jaxdarts
+        after the run started) counts as equal when this config holds the value that
+        reproduces the behaviour before it existed (:data:`jaxdarts.config.LEGACY_VALUES`)."""
         old = io_lib.read_json(os.path.join(self.workdir, "config.json"))
         if old is None:
             return
-        new = self._config_json()
-        diff = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
+        old, new = _flat(old), _flat(self._config_json())
+        diff = []
+        for k in sorted(set(old) | set(new)):
+            if k not in old and k in config_lib.LEGACY_VALUES:
+                if new.get(k) == config_lib.LEGACY_VALUES[k]:
+                    continue
+                diff.append((k, config_lib.LEGACY_VALUES[k], new.get(k)))
+            elif old.get(k, _MISSING) != new.get(k, _MISSING):
+                diff.append((k, old.get(k, _MISSING), new.get(k, _MISSING)))
         if diff:
-            raise ValueError(f"workdir {self.workdir} holds a run with a different config (fields {diff}); "
-                             "use a new --workdir or the same config to resume")
+            show = lambda v: "(absent)" if v is _MISSING else json.dumps(v)  # noqa: E731
+            fields = "; ".join(f"{k}: run {show(o)}, now {show(n)}" for k, o, n in diff)
+            flags = " ".join(f"--config.{k}={o}" for k, o, _ in diff
+                             if o is not _MISSING and isinstance(o, (bool, int, float, str)))
+            raise ValueError(f"workdir {self.workdir} holds a run with a different config ({fields}); resume it "
+                             f"with the run's values ({flags or 'the config it was started with'}) or use a new "
+                             "--workdir")
 
     def _metrics_path(self):
         return os.path.join(self.workdir, "metrics.jsonl")
@@ -512,6 +530,20 @@ def _to_mesh(mesh, batch: dict) -> dict:
     n = len(next(iter(batch.values())))
     parallel.check_batch(n, mesh)
     return parallel.global_batch(mesh, {k: v[p * n // P:(p + 1) * n // P] for k, v in batch.items()})
+
+
+_MISSING = object()
+
+
+def _flat(d: dict, prefix: str = "") -> dict:
+    """A nested config dict as ``{dotted.field: value}``."""
+    out = {}
+    for k, v in d.items():
+        if isinstance(v, dict) and v:
+            out.update(_flat(v, f"{prefix}{k}."))
+        else:
+            out[prefix + k] = v
+    return out
 
 
 def _scalar_or_list(v):

@@ -47,8 +47,20 @@ def test_full_loop_writes_metrics_genotype_and_refuses_another_config(tmp_path):
     # resuming after a kill: tests/test_methods.py (every method)
     # a different config in the same workdir is refused, nothing is overwritten
     before = open(os.path.join(full, "metrics.jsonl")).read()
-    with pytest.raises(ValueError, match="different config.*batch_size"):
-        search.run(tiny_config(batch_size=4), full, log=lambda *_: None)
+    with pytest.raises(ValueError, match=re.escape("(batch_size: run 8, now 4); resume it with the run's values "
+                                                   "(--config.batch_size=8) or use a new --workdir")):
+        search.run(tiny_config(batch_size=4, discretization_gap=True), full, log=lambda *_: None)
+    assert open(os.path.join(full, "metrics.jsonl")).read() == before
+    # a run started before two fields existed: the value that reproduces its behaviour resumes it
+    path = os.path.join(full, "config.json")
+    old = json.load(open(path))
+    del old["model"]["partial_channels"], old["model"]["arch_step_updates_bn"]
+    json.dump(old, open(path, "w"))
+    with pytest.raises(ValueError, match=re.escape("(model.arch_step_updates_bn: run false, now true); resume it "
+                                                   "with the run's values (--config.model.arch_step_updates_bn=False)")):
+        search.run(cfg, full, log=lambda *_: None)  # partial_channels=1 is the old behaviour: not named
+    legacy = tiny_config(discretization_gap=True, **{"model.arch_step_updates_bn": False})
+    assert search.run(legacy, full, log=lambda *_: None)["genotype"] == out_full["genotype"]
     assert open(os.path.join(full, "metrics.jsonl")).read() == before
 
 
