@@ -177,7 +177,7 @@ def eval_main(argv=None) -> int:
     checkpoint of a retraining workdir, printed as JSON (and written to ``eval.json``)."""
     import json
 
-    argv = _resolve_config_arg(list(sys.argv if argv is None else argv))
+    argv = list(sys.argv if argv is None else argv)
     add_xla_workarounds()
     if len(argv) != 2 or argv[1].startswith("-"):
         _fail("usage: eval.py WORKDIR (a bin/train.py workdir)")

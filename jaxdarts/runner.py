@@ -21,6 +21,7 @@ import time
 import jax
 import jax.numpy as jnp
 import numpy as np
+from flax import traverse_util
 
 from jaxdarts import analysis
 from jaxdarts import checkpoint as ckpt_lib
@@ -239,15 +240,10 @@ class Runner:
         old = io_lib.read_json(os.path.join(self.workdir, "config.json"))
         if old is None:
             return
-        old, new = _flat(old), _flat(self._config_json())
-        diff = []
-        for k in sorted(set(old) | set(new)):
-            if k not in old and k in config_lib.LEGACY_VALUES:
-                if new.get(k) == config_lib.LEGACY_VALUES[k]:
-                    continue
-                diff.append((k, config_lib.LEGACY_VALUES[k], new.get(k)))
-            elif old.get(k, _MISSING) != new.get(k, _MISSING):
-                diff.append((k, old.get(k, _MISSING), new.get(k, _MISSING)))
+        flat = lambda d: traverse_util.flatten_dict(d, sep=".")  # noqa: E731
+        old, new = {**config_lib.LEGACY_VALUES, **flat(old)}, flat(self._config_json())
+        diff = [(k, old.get(k, _MISSING), new.get(k, _MISSING)) for k in sorted(set(old) | set(new))
+                if old.get(k, _MISSING) != new.get(k, _MISSING)]
         if diff:
             show = lambda v: "(absent)" if v is _MISSING else json.dumps(v)  # noqa: E731
             fields = "; ".join(f"{k}: run {show(o)}, now {show(n)}" for k, o, n in diff)
@@ -495,14 +491,22 @@ class Runner:
         return self.epoch >= self.cfg.epochs or self.extra.get("stop_reason") is not None
 
     def finish(self) -> dict:
-        if self.sweep is not None:
-            gs = [self.task.derive(_index(self.state.alpha, r)) for r in range(self.num_runs)]
-            out = {"sweep": {"target": self.sweep.target, "values": list(self.sweep.values)},
-                   "genotypes": [g.to_dict() for g in gs], "epochs_run": self.epoch, "finished": self.finished}
-            io_lib.write_json(os.path.join(self.workdir, "genotype.json"), out)
-            for h in self.hooks:
-                h.after_finish(self, out)
-            return out
+        """Writes ``genotype.json`` (the final architecture, or every run's for a sweep),
+        hands it to the hooks (``after_finish``) and returns it."""
+        out = self._sweep_summary() if self.sweep is not None else self._summary()
+        io_lib.write_json(os.path.join(self.workdir, "genotype.json"), out)
+        for h in self.hooks:
+            h.after_finish(self, out)
+        if self.sweep is None:
+            self.log("final genotype:\n" + genotype_lib.Genotype.from_json(out["genotype"]).render())
+        return out
+
+    def _sweep_summary(self) -> dict:
+        gs = [self.task.derive(_index(self.state.alpha, r)) for r in range(self.num_runs)]
+        return {"sweep": {"target": self.sweep.target, "values": list(self.sweep.values)},
+                "genotypes": [g.to_dict() for g in gs], "epochs_run": self.epoch, "finished": self.finished}
+
+    def _summary(self) -> dict:
         g = self.task.derive(self.state.alpha)
         chosen = self.extra.get("final_genotype")
         final = genotype_lib.Genotype.from_json(chosen) if chosen else g
@@ -516,12 +520,7 @@ class Runner:
             out["genotype_str"] = final.to_pytorch_str()
         if self.cfg.discretization_gap:
             out["discretization"] = analysis.discretization_gap(self.evaluate, self.task.space, final)
-        io_lib.write_json(os.path.join(self.workdir, "genotype.json"), out)
-        for h in self.hooks:
-            h.after_finish(self, out)
-        self.log("final genotype:\n" + final.render())
         return out
-
 
 def _to_mesh(mesh, batch: dict) -> dict:
     """A global batch (every host holds all of it) -> arrays sharded over the mesh, each
@@ -533,17 +532,6 @@ def _to_mesh(mesh, batch: dict) -> dict:
 
 
 _MISSING = object()
-
-
-def _flat(d: dict, prefix: str = "") -> dict:
-    """A nested config dict as ``{dotted.field: value}``."""
-    out = {}
-    for k, v in d.items():
-        if isinstance(v, dict) and v:
-            out.update(_flat(v, f"{prefix}{k}."))
-        else:
-            out[prefix + k] = v
-    return out
 
 
 def _scalar_or_list(v):

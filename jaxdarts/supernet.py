@@ -180,30 +180,29 @@ class MixedOp(nn.Module):
         if self.drop_path_scope not in DROP_PATH_SCOPES:
             raise ValueError(f"drop_path_scope={self.drop_path_scope!r} is not accepted; accepted: "
                              f"{', '.join(DROP_PATH_SCOPES)}")
-        if self.partial > 1:
-            return self._partial(x, w, drop_prob)
-        return self._mixed(x, w, drop_prob, self.C)
+        out, ops = self._partial(x, w, drop_prob) if self.partial > 1 else self._mixed(x, w, drop_prob, self.C)
+        if self.train and self.drop_path_scope == "edge":
+            out = drop_path(self, out, drop_prob)  # the mixed-op output, per sample (reference)
+        return (out, ops) if self.capture else out
 
     def _partial(self, x, w, drop_prob):
         """PC-DARTS (``model_search.py`` MixedOp): the ops on the first ``C/K`` channels,
         the rest bypassed (max-pooled 2x2 on stride-2 edges), concatenated and shuffled
-        with ``K`` groups (:func:`channel_shuffle`)."""
+        with ``K`` groups (:func:`channel_shuffle`). Returns ``(output, ops or None)`` as
+        :meth:`_mixed`."""
         K, C_in = self.partial, x.shape[-1]
         if C_in % K or self.C % K:
             raise ValueError(f"partial channels K={K} must divide the edge's channels ({C_in} in, {self.C} out)")
         xa, xb = x[..., :C_in // K], x[..., C_in // K:]
-        y = self._mixed(xa, w, drop_prob, self.C // K, edge_drop=False)
-        y, ops = y if self.capture else (y, None)
+        y, ops = self._mixed(xa, w, drop_prob, self.C // K)
         if self.stride == 2:
             if x.shape[1] % 2 or x.shape[2] % 2:
                 raise ValueError(f"partial channels on a stride-2 edge need even feature maps; got {x.shape[1:3]}")
             xb = nn.max_pool(xb, (2, 2), (2, 2), padding="VALID")
-        out = channel_shuffle(jnp.concatenate([y, xb], axis=-1), K)
-        if self.train and self.drop_path_scope == "edge":
-            out = drop_path(self, out, drop_prob)
-        return (out, ops) if self.capture else out
+        return channel_shuffle(jnp.concatenate([y, xb], axis=-1), K), ops
 
-    def _mixed(self, x, w, drop_prob, C_out, edge_drop=True):
+    def _mixed(self, x, w, drop_prob, C_out):
+        """``(sum_k w_k op_k(x) with C_out channels, every op's output (capture) or None)``."""
         drop_each = self.train and self.drop_path_scope == "op"
         # the input's cotangent, the sum of every op's input gradient, gets its own buffer on
         # XLA:CPU instead of being recomputed inside each consumer (2.6x faster cell backward)
@@ -249,11 +248,9 @@ class MixedOp(nn.Module):
             per_op.update({k: y[i] for i, k in enumerate(stacked_k)})
             wk = jnp.stack([w[k] for k in stacked_k])  # static slices: no gather
             out = out + jnp.tensordot(wk, y, axes=1)
-        if edge_drop and self.train and self.drop_path_scope == "edge":
-            out = drop_path(self, out, drop_prob)  # the mixed-op output, per sample (reference)
         if self.capture:  # none / padded slots: zeros
             return out, jnp.stack([per_op.get(k, jnp.zeros_like(out)) for k in range(len(self.ops))])
-        return out
+        return out, None
 
     def _out_hw(self, x):
         s = self.stride

@@ -126,12 +126,10 @@ class SearchTask:
 
     # ------------------------------------------------------------ construction
     @classmethod
-    def from_config(cls, cfg, method: Method | None = None, lowering: str | None = None, *,
-                    validate: bool = True) -> "SearchTask":
-        """Validates ``cfg`` (unless the caller has: ``validate=False``), loads
-        ``cfg.dataset`` and builds the task."""
-        if validate:
-            config_lib.validate(cfg)
+    def from_config(cls, cfg, method: Method | None = None, lowering: str | None = None) -> "SearchTask":
+        """Validates ``cfg`` (once per config: :func:`jaxdarts.config.validate` remembers the
+        last valid one), loads ``cfg.dataset`` and builds the task."""
+        config_lib.validate(cfg)
         d = cfg.data
         train, val = data_lib.load_search_data(cfg.dataset, d.data_dir, d.max_examples, d.image_size,
                                                d.train_portion)
@@ -235,15 +233,13 @@ class SearchTask:
         # train=True so that training-only modules (the auxiliary head) get parameters. The
         # init runs once per state: compiled without XLA's optimisation passes (the tiny test
         # supernet's init compiled in ~20 s otherwise, more than its search step; same values).
-        if self.method.weights is None:
-            init = self.memo("init", lambda: programs.compile_once(
-                lambda k, x, alpha: self.model.init({"params": k, "noise": k, "dropout": k}, x, alpha, train=True),
-                kernels.FAST_COMPILE_OPTIONS))
-        else:  # the supernet sees the method's mixing weights (their values do not change the init)
-            init = self.memo("init", lambda: programs.compile_once(
-                lambda k, x, alpha: self.model.init({"params": k, "noise": k, "dropout": k}, x,
-                                                    self.mixing_weights(alpha, k), train=True, normalized=True),
-                kernels.FAST_COMPILE_OPTIONS))
+        # A method with its own weights: the supernet sees them (their values do not change the init).
+        own = self.method.weights is not None
+        init = self.memo("init", lambda: programs.compile_once(
+            lambda k, x, alpha: self.model.init({"params": k, "noise": k, "dropout": k}, x,
+                                                self.mixing_weights(alpha, k) if own else alpha, train=True,
+                                                normalized=own),
+            kernels.FAST_COMPILE_OPTIONS))
         variables = init(k_params, x, alpha)
         params = variables["params"]
         return SearchState(params=params, batch_stats=variables.get("batch_stats", {}), alpha=alpha,

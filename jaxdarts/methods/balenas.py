@@ -64,6 +64,7 @@ from jaxdarts import proxies
 from jaxdarts import spaces as spaces_lib
 from jaxdarts import supernet as supernet_lib
 from jaxdarts.contract import ArchGrad, ConfigError, Hook, Method, Select, check_choice, check_positive
+from jaxdarts.methods import _simplex
 
 SELECTIONS = ("argmax",) + proxies.PROXIES
 NOISE_SCOPES = ("all", "mixed_term_only")
@@ -137,9 +138,8 @@ def arch_tx(ctx):
                        dataset_size=dataset_size(ctx.task, ctx.config), form=v.form)
 
 
-def alpha_mask(space) -> dict:
-    """``{cell_type: bool (E, K)}`` real alpha entries (broadcasts over per-cell alphas)."""
-    return {t: jnp.asarray(space.mask(t)) for t in space.cell_types}
+alpha_mask = _simplex.masks
+"""``{cell_type: bool (E, K)}`` real alpha entries (broadcasts over per-cell alphas)."""
 
 
 def sigma_stats(space, a_opt) -> dict:

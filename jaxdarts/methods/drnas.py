@@ -45,6 +45,7 @@ from jax.scipy.special import digamma, gammaln
 
 from jaxdarts import hypergrad
 from jaxdarts.contract import ArchGrad, ConfigError, Method, check_choice, check_positive
+from jaxdarts.methods import _simplex
 from jaxdarts.task import estimator_arch_grad
 
 REG_TYPES = ("l2", "kl")
@@ -81,10 +82,6 @@ def concentration(eta):
     return jax.nn.elu(eta) + 1.0
 
 
-def _masks(space):
-    return {t: jnp.asarray(space.mask(t)) for t in space.cell_types}
-
-
 def sample(key, beta, mask):
     """One draw ``theta ~ Dir(beta)`` per row of ``beta`` (``(..., K)``) over the slots where
     ``mask`` is True (others 0), differentiable in ``beta`` (pathwise: normalised
@@ -97,7 +94,7 @@ def sample(key, beta, mask):
 def weights(alpha, ctx):
     """A Dirichlet sample per cell type (``ctx.key``), or the Dirichlet mean (no key)."""
     space = ctx.space
-    mk = _masks(space)
+    mk = _simplex.masks(space)
     out = {}
     keys = None if ctx.key is None else jax.random.split(ctx.key, len(space.cell_types))
     for i, t in enumerate(space.cell_types):

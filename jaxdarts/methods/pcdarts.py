@@ -77,34 +77,32 @@ def init_alpha(space, key, scale, section):
     return alpha
 
 
-def _split(alpha):
-    return {k: v for k, v in alpha.items() if k != BETAS}, alpha.get(BETAS)
-
-
-def weights(alpha, ctx):
-    """``softmax(alpha)`` per edge and, with edge normalisation, each node's softmax of its
-    edges' betas as per-edge scales."""
-    space = ctx.space
-    ops, betas = _split(alpha)
-    w = supernet_lib.mixing_weights(space, ops)
-    if betas is not None:
-        w[supernet_lib.EDGES] = {t: supernet_lib.node_softmax(space, betas[t]) for t in space.cell_types}
+def mixing(space, alpha) -> dict:
+    """``softmax(alpha)`` per edge and, with edge normalisation (betas in alpha), each
+    node's softmax of its edges' betas as per-edge scales (``weights['edges']``)."""
+    space = spaces_lib.get(space)
+    w = supernet_lib.mixing_weights(space, {k: v for k, v in alpha.items() if k != BETAS})
+    if BETAS in alpha:
+        w[supernet_lib.EDGES] = {t: supernet_lib.node_softmax(space, alpha[BETAS][t]) for t in space.cell_types}
     return w
 
 
-def edge_weighted(space, alpha, edge_normalization: bool = True) -> dict:
-    """``W[e, o] = softmax(alpha_e)_o * softmax_node(beta)_e`` (``{cell_type: (E, K)}``)."""
-    space = spaces_lib.get(space)
-    ops, betas = _split(alpha)
-    w = supernet_lib.mixing_weights(space, ops)
-    if not edge_normalization:
-        return w
-    return {t: w[t] * supernet_lib.node_softmax(space, betas[t])[..., None] for t in space.cell_types}
+def weights(alpha, ctx):
+    """The engine's slot: :func:`mixing` (deterministic; no key needed)."""
+    return mixing(ctx.space, alpha)
+
+
+def edge_weighted(space, alpha) -> dict:
+    """``W[e, o] = softmax(alpha_e)_o * softmax_node(beta_e)`` (``{cell_type: (E, K)}``; the
+    softmax alone without betas)."""
+    w = mixing(space, alpha)
+    edges = w.pop(supernet_lib.EDGES, None)
+    return w if edges is None else {t: w[t] * edges[t][..., None] for t in w}
 
 
 def derive(space, alpha) -> genotype_lib.Genotype:
     """PC-DARTS ``genotype()``: DARTS's top-2 rule on the edge-weighted ``W``."""
-    return genotype_lib.derive(space, edge_weighted(space, alpha, BETAS in alpha), normalized=True)
+    return genotype_lib.derive(space, edge_weighted(space, alpha), normalized=True)
 
 
 METHOD = Method(name="pcdarts", config=config, defaults=defaults, validate=validate, weights=weights,
