@@ -11,12 +11,21 @@ standard deviation over seeds, the binomial standard error of each error and the
 correlation between the seeds' rankings.
 
     python benchmarks/s5_ground_truth.py --epochs 1 --seeds 2 3   # ~30 min on 2 CPU cores (13 min per seed-epoch)
+
+With ``--write jaxdarts/datasets/s5_fashion_mnist.json`` it writes the table that
+``bin/compare.py`` reads (:class:`jaxdarts.compare.GroundTruth`: per architecture its key,
+the error of every seed, mean and std; the protocol, seeds, date, machine and this command)
+from the seeds' JSON files in ``--out_dir``. The shipped table::
+
+    python benchmarks/s5_ground_truth.py --epochs 3 --seeds 2 3 --out_dir /tmp/gt_e3 \
+        --write jaxdarts/datasets/s5_fashion_mnist.json
 """
 
 import argparse
 import gzip
 import json
 import os
+import platform
 import struct
 import sys
 import time
@@ -27,11 +36,14 @@ import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
+from jaxdarts import compare  # noqa: E402
 from jaxdarts import config as config_lib  # noqa: E402
+from jaxdarts import genotype as genotype_lib  # noqa: E402
 from jaxdarts import data as data_lib  # noqa: E402
 from jaxdarts import search  # noqa: E402
 
 CELL_OPS = ("sep3", "skip", "max3")  # S5's op order
+OPS = ("sep_conv_3x3", "skip_connect", "max_pool_3x3")
 
 
 def read_idx(path):
@@ -53,6 +65,38 @@ def architectures():
     combos = [(a, b, c, d) for a in range(3) for b in range(3) for c in range(3) for d in range(3)]
     return combos, {"normal": np.stack([eye[[a, b]] for a, b, _, _ in combos]),
                     "reduce": np.stack([eye[[c, d]] for _, _, c, d in combos])}
+
+
+def genotype(combo):
+    """The genotype of ``combo`` (S5: node 2 takes c_{k-2} and c_{k-1} through the chosen ops)."""
+    ops = [OPS[o] for o in combo]
+    return genotype_lib.Genotype(normal=((ops[0], 0), (ops[1], 1)), normal_concat=(2,),
+                                 reduce=((ops[2], 0), (ops[3], 1)), reduce_concat=(2,))
+
+
+def write_table(path, args, seeds, errs, secs, n_test):
+    combos, _ = architectures()
+    e = np.stack([errs[s] for s in seeds])
+    gt = compare.GroundTruth("s5_fashion_mnist", "s5", "fashion_mnist",
+                             tuple(compare.arch_key(genotype(c)) for c in combos), e, {
+                                 "protocol": {"network": "the search supernet at the one-hot alpha (the discrete cell)",
+                                              "C": args.C, "layers": args.layers, "image_size": args.image_size,
+                                              "batch_size": args.batch_size, "epochs": args.epochs,
+                                              "train_images": 10000, "train_data": "the embedded Fashion-MNIST "
+                                              "subset, both search splits (jaxdarts/datasets/fashion_mnist_subset.npz)",
+                                              "optimizer": "SGD lr 0.025 -> 0.001 cosine per epoch, momentum 0.9, "
+                                              "weight decay 3e-4, gradient clip 5 (jaxdarts.config.base)",
+                                              "augmentation": "random crop (padding) + horizontal flip"},
+                                 "test_images": int(n_test), "test_data": "the full Fashion-MNIST test set (Debian "
+                                 "dataset-fashion-mnist), resized like the training images",
+                                 "seeds": [int(s) for s in seeds], "seconds_per_seed": secs,
+                                 "date": time.strftime("%Y-%m-%d"),
+                                 "machine": f"{platform.machine()}, {os.cpu_count()} CPU cores, JAX {jax.__version__}",
+                                 "command": "python benchmarks/s5_ground_truth.py --epochs {} --seeds {} --write {}"
+                                            .format(args.epochs, " ".join(map(str, seeds)), path)})
+    with open(path, "w") as f:
+        json.dump(gt.to_json(), f, indent=1)
+        f.write("\n")
 
 
 def cell_name(combo):
@@ -110,22 +154,27 @@ def main():
     ap.add_argument("--steps", type=int, default=0, help="steps per epoch (0: every training image)")
     ap.add_argument("--test_src", default="/usr/share/datasets/fashion-mnist")
     ap.add_argument("--out_dir", default="/tmp/s5_ground_truth")
+    ap.add_argument("--write", default="", help="write the ground-truth table (jaxdarts.compare format) here")
     args = ap.parse_args()
     log = lambda *a: print(*a, flush=True)  # noqa: E731
     os.makedirs(args.out_dir, exist_ok=True)
     test = full_test_set(args.test_src, args.image_size)
-    errs = {}
+    errs, secs = {}, {}
     for seed in args.seeds:
         path = os.path.join(args.out_dir, f"seed_{seed}.json")
         if os.path.exists(path):
-            errs[seed] = np.asarray(json.load(open(path))["test_err"])
+            d = json.load(open(path))
+            errs[seed], secs[seed] = np.asarray(d["test_err"]), d["seconds"]
             continue
-        combos, err, secs, spe = train_seed(args, seed, test, log)
-        json.dump({"args": vars(args), "seed": seed, "steps_per_epoch": spe, "seconds": secs,
+        combos, err, secs_, spe = train_seed(args, seed, test, log)
+        json.dump({"args": vars(args), "seed": seed, "steps_per_epoch": spe, "seconds": secs_,
                    "cells": [cell_name(c) for c in combos], "test_err": err.tolist()}, open(path, "w"))
-        log(f"seed {seed}: {secs:.0f} s; best {err.min():.4f}, median {np.median(err):.4f}, worst {err.max():.4f}")
-        errs[seed] = err
+        log(f"seed {seed}: {secs_:.0f} s; best {err.min():.4f}, median {np.median(err):.4f}, worst {err.max():.4f}")
+        errs[seed], secs[seed] = err, secs_
     combos, _ = architectures()
+    if args.write:
+        write_table(args.write, args, args.seeds, errs, [secs[s] for s in args.seeds], len(test[1]))
+        log(f"wrote {args.write}")
     e = np.stack([errs[s] for s in args.seeds])
     mean, std = e.mean(0), e.std(0, ddof=1) if len(e) > 1 else np.zeros(e.shape[1])
     se = np.sqrt(mean * (1 - mean) / len(test[1]))

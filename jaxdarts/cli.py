@@ -6,6 +6,7 @@ import os
 import sys
 
 from jaxdarts import checkpoint as ckpt_lib
+from jaxdarts import compare as compare_lib
 from jaxdarts import config as config_lib
 from jaxdarts import data as data_lib
 from jaxdarts import io as io_lib
@@ -137,6 +138,30 @@ def main(argv=None) -> int:
         print(out["genotype_str"])
     if out.get("stop_reason"):
         print(out["stop_reason"])
+    return 0
+
+
+COMPARE_USAGE = ("usage: compare.py --config configs/compare.py[:variant] --workdir DIR [--config.FIELD=VALUE ...] "
+                 "[--max_epochs N] [--compilation_cache DIR|none]")
+
+
+def compare_main(argv=None) -> int:
+    """``bin/compare.py``: every method and the baselines against a ground truth
+    (:mod:`jaxdarts.compare`); re-running resumes."""
+    fv = _run_flags(argv, COMPARE_USAGE)
+    try:
+        compare_lib.check(fv.config)
+    except (config_lib.ConfigError, FileNotFoundError) as e:
+        _fail(str(e))
+    enable_compilation_cache(fv.compilation_cache)
+    try:
+        board = compare_lib.run(fv.config, fv.workdir, max_epochs=fv.max_epochs)
+    except (data_lib.DatasetNotPreparedError, search.NonFiniteLossError, ckpt_lib.CheckpointError) as e:
+        _fail(str(e), 1)
+    except ValueError as e:  # another comparison in the workdir
+        _fail(str(e), 2)
+    print(compare_lib.markdown(board))
+    print(f"leaderboard written to {fv.workdir}/leaderboard.json, .md and .html")
     return 0
 
 

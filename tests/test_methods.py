@@ -23,7 +23,7 @@ def _quick_config_files() -> dict:
     """method -> the shipped config file (name without .py) whose ``:quick`` variant runs it."""
     out = {}
     for f in sorted(os.listdir(os.path.join(REPO, "configs"))):
-        if f.endswith(".py") and not f.startswith(("_", "common", "retrain")):
+        if f.endswith(".py") and not f.startswith(("_", "common", "retrain", "compare")):
             cfg = config_lib.load_file(os.path.join(REPO, "configs", f), "quick")
             out.setdefault(cfg.method, f[:-3])
     return out

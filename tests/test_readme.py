@@ -49,4 +49,11 @@ def test_the_wheel_ships_every_subpackage_and_the_configs():
     found = {"jaxdarts" if f == "jaxdarts.." else f for f in found}
     assert found | {"jaxdarts.configs", "jaxdarts.datasets"} == listed, (found, listed)
     assert meta["package-dir"] == {"jaxdarts.configs": "configs"}
+    # every data file (the embedded dataset, the ground-truth tables of bin/compare.py) is package data
+    import fnmatch
+
+    globs = meta["package-data"]["jaxdarts"]
+    for f in os.listdir(os.path.join(REPO, "jaxdarts", "datasets")):
+        if not f.endswith((".py", ".pyc")) and f != "__pycache__":
+            assert any(fnmatch.fnmatch("datasets/" + f, g) for g in globs), f
     assert os.path.exists(os.path.join(REPO, "configs", "__init__.py"))

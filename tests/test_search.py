@@ -167,7 +167,7 @@ def _config_module(name):
 
 
 SEARCH_CONFIGS = sorted(f[:-3] for f in os.listdir(os.path.join(REPO, "configs"))
-                        if f.endswith(".py") and not f.startswith(("_", "common", "retrain")))
+                        if f.endswith(".py") and not f.startswith(("_", "common", "retrain", "compare")))
 COMBINATIONS = {"darts": ("quick_second_order",), "rdarts": ("es,s3,cifar100", "ada,s4,svhn,first_order", "dp,quick",
                                                            "es,quick"),
                 "balenas": ("nb201,quick",), "msdarts": ("s2,quick",)}

@@ -1,0 +1,54 @@
+"""Every method on equal terms against a ground truth (:mod:`jaxdarts.compare`).
+
+``bin/compare.py`` runs each registered method (its own defaults: the config file whose
+``:quick`` variant runs it) and two baselines (random search at the cost of one search;
+Zero-cost NAS with Synflow) for several seeds on one protocol, looks every epoch's derived
+architecture up in a ground truth of the whole space and writes ``leaderboard.json``,
+``leaderboard.md`` and ``leaderboard.html`` in the workdir. Re-running the command resumes
+(each run is an ordinary search workdir under ``runs/<method>/seed_<s>``).
+
+Protocol ``s5`` (the default): RobustDARTS's S5 (81 architectures) on the embedded
+Fashion-MNIST at 16x16, the search network of the ground truth (C=8, 5 cells; the
+ground truth ``s5_fashion_mnist`` trained each of the 81 as this network at its one-hot
+alpha, ``benchmarks/s5_ground_truth.py``), batch 64, 10 epochs x 40 steps (25,600
+weight-step images per search, a third of the ground truth's 3 x 10,000 per
+architecture), seeds 0, 1, 2.
+
+Commands and expected cost/result:
+
+* ``python bin/compare.py --config configs/compare.py:s5 --workdir /tmp/compare_s5``
+  every method and both baselines, 3 seeds: about an hour on 2 CPU cores (measured in
+  benchmarks/RESULTS.md, "Leaderboard"); the table is in README.md.
+* ``python bin/compare.py --config configs/compare.py:s5 --workdir /tmp/c --config.methods=darts,drnas``
+  a subset (``methods=()`` is every registered method); ``--config.seeds=0,1,2,3,4`` more seeds.
+* ``python bin/compare.py --config configs/compare.py:tiny --workdir /tmp/compare_tiny``
+  a smoke run (tiny network, 2 epochs of 2 steps, one seed; the tests run it): regrets
+  of a network much smaller than the ground truth's, so meaningless as a result.
+
+Variants: ``s5``, ``tiny``.
+"""
+
+import ml_collections
+
+from jaxdarts import config as config_lib
+
+VARIANTS = ("s5", "tiny")
+
+
+def get_config(arg: str = ""):
+    c = ml_collections.ConfigDict()
+    c.methods = ()  # () = every registered method (jaxdarts.methods.names())
+    c.baselines = ("random", "synflow")
+    c.seeds = (0, 1, 2)
+    c.ground_truth = "s5_fashion_mnist"  # jaxdarts.compare.GROUND_TRUTHS, or a path to a .json table
+    c.protocol = ml_collections.ConfigDict(dict(
+        dataset="fashion_mnist", space="s5", data_image_size=16, data_max_examples=0, model_C=8, model_layers=5,
+        batch_size=64, epochs=10, steps_per_epoch=20, eval_batches=4))
+    # per method, fields set on top of its own defaults and the protocol, e.g. {"darts": {"estimator": "unrolled"}}
+    c.overrides = ml_collections.ConfigDict()
+    for v in config_lib.variants(arg, VARIANTS, "configs/compare.py"):
+        if v == "tiny":
+            c.seeds = (0,)
+            c.protocol.update(dict(data_image_size=8, data_max_examples=256, model_C=4, model_layers=3, batch_size=8,
+                                   epochs=2, steps_per_epoch=2, eval_batches=1))
+    return c

@@ -1,0 +1,567 @@
+"""Every method on equal terms against a ground truth: the leaderboard of ``bin/compare.py``.
+
+A comparison (``configs/compare.py``) fixes one *protocol* (space, dataset, image size,
+network size, batch size, epochs and steps per epoch) and a list of seeds, and runs
+
+* every registered method (:func:`jaxdarts.methods.names`; ``methods=()`` in the config),
+  each with its own defaults: the shipped config file whose ``:quick`` variant runs it
+  (:func:`method_config_files`, ``get_config('')``: the reference code's settings), with
+  the protocol's fields set on top (:func:`method_config`). A method's weight-only
+  warm-up (``arch_start_epoch``) is scaled by the budget (its own epochs -> the
+  protocol's), so MS-DARTS's 5 of 50 epochs become 1 of 10. Per-epoch analyses are off
+  (``hessian_every=0``): they do not change a search. Each run is an ordinary workdir
+  (``runs/<method>/seed_<s>``) of the method's own program (:func:`jaxdarts.search.run`),
+  so the command resumes, and a method registered later joins without an edit here. A
+  method that cannot search the protocol's space (StacNAS needs a space with ``none``)
+  is listed as not applicable with its one-line reason.
+* two baselines:
+
+  - ``random``: random search with the ground truth's own protocol, as costly as one
+    search. Cost is counted in images through a network: one search epoch of the
+    first-order DARTS step passes ``2 * steps * batch`` images (weight step and
+    architecture step, forward and backward) through a supernet that computes ``|O|``
+    ops per edge (``|O|`` discrete networks' worth), and training one architecture for
+    the ground truth passes ``epochs_gt * n_train`` images through one discrete network,
+    so after search epoch ``e`` (0-based) random search has trained
+    ``K_e = max(1, floor(2 |O| (e + 1) steps batch / (epochs_gt n_train)))``
+    architectures (:func:`random_search_budget`). It draws them uniformly without
+    replacement (one permutation per seed, the first ``K_e``), keeps the one with the
+    lowest error *of one ground-truth seed* (what its own training would measure; seed
+    ``s`` uses ground-truth seed ``s mod n``) and is judged by the mean, like every
+    method. :func:`expected_random_regret` is its closed-form expectation over draws.
+  - ``synflow``: Zero-cost NAS (Abdelfattah et al., 2021) with Synflow: every
+    architecture of the space scored once on the protocol's one-hot supernet
+    (:mod:`jaxdarts.proxies`, BatchNorm removed, a fresh initialisation per
+    architecture from the seed), the best score taken; it costs seconds, so its regret is
+    the same at every epoch.
+
+After every epoch each run's derived architecture (``metrics.jsonl``: the argmax of the
+epoch) is looked up in the ground truth (:class:`GroundTruth`: mean test error of every
+architecture of the space over its seeds): *regret* = its mean test error minus the best
+mean test error of the space. Per method: the regret per epoch (mean, std over seeds),
+the final architecture (the method's output, ``genotype.json``: BaLeNAS-TF's selection
+where it selects) and the best-seen one (the lowest regret over its epochs: an oracle no
+search has, as RobustDARTS Figure 2). :func:`run` writes ``leaderboard.json``,
+``leaderboard.md`` and ``leaderboard.html`` (regret per epoch, the table, the cells).
+
+Ground truths ship in ``jaxdarts/datasets/<name>.json`` (:data:`GROUND_TRUTHS`; each
+records its protocol, seeds, date and the command that regenerates it:
+``benchmarks/s5_ground_truth.py``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import html
+import itertools
+import json
+import math
+import os
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxdarts import config as config_lib
+from jaxdarts import data as data_lib
+from jaxdarts import genotype as genotype_lib
+from jaxdarts import io as io_lib
+from jaxdarts import kernels
+from jaxdarts import methods as methods_lib
+from jaxdarts import proxies
+from jaxdarts import report as report_lib
+from jaxdarts import search
+from jaxdarts import spaces as spaces_lib
+from jaxdarts import supernet as supernet_lib
+from jaxdarts.contract import ConfigError, check_choice, check_positive
+
+DATASETS_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "datasets")
+GROUND_TRUTHS = ("s5_fashion_mnist",)
+"""Ground-truth tables shipped with the package (``jaxdarts/datasets/<name>.json``)."""
+BASELINES = ("random", "synflow")
+PROTOCOL_FIELDS = ("dataset", "space", "data.image_size", "data.max_examples", "model.C", "model.layers",
+                   "batch_size", "epochs", "steps_per_epoch", "eval_batches")
+"""Config fields every method's run takes from the comparison's protocol (equal terms)."""
+
+
+# ------------------------------------------------------------------ ground truth
+def arch_key(genotype) -> str:
+    """The architecture as a string, the same for every listing order of a node's inputs:
+    ``'normal: op@input ... | reduce: op@input ...'`` (:meth:`Genotype.canonical`)."""
+    g = genotype_lib.Genotype.from_json(genotype) if isinstance(genotype, (str, dict)) else genotype
+    g = g.canonical()
+    cell = lambda t: " ".join(f"{op}@{i}" for op, i in g.all_genes(t))  # noqa: E731
+    return f"normal: {cell('normal')} | reduce: {cell('reduce')}"
+
+
+@dataclasses.dataclass(frozen=True)
+class GroundTruth:
+    """Test error of every architecture of a space, per ground-truth seed.
+
+    ``keys[i]`` (:func:`arch_key`) has errors ``errors[:, i]`` (one row per seed);
+    ``info`` holds the rest of the file (protocol, date, command, test images)."""
+
+    name: str
+    space: str
+    dataset: str
+    keys: tuple
+    errors: np.ndarray
+    info: dict
+
+    @property
+    def mean(self) -> np.ndarray:
+        return self.errors.mean(0)
+
+    @property
+    def std(self) -> np.ndarray:
+        return self.errors.std(0, ddof=1) if len(self.errors) > 1 else np.zeros(self.errors.shape[1])
+
+    @property
+    def best(self) -> float:
+        return float(self.mean.min())
+
+    def index(self, genotype) -> int:
+        """Position of ``genotype`` in the table; KeyError naming it when absent."""
+        if "_index" not in self.__dict__:
+            self.__dict__["_index"] = {k: i for i, k in enumerate(self.keys)}
+        key = arch_key(genotype)
+        try:
+            return self.__dict__["_index"][key]
+        except KeyError:
+            raise KeyError(f"architecture {key!r} is not in ground truth {self.name!r}") from None
+
+    def regret(self, genotype) -> float:
+        return float(self.mean[self.index(genotype)] - self.best)
+
+    @property
+    def regrets(self) -> np.ndarray:
+        return self.mean - self.best
+
+    def to_json(self) -> dict:
+        return dict(self.info, name=self.name, space=self.space, dataset=self.dataset,
+                    architectures=[{"key": k, "test_err": [float(e) for e in self.errors[:, i]],
+                                    "test_err_mean": float(self.mean[i]), "test_err_std": float(self.std[i])}
+                                   for i, k in enumerate(self.keys)])
+
+
+def ground_truth_path(name: str) -> str:
+    """The file of a shipped ground truth (``name`` in :data:`GROUND_TRUTHS`) or ``name``
+    itself when it is a path to a ``.json`` file."""
+    if name.endswith(".json"):
+        if not os.path.exists(name):
+            raise FileNotFoundError(f"ground truth file {name!r} not found")
+        return name
+    if name not in GROUND_TRUTHS:
+        raise ConfigError(f"config.ground_truth={name!r} is not accepted; accepted: {', '.join(GROUND_TRUTHS)}, "
+                          "or a path to a .json table")
+    return os.path.join(DATASETS_DIR, name + ".json")
+
+
+def load_ground_truth(name: str) -> GroundTruth:
+    """A ground-truth table (:func:`ground_truth_path`)."""
+    d = io_lib.read_json(ground_truth_path(name))
+    archs = d.pop("architectures")
+    errors = np.asarray([a["test_err"] for a in archs], np.float64).T
+    gt = GroundTruth(d.pop("name", os.path.basename(name)), d.pop("space"), d.pop("dataset"),
+                     tuple(a["key"] for a in archs), errors, d)
+    if len(set(gt.keys)) != len(gt.keys):
+        raise ValueError(f"ground truth {gt.name!r} lists an architecture twice")
+    return gt
+
+
+def space_architectures(space) -> list[genotype_lib.Genotype]:
+    """Every architecture of a space whose derivation keeps all edges (RobustDARTS's S5: the
+    op of each fixed edge), as genotypes, in ``itertools.product`` order of the edges'
+    op indices (normal edges, then reduce edges)."""
+    space = spaces_lib.get(space)
+    per_edge = [(t, e, space.ops[t][e]) for t in space.cell_types for e in range(len(space.ops[t]))]
+    out = []
+    for choice in itertools.product(*(range(len(ops)) for _, _, ops in per_edge)):
+        alpha = {t: np.zeros(np.shape(space.mask(t)), np.float32) for t in space.cell_types}
+        for (t, e, _), c in zip(per_edge, choice):
+            alpha[t][e, c] = 1.0
+        out.append(genotype_lib.derive(space, alpha, normalized=True))
+    return out
+
+
+# ------------------------------------------------------------------ budgets and baselines
+def random_search_budget(space, steps_per_epoch: int, batch_size: int, epoch: int, gt_epochs: float,
+                         gt_train_images: int) -> int:
+    """Architectures random search trains (ground-truth protocol) for the cost of search
+    epochs ``0..epoch`` of first-order DARTS (see the module docstring)."""
+    space = spaces_lib.get(space)
+    ops = max(len(o) for t in space.cell_types for o in space.ops[t])
+    search_images = 2 * ops * (epoch + 1) * steps_per_epoch * batch_size
+    return max(1, int(search_images // (gt_epochs * gt_train_images)))
+
+
+def random_search_choice(select_err: np.ndarray, k: int, seed: int) -> int:
+    """Index chosen by random search: the lowest ``select_err`` among the first ``k`` of a
+    uniform permutation drawn from ``seed`` (ties: the earlier draw)."""
+    order = np.random.default_rng(seed).permutation(len(select_err))[:k]
+    return int(order[np.argmin(select_err[order])])
+
+
+def expected_random_regret(select_err: np.ndarray, regrets: np.ndarray, k: int) -> float:
+    """Closed-form expected regret of :func:`random_search_choice` over its draws: with the
+    architectures sorted by ``select_err`` (ties broken at random), the one ranked ``i``
+    (1-based) of ``n`` is chosen with probability ``C(n - i, k - 1) / C(n, k)``."""
+    n = len(select_err)
+    k = min(k, n)
+    err, reg = np.asarray(select_err, np.float64), np.asarray(regrets, np.float64)
+    total = 0.0
+    for v in np.unique(err):  # tied selection scores share their rank block's probability evenly
+        lo = int(np.sum(err < v))
+        hi = lo + int(np.sum(err == v))
+        p = sum(math.comb(n - i, k - 1) for i in range(lo + 1, hi + 1)) / math.comb(n, k)
+        total += p * float(reg[err == v].mean())
+    return total
+
+
+# ------------------------------------------------------------------ the methods' configs
+def method_config_files() -> dict:
+    """method -> the shipped config file (``configs/<file>.py``) whose ``:quick`` variant
+    runs it (a file named after the method first)."""
+    out = {}
+    files = sorted(f for f in os.listdir(config_lib.SHIPPED_CONFIGS)
+                   if f.endswith(".py") and not f.startswith(("_", "common", "retrain", "compare")))
+    for f in files:
+        try:
+            cfg = config_lib.load_file(os.path.join(config_lib.SHIPPED_CONFIGS, f), "quick")
+        except ValueError:  # a file without a quick variant is not a method's search config
+            continue
+        if "method" in cfg and (cfg.method not in out or f[:-3] == cfg.method):
+            out[cfg.method] = f[:-3]
+    return out
+
+
+def _set(cfg, field, value):
+    node = cfg
+    *path, last = field.split(".")
+    for p in path:
+        node = node[p]
+    node[last] = value
+
+
+def method_config(method: str, protocol, seed: int, overrides=None):
+    """``method``'s own defaults (its config file, :func:`method_config_files`, or
+    :func:`jaxdarts.config.base`) with the protocol's fields, the seed, the warm-up scaled
+    to the budget, analyses off and ``overrides`` (``{field: value}``) on top. Validated:
+    :class:`ConfigError` when the method cannot search the protocol."""
+    files = method_config_files()
+    cfg = (config_lib.load_file(os.path.join(config_lib.SHIPPED_CONFIGS, files[method] + ".py"), "")
+           if method in files else config_lib.base(method))
+    own_epochs = cfg.epochs
+    for f in PROTOCOL_FIELDS:
+        _set(cfg, f, protocol[f.replace(".", "_")])
+    cfg.seed, cfg.num_seeds = int(seed), 1
+    cfg.arch_start_epoch = int(round(cfg.arch_start_epoch * cfg.epochs / own_epochs))
+    cfg.hessian_every, cfg.diagnose = 0, False
+    cfg.tensorboard, cfg.progress = False, "log"
+    for f, v in (overrides or {}).items():
+        _set(cfg, f, v)
+    config_lib.validate(cfg)
+    return cfg
+
+
+# ------------------------------------------------------------------ the comparison
+def check(cfg) -> None:
+    """One-line :class:`ConfigError` for a bad comparison config."""
+    for m in cfg.methods:
+        check_choice("methods", m, methods_lib.names())
+    for b in cfg.baselines:
+        check_choice("baselines", b, BASELINES)
+    if not cfg.seeds or len(set(cfg.seeds)) != len(cfg.seeds):
+        raise ConfigError(f"config.seeds={tuple(cfg.seeds)!r} must be distinct integers, at least one")
+    for f in ("epochs", "steps_per_epoch", "batch_size", "model_C", "model_layers", "data_image_size"):
+        check_positive(f"protocol.{f}", cfg.protocol[f], integer=True)
+    check_choice("protocol.space", cfg.protocol.space, spaces_lib.NAMES)
+    ground_truth_path(cfg.ground_truth)
+
+
+def _protocol_dict(cfg) -> dict:
+    return {k: (list(v) if isinstance(v, tuple) else v) for k, v in cfg.protocol.to_dict().items()}
+
+
+def _method_names(cfg) -> list[str]:
+    return list(cfg.methods) or list(methods_lib.names())
+
+
+def _run_dir(workdir, method, seed):
+    return os.path.join(workdir, "runs", method, f"seed_{seed}")
+
+
+def _load_run(rundir):
+    metrics = io_lib.read_jsonl(os.path.join(rundir, "metrics.jsonl"))
+    final = io_lib.read_json(os.path.join(rundir, "genotype.json"))
+    if not metrics and os.path.isdir(os.path.join(rundir, "stage2")):  # a staged program: its last stage
+        metrics = io_lib.read_jsonl(os.path.join(rundir, "stage2", "metrics.jsonl"))
+    return metrics, final
+
+
+def _lookup(gt, g):
+    try:
+        i = gt.index(g)
+    except (KeyError, ValueError, TypeError):
+        return None, float("nan")
+    return i, float(gt.regrets[i])
+
+
+def run_entry(gt, cfg, workdir, method, seed, *, log=print, max_epochs=None, overrides=None) -> dict:
+    """One method's search at one seed (resumed where its workdir has one), looked up."""
+    rundir = _run_dir(workdir, method, seed)
+    try:
+        mcfg = method_config(method, cfg.protocol, seed, overrides)
+    except (ConfigError, ValueError) as e:
+        return {"status": "n/a", "reason": str(e).splitlines()[0]}
+    done = io_lib.read_json(os.path.join(rundir, "genotype.json"))
+    secs = io_lib.read_json(os.path.join(rundir, "compare_time.json"), {}).get("seconds", 0.0)
+    if not (done and done.get("finished", True)):
+        t0 = time.time()
+        search.run(mcfg, rundir, log=lambda *a: log(f"[{method} seed {seed}]", *a), max_epochs=max_epochs)
+        secs += time.time() - t0
+        io_lib.write_json(os.path.join(rundir, "compare_time.json"), {"seconds": secs})
+    metrics, done = _load_run(rundir)
+    final = (done or {}).get("genotype")
+    per_epoch = [_lookup(gt, m["genotype"])[1] for m in metrics if "genotype" in m]
+    out = {"status": "ok" if done and done.get("finished", True) else "incomplete", "workdir": rundir,
+           "regret_per_epoch": per_epoch, "seconds": secs}
+    if per_epoch:
+        b = int(np.nanargmin(per_epoch)) if np.isfinite(per_epoch).any() else 0
+        out["best_seen"] = {"epoch": b, "regret": per_epoch[b], "genotype": metrics[b]["genotype"]}
+    if final and out["status"] == "ok":
+        i, r = _lookup(gt, final)
+        out["final"] = {"regret": r, "test_err": float(gt.mean[i]) if i is not None else float("nan"),
+                        "genotype": {k: final[k] for k in ("normal", "normal_concat", "reduce", "reduce_concat")},
+                        "key": arch_key(final)}
+    return out
+
+
+def random_entry(gt, cfg, seed) -> dict:
+    p = cfg.protocol
+    n_gt = len(gt.errors)
+    select = gt.errors[seed % n_gt]
+    gt_epochs, gt_n = gt.info["protocol"]["epochs"], gt.info["protocol"]["train_images"]
+    ks = [random_search_budget(p.space, p.steps_per_epoch, p.batch_size, e, gt_epochs, gt_n) for e in range(p.epochs)]
+    picks = [random_search_choice(select, k, seed) for k in ks]
+    per_epoch = [float(gt.regrets[i]) for i in picks]
+    b = int(np.argmin(per_epoch))
+    return {"status": "ok", "regret_per_epoch": per_epoch, "architectures_trained": ks,
+            "expected_regret_per_epoch": [expected_random_regret(select, gt.regrets, k) for k in ks],
+            "final": {"regret": per_epoch[-1], "test_err": float(gt.mean[picks[-1]]), "key": gt.keys[picks[-1]]},
+            "best_seen": {"epoch": b, "regret": per_epoch[b]}, "seconds": 0.0}
+
+
+def synflow_scores(cfg, seed, log=print) -> tuple[list, np.ndarray]:
+    """Synflow of every architecture of the protocol's space on its one-hot search supernet
+    (BatchNorm removed, a fresh initialisation per architecture): ``(genotypes, scores)``."""
+    p = cfg.protocol
+    space = spaces_lib.get(p.space)
+    info = data_lib.info(p.dataset)
+    model = supernet_lib.Supernet(space, info.num_classes, C=p.model_C, layers=p.model_layers,
+                                  lowering=kernels.resolve_lowering("auto"), track_running_stats=False)
+    archs = space_architectures(space)
+    alphas = [genotype_lib.to_alpha(space, g) for g in archs]
+    stacked = {t: jnp.stack([a[t] for a in alphas]) for t in space.cell_types}
+    keys = jax.random.split(jax.random.fold_in(jax.random.key(seed), 28), len(archs))
+    scorer = proxies.make_scorer("synflow", model, batch_size=1, synflow_bn="none")
+    t0 = time.time()
+    scores = scorer(stacked, keys, (1, p.data_image_size, p.data_image_size, len(info.mean)))
+    log(f"[synflow seed {seed}] scored {len(archs)} architectures in {time.time() - t0:.1f} s")
+    return archs, np.asarray(scores, np.float64)
+
+
+def synflow_entry(gt, cfg, workdir, seed, log=print) -> dict:
+    path = os.path.join(workdir, "baselines", f"synflow_seed_{seed}.json")
+    cached = io_lib.read_json(path)
+    if cached is None:
+        t0 = time.time()
+        archs, scores = synflow_scores(cfg, seed, log)
+        cached = {"keys": [arch_key(g) for g in archs], "genotypes": [g.to_dict() for g in archs],
+                  "scores": [float(s) for s in scores], "seconds": time.time() - t0}
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        io_lib.write_json(path, cached)
+    log_s = np.where(np.asarray(cached["scores"]) > 0, np.log(np.maximum(cached["scores"], 1e-300)), -np.inf)
+    best = int(np.argmax(log_s))
+    i, r = _lookup(gt, cached["genotypes"][best])
+    return {"status": "ok", "regret_per_epoch": [r] * cfg.protocol.epochs, "seconds": cached["seconds"],
+            "final": {"regret": r, "test_err": float(gt.mean[i]) if i is not None else float("nan"),
+                      "key": cached["keys"][best]},
+            "best_seen": {"epoch": 0, "regret": r}}
+
+
+def summarise(entry_runs: dict) -> dict:
+    """Mean, std (ddof 1) and standard error over seeds of the final and best-seen regret,
+    and the regret per epoch."""
+    ok = [r for r in entry_runs.values() if r.get("status") in ("ok", "incomplete") and "final" in r]
+    if not ok:
+        return {}
+
+    def stats(vals):
+        v = np.asarray(vals, np.float64)
+        sd = float(v.std(ddof=1)) if len(v) > 1 else 0.0
+        return {"mean": float(v.mean()), "std": sd, "se": sd / math.sqrt(len(v)), "n": len(v)}
+
+    out = {"final_regret": stats([r["final"]["regret"] for r in ok]),
+           "final_test_err": stats([r["final"]["test_err"] for r in ok]),
+           "best_seen_regret": stats([r["best_seen"]["regret"] for r in ok if "best_seen" in r]),
+           "seconds": stats([r.get("seconds", 0.0) for r in ok])}
+    n = min(len(r["regret_per_epoch"]) for r in ok)
+    if n:
+        per = np.asarray([r["regret_per_epoch"][:n] for r in ok], np.float64)
+        out["regret_per_epoch_mean"] = per.mean(0).tolist()
+        out["regret_per_epoch_std"] = (per.std(0, ddof=1) if len(ok) > 1 else np.zeros(n)).tolist()
+    return out
+
+
+def leaderboard(gt, cfg, entries: dict) -> dict:
+    rows = []
+    for name, e in entries.items():
+        s = e.get("summary") or {}
+        rows.append((s.get("final_regret", {}).get("mean", float("inf")), name))
+    ranking = [n for _, n in sorted(rows, key=lambda t: (not np.isfinite(t[0]), t[0], t[1]))]
+    return {"protocol": _protocol_dict(cfg), "seeds": list(cfg.seeds),
+            "ground_truth": {"name": gt.name, "space": gt.space, "dataset": gt.dataset, "best_test_err": gt.best,
+                             "architectures": len(gt.keys), "seeds": gt.info.get("seeds"),
+                             "protocol": gt.info.get("protocol"), "mean_regret_of_the_space":
+                                 float(gt.regrets.mean())},
+            "ranking": ranking, "entries": entries,
+            "written": time.strftime("%Y-%m-%d %H:%M:%S")}
+
+
+def markdown(board: dict) -> str:
+    """The leaderboard as a Markdown table (best final regret first)."""
+    p, g = board["protocol"], board["ground_truth"]
+    lines = [f"Space `{p['space']}` on `{p['dataset']}` ({p['data_image_size']}px, C={p['model_C']}, "
+             f"{p['model_layers']} cells), {p['epochs']} epochs x {p['steps_per_epoch']} steps of batch "
+             f"{p['batch_size']}; seeds {', '.join(map(str, board['seeds']))}. Ground truth `{g['name']}`: "
+             f"{g['architectures']} architectures, best mean test error {g['best_test_err']:.4f}, a random "
+             f"architecture's mean regret {g['mean_regret_of_the_space']:.4f}.", "",
+             "| rank | method | final regret (mean ± SE) | std | best-seen regret | final test error | seeds | "
+             "time per run |", "|---|---|---|---|---|---|---|---|"]
+    for r, name in enumerate(board["ranking"]):
+        e = board["entries"][name]
+        s = e.get("summary") or {}
+        if not s:
+            runs = list(e["runs"].values())
+            na = next((x["reason"] for x in runs if x.get("status") == "n/a"), None)
+            text = f"n/a: {na}" if na else "incomplete: re-run the command to continue"
+            lines.append(f"| - | {name} | {text} | | | | | |")
+            continue
+        fr, bs, te, sec = s["final_regret"], s["best_seen_regret"], s["final_test_err"], s["seconds"]
+        lines.append(f"| {r + 1} | {name} | {fr['mean']:.4f} ± {fr['se']:.4f} | {fr['std']:.4f} | "
+                     f"{bs.get('mean', float('nan')):.4f} | {te['mean']:.4f} | {fr['n']} | {sec['mean']:.0f} s |")
+    return "\n".join(lines) + "\n"
+
+
+def regret_figure(board: dict) -> str | None:
+    """Regret per epoch per method (mean over seeds, band: min..max over seeds) as base64 PNG."""
+    plt = report_lib._need_matplotlib()
+    fig, ax = plt.subplots(figsize=(7.5, 4.2))
+    drawn = False
+    for name in board["ranking"]:
+        e = board["entries"][name]
+        runs = [r["regret_per_epoch"] for r in e["runs"].values() if r.get("regret_per_epoch")]
+        if not runs:
+            continue
+        n = min(len(r) for r in runs)
+        per = np.asarray([r[:n] for r in runs], np.float64)
+        x = np.arange(1, n + 1)
+        style = "--" if e["kind"] == "baseline" else "-"
+        (line,) = ax.plot(x, np.nanmean(per, 0), style, marker="o", ms=3, label=name)
+        ax.fill_between(x, np.nanmin(per, 0), np.nanmax(per, 0), color=line.get_color(), alpha=0.12)
+        drawn = True
+    if not drawn:
+        plt.close(fig)
+        return None
+    ax.set_xlabel("search epoch")
+    ax.set_ylabel("test regret of the derived cell")
+    ax.set_title("Regret per epoch (mean over seeds; band: min..max)", fontsize=10)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, ncol=2)
+    return report_lib._png(fig)
+
+
+def render_html(board: dict) -> str:
+    md = markdown(board).splitlines()
+    head, table = md[0], [l for l in md if l.startswith("|")]
+    cells = lambda l: [html.escape(c.strip()) for c in l.strip("|").split("|")]  # noqa: E731
+    rows = "".join("<tr>" + "".join(f"<{'th' if i == 0 else 'td'}>{c}</{'th' if i == 0 else 'td'}>"
+                                    for c in cells(l)) + "</tr>" for i, l in enumerate(table) if i != 1)
+    fig = regret_figure(board)
+    finals = []
+    for name in board["ranking"]:
+        for seed, r in board["entries"][name]["runs"].items():
+            if "final" in r:
+                finals.append(f"<tr><td>{html.escape(name)}</td><td>{seed}</td><td>{r['final']['regret']:.4f}</td>"
+                              f"<td><code>{html.escape(r['final']['key'])}</code></td></tr>")
+    return "\n".join([
+        "<!doctype html><html><head><meta charset='utf-8'><title>jaxdarts leaderboard</title>",
+        "<style>body{font-family:sans-serif;margin:1em;max-width:70em} table{border-collapse:collapse;margin:1em 0} "
+        "td,th{padding:4px 8px;border-top:1px solid #ddd;text-align:left}</style></head><body>",
+        "<h1>jaxdarts leaderboard</h1>", f"<p>{html.escape(head)}</p>", f"<table>{rows}</table>",
+        f"<img src='data:image/png;base64,{fig}'/>" if fig else "<p><i>no epochs yet</i></p>",
+        "<h2>Final architectures</h2><table><tr><th>method</th><th>seed</th><th>regret</th><th>cell</th></tr>",
+        "".join(finals), "</table></body></html>"])
+
+
+def write_outputs(board: dict, workdir: str) -> None:
+    io_lib.write_json(os.path.join(workdir, "leaderboard.json"), board, indent=1)
+    for name, text in (("leaderboard.md", markdown(board)), ("leaderboard.html", render_html(board))):
+        tmp = os.path.join(workdir, name + ".tmp")
+        with open(tmp, "w") as f:
+            f.write(text)
+        os.replace(tmp, os.path.join(workdir, name))
+
+
+def _check_resume(cfg, workdir):
+    path = os.path.join(workdir, "config.json")
+    # the ground truth only changes lookups (the leaderboard is recomputed from the runs every time)
+    now = {"protocol": _protocol_dict(cfg), "overrides": json.loads(json.dumps(cfg.overrides.to_dict()))}
+    old = io_lib.read_json(path)
+    if old is not None:
+        diff = [k for k in now if old.get(k) != now[k]]
+        if diff:
+            raise ValueError(f"workdir {workdir!r} holds a comparison with another {', '.join(diff)} "
+                             f"(run: {json.dumps({k: old.get(k) for k in diff})}); use another --workdir")
+    io_lib.write_json(path, dict(now, methods=_method_names(cfg), seeds=list(cfg.seeds),
+                                 baselines=list(cfg.baselines), ground_truth=cfg.ground_truth), indent=1)
+
+
+def run(cfg, workdir: str, *, log=print, max_epochs: int | None = None) -> dict:
+    """Runs (or resumes) the comparison ``cfg`` in ``workdir`` and writes the leaderboard
+    files after every run; returns the leaderboard."""
+    check(cfg)
+    gt = load_ground_truth(cfg.ground_truth)
+    if gt.space != cfg.protocol.space or gt.dataset != cfg.protocol.dataset:
+        raise ConfigError(f"config.ground_truth={cfg.ground_truth!r} is for space {gt.space!r} on {gt.dataset!r}, "
+                          f"not config.protocol.space={cfg.protocol.space!r} on {cfg.protocol.dataset!r}")
+    os.makedirs(workdir, exist_ok=True)
+    _check_resume(cfg, workdir)
+    overrides = cfg.overrides.to_dict()
+    entries = {}
+
+    def publish():
+        board = leaderboard(gt, cfg, entries)
+        write_outputs(board, workdir)
+        return board
+
+    for b in cfg.baselines:
+        runs = {}
+        for s in cfg.seeds:
+            runs[str(s)] = random_entry(gt, cfg, s) if b == "random" else synflow_entry(gt, cfg, workdir, s, log)
+        entries[b] = {"kind": "baseline", "runs": runs, "summary": summarise(runs)}
+    for m in _method_names(cfg):
+        runs = {}
+        entries[m] = {"kind": "method", "config_file": method_config_files().get(m), "runs": runs}
+        for s in cfg.seeds:
+            runs[str(s)] = run_entry(gt, cfg, workdir, m, s, log=log, max_epochs=max_epochs,
+                                     overrides=overrides.get(m))
+            entries[m]["summary"] = summarise(runs)
+            publish()
+            if runs[str(s)]["status"] == "n/a":
+                for rest in cfg.seeds[cfg.seeds.index(s) + 1:]:
+                    runs[str(rest)] = dict(runs[str(s)])
+                break
+    return publish()
