@@ -32,7 +32,7 @@ import ml_collections
 
 from jaxdarts import config as config_lib
 
-VARIANTS = ("s5", "tiny")
+VARIANTS = ("s5", "nb201", "tiny")
 
 
 def get_config(arg: str = ""):
@@ -41,13 +41,19 @@ def get_config(arg: str = ""):
     c.baselines = ("random", "synflow")
     c.seeds = (0, 1, 2)
     c.ground_truth = "s5_fashion_mnist"  # jaxdarts.compare.GROUND_TRUTHS, or a path to a .json table
+    c.synflow_candidates = 0  # Zero-cost NAS scores every architecture of the space (N > 0: N drawn per seed)
     c.protocol = ml_collections.ConfigDict(dict(
         dataset="fashion_mnist", space="s5", data_image_size=16, data_max_examples=0, model_C=8, model_layers=5,
         batch_size=64, epochs=10, steps_per_epoch=20, eval_batches=4))
     # per method, fields set on top of its own defaults and the protocol, e.g. {"darts": {"estimator": "unrolled"}}
     c.overrides = ml_collections.ConfigDict()
     for v in config_lib.variants(arg, VARIANTS, "configs/compare.py"):
-        if v == "tiny":
+        if v == "nb201":  # NAS-Bench-201 on CIFAR-10 against the optional accuracy table (jaxdarts.nb201)
+            c.ground_truth = "nb201"
+            c.synflow_candidates = 1000
+            c.protocol.update(dict(dataset="cifar10", space="nb201", data_image_size=32, model_C=16, model_layers=5,
+                                   batch_size=64, epochs=50, steps_per_epoch=0, eval_batches=10))
+        elif v == "tiny":
             c.seeds = (0,)
             c.protocol.update(dict(data_image_size=8, data_max_examples=256, model_C=4, model_layers=3, batch_size=8,
                                    epochs=2, steps_per_epoch=2, eval_batches=1))

@@ -69,6 +69,7 @@ from jaxdarts import genotype as genotype_lib
 from jaxdarts import io as io_lib
 from jaxdarts import kernels
 from jaxdarts import methods as methods_lib
+from jaxdarts import nb201
 from jaxdarts import proxies
 from jaxdarts import report as report_lib
 from jaxdarts import search
@@ -77,8 +78,10 @@ from jaxdarts import supernet as supernet_lib
 from jaxdarts.contract import ConfigError, check_choice, check_positive
 
 DATASETS_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "datasets")
-GROUND_TRUTHS = ("s5_fashion_mnist",)
-"""Ground-truth tables shipped with the package (``jaxdarts/datasets/<name>.json``)."""
+GROUND_TRUTHS = ("s5_fashion_mnist", "nb201")
+"""Ground truths by name: ``jaxdarts/datasets/<name>.json`` shipped with the package, and
+``nb201``: the optional NAS-Bench-201 accuracy table (:mod:`jaxdarts.nb201`, CIFAR-10 test
+accuracy of all 15,625 cells; ``pip install analog-nasbench``)."""
 BASELINES = ("random", "synflow")
 PROTOCOL_FIELDS = ("dataset", "space", "data.image_size", "data.max_examples", "model.C", "model.layers",
                    "batch_size", "epochs", "steps_per_epoch", "eval_batches")
@@ -108,6 +111,13 @@ class GroundTruth:
     keys: tuple
     errors: np.ndarray
     info: dict
+    key_format: str = "genotype"  # genotype: arch_key; nb201: NASLib op indices "i,i,i,i,i,i"
+
+    def key(self, genotype) -> str:
+        if self.key_format == "nb201":
+            g = genotype_lib.Genotype.from_json(genotype) if isinstance(genotype, dict) else genotype
+            return ",".join(map(str, nb201.naslib_op_indices(g)))
+        return arch_key(genotype)
 
     @property
     def mean(self) -> np.ndarray:
@@ -125,7 +135,7 @@ class GroundTruth:
         """Position of ``genotype`` in the table; KeyError naming it when absent."""
         if "_index" not in self.__dict__:
             self.__dict__["_index"] = {k: i for i, k in enumerate(self.keys)}
-        key = arch_key(genotype)
+        key = self.key(genotype)
         try:
             return self.__dict__["_index"][key]
         except KeyError:
@@ -145,9 +155,22 @@ class GroundTruth:
                                    for i, k in enumerate(self.keys)])
 
 
+def nb201_ground_truth() -> GroundTruth:
+    """The NAS-Bench-201 table (:func:`jaxdarts.nb201.table`) as a ground truth: test error
+    ``1 - accuracy / 100`` of one training per cell; TableNotInstalledError without it."""
+    table = nb201.table()
+    keys = tuple(",".join(map(str, k)) for k in table)
+    errors = np.asarray([[1.0 - a / 100.0 for a in table.values()]], np.float64)
+    info = {"protocol": {"epochs": 200, "train_images": 50000, "network": "NAS-Bench-201 (C16, N5) as trained by "
+                         "AnalogNAS-Bench's authors (full precision)"},
+            "source": "analog-nasbench 0.1.3 baseline_accuracy (jaxdarts.nb201)", "seeds": [None]}
+    return GroundTruth("nb201", "nb201", "cifar10", keys, errors, info, key_format="nb201")
+
+
 def ground_truth_path(name: str) -> str:
-    """The file of a shipped ground truth (``name`` in :data:`GROUND_TRUTHS`) or ``name``
-    itself when it is a path to a ``.json`` file."""
+    """The file of a shipped ground truth (``name`` in :data:`GROUND_TRUTHS`; None for
+    ``nb201``, which is read from its package) or ``name`` itself when it is a path to a
+    ``.json`` file."""
     if name.endswith(".json"):
         if not os.path.exists(name):
             raise FileNotFoundError(f"ground truth file {name!r} not found")
@@ -155,11 +178,13 @@ def ground_truth_path(name: str) -> str:
     if name not in GROUND_TRUTHS:
         raise ConfigError(f"config.ground_truth={name!r} is not accepted; accepted: {', '.join(GROUND_TRUTHS)}, "
                           "or a path to a .json table")
-    return os.path.join(DATASETS_DIR, name + ".json")
+    return None if name == "nb201" else os.path.join(DATASETS_DIR, name + ".json")
 
 
 def load_ground_truth(name: str) -> GroundTruth:
-    """A ground-truth table (:func:`ground_truth_path`)."""
+    """A ground-truth table (:func:`ground_truth_path`, or ``'nb201'``)."""
+    if name == "nb201":
+        return nb201_ground_truth()
     d = io_lib.read_json(ground_truth_path(name))
     archs = d.pop("architectures")
     errors = np.asarray([a["test_err"] for a in archs], np.float64).T
@@ -277,6 +302,7 @@ def check(cfg) -> None:
     for f in ("epochs", "steps_per_epoch", "batch_size", "model_C", "model_layers", "data_image_size"):
         check_positive(f"protocol.{f}", cfg.protocol[f], integer=True)
     check_choice("protocol.space", cfg.protocol.space, spaces_lib.NAMES)
+    check_positive("synflow_candidates", cfg.synflow_candidates, integer=True, allow_zero=True)
     ground_truth_path(cfg.ground_truth)
 
 
@@ -354,14 +380,18 @@ def random_entry(gt, cfg, seed) -> dict:
 
 
 def synflow_scores(cfg, seed, log=print) -> tuple[list, np.ndarray]:
-    """Synflow of every architecture of the protocol's space on its one-hot search supernet
-    (BatchNorm removed, a fresh initialisation per architecture): ``(genotypes, scores)``."""
+    """Synflow of every architecture of the protocol's space (``cfg.synflow_candidates > 0``:
+    that many drawn uniformly from the seed) on its one-hot search supernet (BatchNorm
+    removed, a fresh initialisation per architecture): ``(genotypes, scores)``."""
     p = cfg.protocol
     space = spaces_lib.get(p.space)
     info = data_lib.info(p.dataset)
     model = supernet_lib.Supernet(space, info.num_classes, C=p.model_C, layers=p.model_layers,
                                   lowering=kernels.resolve_lowering("auto"), track_running_stats=False)
     archs = space_architectures(space)
+    if cfg.synflow_candidates and cfg.synflow_candidates < len(archs):  # Zero-cost NAS on a sample of the space
+        pick = np.sort(np.random.default_rng(seed).choice(len(archs), cfg.synflow_candidates, replace=False))
+        archs = [archs[i] for i in pick]
     alphas = [genotype_lib.to_alpha(space, g) for g in archs]
     stacked = {t: jnp.stack([a[t] for a in alphas]) for t in space.cell_types}
     keys = jax.random.split(jax.random.fold_in(jax.random.key(seed), 28), len(archs))
@@ -427,6 +457,8 @@ def leaderboard(gt, cfg, entries: dict) -> dict:
                              "protocol": gt.info.get("protocol"), "mean_regret_of_the_space":
                                  float(gt.regrets.mean())},
             "ranking": ranking, "entries": entries,
+            "warnings": ([f"the ground truth was measured on {gt.dataset}, the searches ran on {cfg.protocol.dataset}"]
+                         if gt.dataset != cfg.protocol.dataset else []),
             "written": time.strftime("%Y-%m-%d %H:%M:%S")}
 
 
@@ -437,7 +469,8 @@ def markdown(board: dict) -> str:
              f"{p['model_layers']} cells), {p['epochs']} epochs x {p['steps_per_epoch']} steps of batch "
              f"{p['batch_size']}; seeds {', '.join(map(str, board['seeds']))}. Ground truth `{g['name']}`: "
              f"{g['architectures']} architectures, best mean test error {g['best_test_err']:.4f}, a random "
-             f"architecture's mean regret {g['mean_regret_of_the_space']:.4f}.", "",
+             f"architecture's mean regret {g['mean_regret_of_the_space']:.4f}."
+             + "".join(f" Warning: {w}." for w in board.get("warnings", ())), "",
              "| rank | method | final regret (mean ± SE) | std | best-seen regret | final test error | seeds | "
              "time per run |", "|---|---|---|---|---|---|---|---|"]
     for r, name in enumerate(board["ranking"]):
@@ -534,9 +567,9 @@ def run(cfg, workdir: str, *, log=print, max_epochs: int | None = None) -> dict:
     files after every run; returns the leaderboard."""
     check(cfg)
     gt = load_ground_truth(cfg.ground_truth)
-    if gt.space != cfg.protocol.space or gt.dataset != cfg.protocol.dataset:
-        raise ConfigError(f"config.ground_truth={cfg.ground_truth!r} is for space {gt.space!r} on {gt.dataset!r}, "
-                          f"not config.protocol.space={cfg.protocol.space!r} on {cfg.protocol.dataset!r}")
+    if gt.space != cfg.protocol.space:
+        raise ConfigError(f"config.ground_truth={cfg.ground_truth!r} is for space {gt.space!r}, not "
+                          f"config.protocol.space={cfg.protocol.space!r}")
     os.makedirs(workdir, exist_ok=True)
     _check_resume(cfg, workdir)
     overrides = cfg.overrides.to_dict()

@@ -175,3 +175,29 @@ def test_bad_comparison_configs_are_one_line_errors_and_write_nothing(tmp_path):
     cfg.protocol.epochs = 3
     with pytest.raises(ValueError, match="holds a comparison with another protocol"):
         compare.run(cfg, str(tmp_path / "w2"), log=lambda *_: None)
+
+
+def test_nas_bench_201_path_against_the_accuracy_table(tmp_path, fast_compile):
+    """NAS-Bench-201 with the optional table (analog-nasbench, in the dev extra): the search
+    runs on the embedded data here (CIFAR-10 in ``configs/compare.py:nb201``), so the
+    leaderboard says that the table was measured on another dataset."""
+    from jaxdarts import nb201
+
+    cfg = config_lib.load_file(os.path.join(REPO, "configs", "compare.py"), "tiny")
+    cfg.ground_truth, cfg.methods, cfg.synflow_candidates = "nb201", ("darts",), 12
+    cfg.protocol.update(dict(space="nb201", model_layers=1, epochs=1))
+    board = compare.run(cfg, str(tmp_path / "nb"), log=lambda *_: None)
+    errors = {k: 1 - a / 100 for k, a in nb201.table().items()}
+    best = min(errors.values())
+    assert len(errors) == 15625 and board["ground_truth"]["architectures"] == 15625
+    final = io_lib.read_json(os.path.join(tmp_path, "nb", "runs", "darts", "seed_0", "genotype.json"))["genotype"]
+    g = genotype_lib.Genotype.from_json(final)
+    assert board["entries"]["darts"]["runs"]["0"]["final"]["regret"] == pytest.approx(
+        errors[nb201.naslib_op_indices(g.to_nb201_str())] - best)
+    syn = io_lib.read_json(os.path.join(tmp_path, "nb", "baselines", "synflow_seed_0.json"))
+    assert len(syn["keys"]) == 12 and len(set(syn["keys"])) == 12
+    top = genotype_lib.Genotype.from_json(syn["genotypes"][int(np.argmax(syn["scores"]))])
+    assert board["entries"]["synflow"]["runs"]["0"]["final"]["regret"] == pytest.approx(
+        errors[nb201.naslib_op_indices(top.to_nb201_str())] - best)
+    assert board["warnings"] == ["the ground truth was measured on cifar10, the searches ran on fashion_mnist"]
+    assert "Warning: the ground truth was measured on cifar10" in open(os.path.join(tmp_path, "nb", "leaderboard.md")).read()
