@@ -42,7 +42,8 @@ mean test error of the space. Per method: the regret per epoch (mean, std over s
 the final architecture (the method's output, ``genotype.json``: BaLeNAS-TF's selection
 where it selects) and the best-seen one (the lowest regret over its epochs: an oracle no
 search has, as RobustDARTS Figure 2). :func:`run` writes ``leaderboard.json``,
-``leaderboard.md`` and ``leaderboard.html`` (regret per epoch, the table, the cells).
+``leaderboard.md``, ``leaderboard.html`` (the table, regret per epoch, the cells) and
+``leaderboard.png`` (the regret figure).
 
 Ground truths ship in ``jaxdarts/datasets/<name>.json`` (:data:`GROUND_TRUTHS`; each
 records its protocol, seeds, date and the command that regenerates it:
@@ -51,6 +52,7 @@ records its protocol, seeds, date and the command that regenerates it:
 
 from __future__ import annotations
 
+import base64
 import dataclasses
 import html
 import itertools
@@ -269,20 +271,33 @@ def _set(cfg, field, value):
     node[last] = value
 
 
-def method_config(method: str, protocol, seed: int, overrides=None):
-    """``method``'s own defaults (its config file, :func:`method_config_files`, or
+def method_config(entry: str, protocol, seed: int, overrides=None):
+    """The config of a leaderboard entry: ``method`` or ``method:variant`` (a variant of the
+    method's config file, e.g. ``robustdarts:es`` for DARTS-ES, ``robustdarts:dp`` for
+    R-DARTS). The method's own defaults (its config file, :func:`method_config_files`, or
     :func:`jaxdarts.config.base`) with the protocol's fields, the seed, the warm-up scaled
-    to the budget, analyses off and ``overrides`` (``{field: value}``) on top. Validated:
-    :class:`ConfigError` when the method cannot search the protocol."""
+    to the budget and ``overrides`` (``{field: value}``) on top; per-epoch analyses are off
+    for a plain method (they do not change a search) and as the variant sets them for a
+    variant (DARTS-ES needs its eigenvalues). Validated: :class:`ConfigError` (one line)
+    when the method cannot search the protocol."""
+    method, _, variant = entry.partition(":")
     files = method_config_files()
-    cfg = (config_lib.load_file(os.path.join(config_lib.SHIPPED_CONFIGS, files[method] + ".py"), "")
-           if method in files else config_lib.base(method))
+    if method in files:
+        try:
+            cfg = config_lib.load_file(os.path.join(config_lib.SHIPPED_CONFIGS, files[method] + ".py"), variant)
+        except ValueError as e:
+            raise ConfigError(f"config.methods entry {entry!r}: {e}") from None
+    elif variant:
+        raise ConfigError(f"config.methods entry {entry!r}: method {method!r} has no config file for variants")
+    else:
+        cfg = config_lib.base(method)
     own_epochs = cfg.epochs
     for f in PROTOCOL_FIELDS:
         _set(cfg, f, protocol[f.replace(".", "_")])
     cfg.seed, cfg.num_seeds = int(seed), 1
     cfg.arch_start_epoch = int(round(cfg.arch_start_epoch * cfg.epochs / own_epochs))
-    cfg.hessian_every, cfg.diagnose = 0, False
+    if not variant:
+        cfg.hessian_every, cfg.diagnose = 0, False
     cfg.tensorboard, cfg.progress = False, "log"
     for f, v in (overrides or {}).items():
         _set(cfg, f, v)
@@ -293,8 +308,17 @@ def method_config(method: str, protocol, seed: int, overrides=None):
 # ------------------------------------------------------------------ the comparison
 def check(cfg) -> None:
     """One-line :class:`ConfigError` for a bad comparison config."""
+    files = method_config_files()
     for m in cfg.methods:
-        check_choice("methods", m, methods_lib.names())
+        name, _, variant = m.partition(":")
+        check_choice("methods", name, methods_lib.names())
+        if variant and name not in files:
+            raise ConfigError(f"config.methods entry {m!r}: method {name!r} has no config file for variants")
+        if variant:
+            try:
+                config_lib.load_file(os.path.join(config_lib.SHIPPED_CONFIGS, files[name] + ".py"), variant)
+            except ValueError as e:
+                raise ConfigError(f"config.methods entry {m!r}: {e}") from None
     for b in cfg.baselines:
         check_choice("baselines", b, BASELINES)
     if not cfg.seeds or len(set(cfg.seeds)) != len(cfg.seeds):
@@ -314,8 +338,8 @@ def _method_names(cfg) -> list[str]:
     return list(cfg.methods) or list(methods_lib.names())
 
 
-def _run_dir(workdir, method, seed):
-    return os.path.join(workdir, "runs", method, f"seed_{seed}")
+def _run_dir(workdir, entry, seed):
+    return os.path.join(workdir, "runs", entry.replace(":", "-").replace(",", "-"), f"seed_{seed}")
 
 
 def _load_run(rundir):
@@ -350,7 +374,12 @@ def run_entry(gt, cfg, workdir, method, seed, *, log=print, max_epochs=None, ove
         io_lib.write_json(os.path.join(rundir, "compare_time.json"), {"seconds": secs})
     metrics, done = _load_run(rundir)
     final = (done or {}).get("genotype")
-    per_epoch = [_lookup(gt, m["genotype"])[1] for m in metrics if "genotype" in m]
+    # a sweep's rows hold one genotype per member (R-DARTS): follow the member its program chose
+    members = (done or {}).get("genotypes")
+    chosen = members.index(final) if isinstance(members, list) and final in members else None
+    row = lambda g: g if not isinstance(g, list) else (g[chosen] if chosen is not None else None)  # noqa: E731
+    per_epoch = [_lookup(gt, row(m["genotype"]))[1] if row(m["genotype"]) else float("nan")
+                 for m in metrics if "genotype" in m]
     out = {"status": "ok" if done and done.get("finished", True) else "incomplete", "workdir": rundir,
            "regret_per_epoch": per_epoch, "seconds": secs}
     if per_epoch:
@@ -516,13 +545,15 @@ def regret_figure(board: dict) -> str | None:
     return report_lib._png(fig)
 
 
-def render_html(board: dict) -> str:
+def render_html(board: dict, fig: str | None = None) -> str:
+    """The page: the table, the regret figure (``fig``: base64 PNG, drawn when None), the
+    final cell of every run."""
     md = markdown(board).splitlines()
     head, table = md[0], [l for l in md if l.startswith("|")]
     cells = lambda l: [html.escape(c.strip()) for c in l.strip("|").split("|")]  # noqa: E731
     rows = "".join("<tr>" + "".join(f"<{'th' if i == 0 else 'td'}>{c}</{'th' if i == 0 else 'td'}>"
                                     for c in cells(l)) + "</tr>" for i, l in enumerate(table) if i != 1)
-    fig = regret_figure(board)
+    fig = regret_figure(board) if fig is None else fig
     finals = []
     for name in board["ranking"]:
         for seed, r in board["entries"][name]["runs"].items():
@@ -540,12 +571,16 @@ def render_html(board: dict) -> str:
 
 
 def write_outputs(board: dict, workdir: str) -> None:
+    """``leaderboard.json``, ``.md``, ``.html`` and ``.png`` (the regret figure) in ``workdir``."""
     io_lib.write_json(os.path.join(workdir, "leaderboard.json"), board, indent=1)
-    for name, text in (("leaderboard.md", markdown(board)), ("leaderboard.html", render_html(board))):
-        tmp = os.path.join(workdir, name + ".tmp")
-        with open(tmp, "w") as f:
-            f.write(text)
-        os.replace(tmp, os.path.join(workdir, name))
+    fig = regret_figure(board) or ""
+    for name, data in (("leaderboard.md", markdown(board).encode()), ("leaderboard.html", render_html(board, fig).encode()),
+                       ("leaderboard.png", base64.b64decode(fig))):
+        if data:
+            tmp = os.path.join(workdir, name + ".tmp")
+            with open(tmp, "wb") as f:
+                f.write(data)
+            os.replace(tmp, os.path.join(workdir, name))
 
 
 def _check_resume(cfg, workdir):
@@ -587,10 +622,11 @@ def run(cfg, workdir: str, *, log=print, max_epochs: int | None = None) -> dict:
         entries[b] = {"kind": "baseline", "runs": runs, "summary": summarise(runs)}
     for m in _method_names(cfg):
         runs = {}
-        entries[m] = {"kind": "method", "config_file": method_config_files().get(m), "runs": runs}
+        f = method_config_files().get(m.partition(":")[0])
+        entries[m] = {"kind": "method", "config": f and f"configs/{f}.py:{m.partition(':')[2]}".rstrip(":"), "runs": runs}
         for s in cfg.seeds:
             runs[str(s)] = run_entry(gt, cfg, workdir, m, s, log=log, max_epochs=max_epochs,
-                                     overrides=overrides.get(m))
+                                     overrides={**overrides.get(m.partition(":")[0], {}), **overrides.get(m, {})})
             entries[m]["summary"] = summarise(runs)
             publish()
             if runs[str(s)]["status"] == "n/a":

@@ -106,17 +106,20 @@ def test_compare_runs_every_method_and_both_baselines_and_resumes(tmp_path, fast
     truth = _synthetic_ground_truth(tmp_path / "gt.json")
     cfg = config_lib.load_file(os.path.join(REPO, "configs", "compare.py"), "tiny")
     cfg.ground_truth = str(tmp_path / "gt.json")
+    cfg.methods = methods.names() + ("robustdarts:es",)  # every registered method, and DARTS-ES's program
     work = str(tmp_path / "cmp")
     board = compare.run(cfg, work, log=lambda *_: None, max_epochs=1)  # interrupted after each run's first epoch
-    applicable = [m for m in methods.names() if m != "stacnas"]
+    applicable = [m for m in cfg.methods if m != "stacnas"]
     assert all(board["entries"][m]["runs"]["0"]["status"] == "incomplete" for m in applicable)
     assert "incomplete: re-run the command to continue" in open(os.path.join(work, "leaderboard.md")).read()
     board = compare.run(cfg, work, log=lambda *_: None)  # the same command again: resumes
     best = min(truth.values())
-    assert set(board["entries"]) == set(methods.names()) | {"random", "synflow"}
+    assert set(board["entries"]) == set(methods.names()) | {"random", "synflow", "robustdarts:es"}
+    es_rows = io_lib.read_jsonl(os.path.join(work, "runs", "robustdarts-es", "seed_0", "metrics.jsonl"))
+    assert "eigenvalue" in es_rows[0] and board["entries"]["robustdarts:es"]["config"] == "configs/rdarts.py:es"
     for m in applicable:
         run = board["entries"][m]["runs"]["0"]
-        rows = io_lib.read_jsonl(os.path.join(work, "runs", m, "seed_0", "metrics.jsonl"))
+        rows = io_lib.read_jsonl(os.path.join(work, "runs", m.replace(":", "-"), "seed_0", "metrics.jsonl"))
         assert [r["epoch"] for r in rows] == [0, 1], m
 
         def hand(g):  # the row's genotype written out by hand (inputs sorted)
@@ -124,7 +127,7 @@ def test_compare_runs_every_method_and_both_baselines_and_resumes(tmp_path, fast
             return _hand_key(n[0][0], n[1][0], r[0][0], r[1][0])
 
         assert run["regret_per_epoch"] == pytest.approx([truth[hand(r["genotype"])] - best for r in rows]), m
-        final = io_lib.read_json(os.path.join(work, "runs", m, "seed_0", "genotype.json"))["genotype"]
+        final = io_lib.read_json(os.path.join(work, "runs", m.replace(":", "-"), "seed_0", "genotype.json"))["genotype"]
         assert run["status"] == "ok" and run["final"]["regret"] == pytest.approx(truth[hand(final)] - best), m
         assert run["best_seen"]["regret"] == pytest.approx(min(run["regret_per_epoch"]))
     assert board["entries"]["stacnas"]["runs"]["0"]["status"] == "n/a"
@@ -141,6 +144,7 @@ def test_compare_runs_every_method_and_both_baselines_and_resumes(tmp_path, fast
     md, page = (open(os.path.join(work, f)).read() for f in ("leaderboard.md", "leaderboard.html"))
     assert all(f"| {m} |" in md for m in board["entries"]) and "n/a: config.space='s5' has no 'none' op" in md
     assert page.count("data:image/png;base64,") == 1 and all(m in page for m in board["entries"])
+    assert open(os.path.join(work, "leaderboard.png"), "rb").read(8) == b"\x89PNG\r\n\x1a\n"
     # the command on the finished workdir: no search runs again, the same leaderboard
     r = subprocess.run([sys.executable, os.path.join(REPO, "bin", "compare.py"), "--config",
                         "configs/compare.py:tiny", "--workdir", work, f"--config.ground_truth={cfg.ground_truth}",
@@ -152,14 +156,41 @@ def test_compare_runs_every_method_and_both_baselines_and_resumes(tmp_path, fast
     assert strip(again) == strip(json.loads(json.dumps(board))) and "| synflow |" in r.stdout
 
 
+def test_a_sweep_program_is_followed_through_the_member_it_chose(tmp_path):
+    """R-DARTS (``robustdarts:dp``) runs a sweep: each metrics row holds one genotype per
+    member, and the regret per epoch is the chosen member's (a workdir written by hand, as
+    the R-DARTS program writes it; the program itself: test_rdarts)."""
+    truth = _synthetic_ground_truth(tmp_path / "gt.json")
+    cfg = config_lib.load_file(os.path.join(REPO, "configs", "compare.py"), "tiny")
+    cfg.ground_truth = str(tmp_path / "gt.json")
+    gt = compare.load_ground_truth(cfg.ground_truth)
+    arch = lambda n0, n1, r0, r1: {"normal": [[n0, 0], [n1, 1]], "normal_concat": [2],  # noqa: E731
+                                   "reduce": [[r0, 0], [r1, 1]], "reduce_concat": [2]}
+    a, b, c = (arch(*S5_OPS[i:] + S5_OPS[:i], S5_OPS[i]) for i in range(3))
+    rundir = os.path.join(tmp_path, "w", "runs", "robustdarts-dp", "seed_0")
+    os.makedirs(rundir)
+    io_lib.write_jsonl(os.path.join(rundir, "metrics.jsonl"), [{"epoch": 0, "genotype": [a, b]},
+                                                                {"epoch": 1, "genotype": [c, b]}])
+    io_lib.write_json(os.path.join(rundir, "genotype.json"), {"genotype": b, "genotypes": [a, b]})
+    run = compare.run_entry(gt, cfg, str(tmp_path / "w"), "robustdarts:dp", 0)
+    best = min(truth.values())
+    key = lambda g: _hand_key(g["normal"][0][0], g["normal"][1][0], g["reduce"][0][0], g["reduce"][1][0])  # noqa: E731
+    assert run["regret_per_epoch"] == pytest.approx([truth[key(b)] - best] * 2)
+    assert run["status"] == "ok" and run["final"]["regret"] == pytest.approx(truth[key(b)] - best)
+
+
 def test_bad_comparison_configs_are_one_line_errors_and_write_nothing(tmp_path):
     for flag, message in (("--config.methods=('dart',)", "config.methods='dart' is not accepted; accepted: "
                            + ", ".join(methods.names())),
                           ("--config.baselines=('grid',)", "config.baselines='grid' is not accepted; accepted: random, "
                                                            "synflow"),
-                          ("--config.ground_truth=nb201", "config.ground_truth='nb201' is not accepted; accepted: "
-                                                          "s5_fashion_mnist, or a path to a .json table"),
-                          ("--config.seeds=(1,1)", "config.seeds=(1, 1) must be distinct")):
+                          ("--config.ground_truth=nb_201", "config.ground_truth='nb_201' is not accepted; accepted: "
+                                                           "s5_fashion_mnist, nb201, or a path to a .json table"),
+                          ("--config.ground_truth=nb201", "config.ground_truth='nb201' is for space 'nb201', not "
+                                                          "config.protocol.space='s5'"),
+                          ("--config.seeds=(1,1)", "config.seeds=(1, 1) must be distinct"),
+                          ("--config.methods=('robustdarts:fast',)", "config.methods entry 'robustdarts:fast': unknown "
+                                                                     "variant 'fast' of configs/rdarts.py")):
         r = subprocess.run([sys.executable, os.path.join(REPO, "bin", "compare.py"), "--config",
                             "configs/compare.py:tiny", "--workdir", str(tmp_path / "w"), flag],
                            capture_output=True, text=True, cwd=REPO, timeout=120)
