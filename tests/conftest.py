@@ -31,7 +31,8 @@ def _release_programs_near_the_mapping_limit():
     programs.release_if_needed()
 
 
-HEAVY_FIRST = ("test_supernet.py", "test_methods.py", "test_rdarts.py", "test_proxies.py", "test_readme.py")
+HEAVY_FIRST = ("test_supernet.py", "test_methods.py", "test_compare.py", "test_rdarts.py", "test_proxies.py",
+               "test_readme.py")
 """Test files with the longest compiles, run first: the two xdist workers then finish
 together instead of one of them compiling supernets alone at the end."""
 

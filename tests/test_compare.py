@@ -232,3 +232,23 @@ def test_nas_bench_201_path_against_the_accuracy_table(tmp_path, fast_compile):
         errors[nb201.naslib_op_indices(top.to_nb201_str())] - best)
     assert board["warnings"] == ["the ground truth was measured on cifar10, the searches ran on fashion_mnist"]
     assert "Warning: the ground truth was measured on cifar10" in open(os.path.join(tmp_path, "nb", "leaderboard.md")).read()
+
+
+def test_the_shipped_s5_ground_truth():
+    """The table bin/compare.py reads by default: every S5 cell once, on the network of
+    ``configs/compare.py:s5`` (the comparison's search network at a one-hot alpha), at least
+    two seeds on the full 10,000-image test set, and the command that regenerates it."""
+    gt = compare.load_ground_truth("s5_fashion_mnist")
+    assert sorted(gt.keys) == sorted(_hand_key(*c) for c in itertools.product(S5_OPS, repeat=4))
+    assert gt.errors.shape[0] >= 2 and ((gt.errors > 0) & (gt.errors < 0.9)).all()
+    raw = json.load(open(compare.ground_truth_path("s5_fashion_mnist")))
+    for a in raw["architectures"]:  # the summary columns are the seeds' mean and sample std
+        assert a["test_err_mean"] == pytest.approx(np.mean(a["test_err"]))
+        assert a["test_err_std"] == pytest.approx(np.std(a["test_err"], ddof=1))
+        # each error is a count of mistakes on the test set
+        assert all(abs(e * raw["test_images"] - round(e * raw["test_images"])) < 1e-6 for e in a["test_err"])
+    p = config_lib.load_file(os.path.join(REPO, "configs", "compare.py"), "s5").protocol
+    g = raw["protocol"]
+    assert (g["C"], g["layers"], g["image_size"]) == (p.model_C, p.model_layers, p.data_image_size)
+    assert raw["test_images"] == 10000 and len(raw["seeds"]) == gt.errors.shape[0]
+    assert raw["command"].startswith("python benchmarks/s5_ground_truth.py") and "--write" in raw["command"]
