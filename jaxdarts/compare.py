@@ -518,30 +518,47 @@ def markdown(board: dict) -> str:
 
 
 def regret_figure(board: dict) -> str | None:
-    """Regret per epoch per method (mean over seeds, band: min..max over seeds) as base64 PNG."""
+    """Two panels as base64 PNG: the regret per epoch per method (mean over seeds; baselines
+    dashed) and the final regret per method (each seed a dot, the mean with its standard
+    error), best first."""
     plt = report_lib._need_matplotlib()
-    fig, ax = plt.subplots(figsize=(7.5, 4.2))
-    drawn = False
-    for name in board["ranking"]:
+    fig, (ax, bx) = plt.subplots(1, 2, figsize=(12, 4.6), gridspec_kw={"width_ratios": [1.35, 1]})
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    drawn = []
+    for i, name in enumerate(board["ranking"]):
         e = board["entries"][name]
         runs = [r["regret_per_epoch"] for r in e["runs"].values() if r.get("regret_per_epoch")]
         if not runs:
             continue
         n = min(len(r) for r in runs)
         per = np.asarray([r[:n] for r in runs], np.float64)
-        x = np.arange(1, n + 1)
-        style = "--" if e["kind"] == "baseline" else "-"
-        (line,) = ax.plot(x, np.nanmean(per, 0), style, marker="o", ms=3, label=name)
-        ax.fill_between(x, np.nanmin(per, 0), np.nanmax(per, 0), color=line.get_color(), alpha=0.12)
-        drawn = True
+        c = colors[i % len(colors)]
+        ax.plot(np.arange(1, n + 1), np.nanmean(per, 0), "--" if e["kind"] == "baseline" else "-", marker="o",
+                ms=3, color=c, label=name, lw=1.4)
+        finals = [r["final"]["regret"] for r in e["runs"].values() if "final" in r]
+        if finals:
+            y = len(drawn)
+            bx.scatter(finals, [y] * len(finals), color=c, s=18, alpha=0.6, zorder=2)
+            fr = e["summary"]["final_regret"]
+            bx.errorbar([fr["mean"]], [y], xerr=[fr["se"]], fmt="D", color=c, ms=6, capsize=3, zorder=3)
+            drawn.append(name)
     if not drawn:
         plt.close(fig)
         return None
     ax.set_xlabel("search epoch")
     ax.set_ylabel("test regret of the derived cell")
-    ax.set_title("Regret per epoch (mean over seeds; band: min..max)", fontsize=10)
+    ax.set_title("Regret per epoch (mean over seeds)", fontsize=10)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7, ncol=2)
+    bx.set_yticks(range(len(drawn)), drawn, fontsize=8)
+    bx.invert_yaxis()
+    bx.axvline(board["ground_truth"]["mean_regret_of_the_space"], color="gray", ls=":", lw=1)
+    bx.text(board["ground_truth"]["mean_regret_of_the_space"], len(drawn) - 0.5, " random cell", color="gray",
+            fontsize=7, va="bottom")
+    bx.set_xlabel("final regret (dots: seeds; diamond: mean ± SE)")
+    bx.set_title("Final architecture", fontsize=10)
+    bx.grid(alpha=0.3, axis="x")
+    fig.tight_layout()
     return report_lib._png(fig)
 
 
