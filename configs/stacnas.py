@@ -26,13 +26,14 @@ Commands and expected cost/result:
 
 Variants (combinable): ``quick``, ``per_cell`` (every stage-1 cell its own alpha),
 ``paper`` (the paper's choices: 100 epochs, ranking by softmax, one skip in its group),
-``cifar100``.
+``cifar100``, ``one_stage`` (stage 1 alone, the one-level simultaneous step without
+grouping: an ablation that runs on any space; ``bin/compare.py`` runs it on S5).
 """
 
 from jaxdarts import config as config_lib
 from jaxdarts.configs.common import quick
 
-VARIANTS = ("quick", "per_cell", "paper", "cifar100")
+VARIANTS = ("quick", "per_cell", "paper", "cifar100", "one_stage")
 
 
 def get_config(arg: str = ""):
@@ -44,10 +45,13 @@ def get_config(arg: str = ""):
         c.stacnas.stage2_skip = "dedupe"
     if "cifar100" in variants:
         c.dataset = "cifar100"
+    if "one_stage" in variants:  # stage 1 alone on config.space with model.layers cells (an ablation)
+        c.stacnas.stage2_layers = 0
     if "per_cell" in variants:
         c.stacnas.alpha_share = False
     if "quick" in variants:
         quick(c, layers=5)
         c.epochs = 3
-        c.stacnas.stage1_layers, c.stacnas.stage2_layers = 5, 8
+        c.stacnas.stage1_layers = 5
+        c.stacnas.stage2_layers = 0 if "one_stage" in variants else 8
     return c

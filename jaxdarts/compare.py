@@ -13,7 +13,10 @@ network size, batch size, epochs and steps per epoch) and a list of seeds, and r
   (``runs/<method>/seed_<s>``) of the method's own program (:func:`jaxdarts.search.run`),
   so the command resumes, and a method registered later joins without an edit here. A
   method that cannot search the protocol's space (StacNAS needs a space with ``none``)
-  is listed as not applicable with its one-line reason.
+  is listed as not applicable with its one-line reason. ``programs`` adds
+  ``method:variant`` entries: a variant of the method's config file run through its own
+  program (``robustdarts:es`` DARTS-ES, ``robustdarts:dp`` R-DARTS, ``stacnas:one_stage``
+  StacNAS's one-level stage alone, which runs on S5).
 * two baselines:
 
   - ``random``: random search with the ground truth's own protocol, as costly as one
@@ -309,7 +312,7 @@ def method_config(entry: str, protocol, seed: int, overrides=None):
 def check(cfg) -> None:
     """One-line :class:`ConfigError` for a bad comparison config."""
     files = method_config_files()
-    for m in cfg.methods:
+    for m in tuple(cfg.methods) + tuple(cfg.programs):
         name, _, variant = m.partition(":")
         check_choice("methods", name, methods_lib.names())
         if variant and name not in files:
@@ -335,7 +338,9 @@ def _protocol_dict(cfg) -> dict:
 
 
 def _method_names(cfg) -> list[str]:
-    return list(cfg.methods) or list(methods_lib.names())
+    """The leaderboard's searches: ``cfg.methods`` (every registered method when empty), then
+    ``cfg.programs`` (``method:variant`` entries)."""
+    return list(cfg.methods or methods_lib.names()) + [p for p in cfg.programs if p not in cfg.methods]
 
 
 def _run_dir(workdir, entry, seed):
@@ -345,8 +350,9 @@ def _run_dir(workdir, entry, seed):
 def _load_run(rundir):
     metrics = io_lib.read_jsonl(os.path.join(rundir, "metrics.jsonl"))
     final = io_lib.read_json(os.path.join(rundir, "genotype.json"))
-    if not metrics and os.path.isdir(os.path.join(rundir, "stage2")):  # a staged program: its last stage
-        metrics = io_lib.read_jsonl(os.path.join(rundir, "stage2", "metrics.jsonl"))
+    for stage in ("stage2", "stage1"):  # a staged program (StacNAS): its last stage
+        if not metrics and os.path.isdir(os.path.join(rundir, stage)):
+            metrics = io_lib.read_jsonl(os.path.join(rundir, stage, "metrics.jsonl"))
     return metrics, final
 
 

@@ -107,6 +107,7 @@ def test_compare_runs_every_method_and_both_baselines_and_resumes(tmp_path, fast
     cfg = config_lib.load_file(os.path.join(REPO, "configs", "compare.py"), "tiny")
     cfg.ground_truth = str(tmp_path / "gt.json")
     cfg.methods = methods.names() + ("robustdarts:es",)  # every registered method, and DARTS-ES's program
+    assert cfg.programs == ("stacnas:one_stage",)  # StacNAS's one-level stage: S5 has no 'none' for its stage 1
     work = str(tmp_path / "cmp")
     board = compare.run(cfg, work, log=lambda *_: None, max_epochs=1)  # interrupted after each run's first epoch
     applicable = [m for m in cfg.methods if m != "stacnas"]
@@ -114,12 +115,13 @@ def test_compare_runs_every_method_and_both_baselines_and_resumes(tmp_path, fast
     assert "incomplete: re-run the command to continue" in open(os.path.join(work, "leaderboard.md")).read()
     board = compare.run(cfg, work, log=lambda *_: None)  # the same command again: resumes
     best = min(truth.values())
-    assert set(board["entries"]) == set(methods.names()) | {"random", "synflow", "robustdarts:es"}
+    assert set(board["entries"]) == set(methods.names()) | {"random", "synflow", "robustdarts:es", "stacnas:one_stage"}
     es_rows = io_lib.read_jsonl(os.path.join(work, "runs", "robustdarts-es", "seed_0", "metrics.jsonl"))
     assert "eigenvalue" in es_rows[0] and board["entries"]["robustdarts:es"]["config"] == "configs/rdarts.py:es"
     for m in applicable:
         run = board["entries"][m]["runs"]["0"]
-        rows = io_lib.read_jsonl(os.path.join(work, "runs", m.replace(":", "-"), "seed_0", "metrics.jsonl"))
+        rundir = os.path.join(work, "runs", m.replace(":", "-"), "seed_0")
+        rows = io_lib.read_jsonl(os.path.join(rundir, "stage1" if m.startswith("stacnas") else "", "metrics.jsonl"))
         assert [r["epoch"] for r in rows] == [0, 1], m
 
         def hand(g):  # the row's genotype written out by hand (inputs sorted)
@@ -148,7 +150,7 @@ def test_compare_runs_every_method_and_both_baselines_and_resumes(tmp_path, fast
     # the command on the finished workdir: no search runs again, the same leaderboard
     r = subprocess.run([sys.executable, os.path.join(REPO, "bin", "compare.py"), "--config",
                         "configs/compare.py:tiny", "--workdir", work, f"--config.ground_truth={cfg.ground_truth}",
-                        "--compilation_cache", "none"], capture_output=True, text=True, cwd=REPO, timeout=300)
+                        f"--config.methods={tuple(cfg.methods)!r}", "--compilation_cache", "none"], capture_output=True, text=True, cwd=REPO, timeout=300)
     assert r.returncode == 0, r.stderr
     again = io_lib.read_json(os.path.join(work, "leaderboard.json"))
     strip = lambda b: {m: {s: {k: v for k, v in run.items() if k != "seconds"} for s, run in e["runs"].items()}  # noqa: E731
@@ -201,6 +203,7 @@ def test_bad_comparison_configs_are_one_line_errors_and_write_nothing(tmp_path):
     _synthetic_ground_truth(tmp_path / "gt.json")
     cfg = config_lib.load_file(os.path.join(REPO, "configs", "compare.py"), "tiny")
     cfg.ground_truth, cfg.methods, cfg.baselines = str(tmp_path / "gt.json"), ("stacnas",), ("random",)
+    cfg.programs = ()
     board = compare.run(cfg, str(tmp_path / "w2"), log=lambda *_: None)  # nothing to search: S5 has no 'none'
     assert board["ranking"] == ["random", "stacnas"]
     cfg.protocol.epochs = 3

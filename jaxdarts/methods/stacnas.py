@@ -33,6 +33,11 @@ different op lists (``SearchSpace.cell_ops``; stage-2 cell j of a type takes the
 stage-1 cell ``floor(j * n1 / n2)`` of that type, our choice: the paper does not say how 14
 cells map to 20), and the final genotype has one gene list per cell.
 
+``stacnas.stage2_layers=0`` (``configs/stacnas.py:one_stage``) runs stage 1 alone, on
+``config.space`` with ``model.layers`` cells: StacNAS's one-level simultaneous step without
+the grouping, on any space (``bin/compare.py`` uses it on S5, whose three ops are group
+representatives already and which has no ``none``). An ablation, not the method.
+
 Paper vs code (``../shared/METHODS_SPEC.md`` 2.5): epochs 80 per stage (code; the paper
 says 100), gradient clipping 3 (code; DARTS 5), ranking by logits (code), duplicated skip
 (code), shared alpha (the README's runs). Stage 3 (keeping ``none`` as attention) is not
@@ -67,7 +72,7 @@ RANK_BY = ("logits", "softmax")
 
 def config() -> ml_collections.ConfigDict:
     return ml_collections.ConfigDict(dict(
-        stage1_layers=14, stage2_layers=20,
+        stage1_layers=14, stage2_layers=20,  # stage2_layers=0: stage 1 alone on config.space, model.layers cells
         stage2_skip="reference",  # reference (skip listed twice, code) | dedupe
         rank_by="logits",  # logits (code) | softmax (paper)
         alpha_share=True))  # False: one alpha per cell in stage 1 (paper 2.1)
@@ -87,8 +92,8 @@ def validate(cfg) -> None:
     check_choice("stacnas.stage2_skip", c.stage2_skip, STAGE2_SKIPS)
     check_choice("stacnas.rank_by", c.rank_by, RANK_BY)
     check_choice("stacnas.alpha_share", c.alpha_share, (True, False))
-    for f in ("stage1_layers", "stage2_layers"):
-        check_positive(f"stacnas.{f}", c[f], integer=True)
+    check_positive("stacnas.stage1_layers", c.stage1_layers, integer=True)
+    check_positive("stacnas.stage2_layers", c.stage2_layers, integer=True, allow_zero=True)
     if cfg.estimator != "one_level":
         raise ConfigError(f"config.estimator={cfg.estimator!r} is not accepted by method 'stacnas'; accepted: "
                           "one_level (the simultaneous one-level step)")
@@ -99,9 +104,10 @@ def validate(cfg) -> None:
         raise ConfigError(f"config.num_seeds={cfg.num_seeds} is not accepted by method 'stacnas' (a program of "
                           "two stages); accepted: 1")
     space = spaces_lib.get(cfg.space)
-    if "none" not in {o for per_edge in space.ops.values() for ops in per_edge for o in ops}:
+    if c.stage2_layers and "none" not in {o for per_edge in space.ops.values() for ops in per_edge for o in ops}:
         raise ConfigError(f"config.space={cfg.space!r} has no 'none' op; StacNAS stage 1 needs the group "
-                          "representatives + none (accepted: stacnas_stage1)")
+                          "representatives + none (accepted: stacnas_stage1; or stacnas.stage2_layers=0, the "
+                          "one-level stage alone, on any space)")
 
 
 # ------------------------------------------------------------------ stages
@@ -196,7 +202,8 @@ def _derive_fn(rank_by):
 def stage_task(cfg, stage: int, space: str):
     c = ml_collections.ConfigDict(cfg.to_dict())
     c.space = space
-    c.model.layers = cfg.stacnas.stage1_layers if stage == 1 else cfg.stacnas.stage2_layers
+    if cfg.stacnas.stage2_layers:  # stage 1 alone keeps model.layers
+        c.model.layers = cfg.stacnas.stage1_layers if stage == 1 else cfg.stacnas.stage2_layers
     method = dataclasses.replace(METHOD, derive=_derive_fn(cfg.stacnas.rank_by))
     return c, search.SearchTask.from_config(c, method=method)
 
@@ -226,8 +233,11 @@ def program(cfg, workdir, *, log=print, max_epochs=None, hooks=None):
     info_path = os.path.join(workdir, "stage1.json")
     info = io_lib.read_json(info_path)
     wd1, wd2 = os.path.join(workdir, "stage1"), os.path.join(workdir, "stage2")
+    if not s.stage2_layers and os.path.exists(os.path.join(workdir, "genotype.json")):
+        return dict(io_lib.read_json(os.path.join(workdir, "genotype.json")))
     if info is None:
-        space1 = cfg.space if s.alpha_share else per_cell_space(cfg.space, s.stage1_layers).name
+        n1 = s.stage1_layers if s.stage2_layers else cfg.model.layers
+        space1 = cfg.space if s.alpha_share else per_cell_space(cfg.space, n1).name
         c1, task1 = stage_task(cfg, 1, space1)
         runner = search.Runner(task1, wd1, search.default_hooks(c1, task1.method) + list(hooks or []), log=log)
         before = _epochs_done(wd1)
@@ -237,6 +247,9 @@ def program(cfg, workdir, *, log=print, max_epochs=None, hooks=None):
             left -= out1["epochs_run"] - before
         if not runner.finished:
             return {"stage": 1, "epochs_run": out1["epochs_run"], "finished": False}
+        if not s.stage2_layers:  # the one-level stage alone: its genotype is the result
+            io_lib.write_json(os.path.join(workdir, "genotype.json"), dict(out1, stage=1))
+            return dict(out1, stage=1)
         groups = activated_groups(task1.space, jax.device_get(runner.state.alpha), per_cell=not s.alpha_share)
         info = {"alpha": {t: np.asarray(a).tolist() for t, a in jax.device_get(runner.state.alpha).items()},
                 "groups": groups, "stage1_genotype": out1["genotype"],
