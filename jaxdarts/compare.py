@@ -529,7 +529,8 @@ def regret_figure(board: dict) -> str | None:
     error), best first."""
     plt = report_lib._need_matplotlib()
     fig, (ax, bx) = plt.subplots(1, 2, figsize=(12, 4.6), gridspec_kw={"width_ratios": [1.35, 1]})
-    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    tab = plt.get_cmap("tab20").colors
+    colors = list(tab[::2]) + list(tab[1::2])  # 20 distinct colours: strong ones first
     drawn = []
     for i, name in enumerate(board["ranking"]):
         e = board["entries"][name]
