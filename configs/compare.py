@@ -49,7 +49,8 @@ def get_config(arg: str = ""):
     c.protocol = ml_collections.ConfigDict(dict(
         dataset="fashion_mnist", space="s5", data_image_size=16, data_max_examples=0, model_C=8, model_layers=5,
         batch_size=64, epochs=10, steps_per_epoch=20, eval_batches=4))
-    # per method, fields set on top of its own defaults and the protocol, e.g. {"darts": {"estimator": "unrolled"}}
+    # per method (or method:variant), fields set on top of its own defaults and the protocol, nested:
+    # e.g. {"darts": {"estimator": "unrolled"}, "balenas": {"balenas": {"num_candidates": 20}}}
     c.overrides = ml_collections.ConfigDict()
     for v in config_lib.variants(arg, VARIANTS, "configs/compare.py"):
         if v == "nb201":  # NAS-Bench-201 on CIFAR-10 against the optional accuracy table (jaxdarts.nb201)
@@ -61,4 +62,6 @@ def get_config(arg: str = ""):
             c.seeds = (0,)
             c.protocol.update(dict(data_image_size=8, data_max_examples=256, model_C=4, model_layers=3, batch_size=8,
                                    epochs=2, steps_per_epoch=2, eval_batches=1))
+            # BaLeNAS-TF over 4 draws scored by a one-cell network (its 100 draws: a minute of compiling)
+            c.overrides.balenas = {"balenas": {"num_candidates": 4, "tf": {"layers": 1, "fast_compile": True}}}
     return c

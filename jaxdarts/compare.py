@@ -67,6 +67,7 @@ import time
 import jax
 import jax.numpy as jnp
 import numpy as np
+from flax import traverse_util
 
 from jaxdarts import config as config_lib
 from jaxdarts import data as data_lib
@@ -279,7 +280,7 @@ def method_config(entry: str, protocol, seed: int, overrides=None):
     method's config file, e.g. ``robustdarts:es`` for DARTS-ES, ``robustdarts:dp`` for
     R-DARTS). The method's own defaults (its config file, :func:`method_config_files`, or
     :func:`jaxdarts.config.base`) with the protocol's fields, the seed, the warm-up scaled
-    to the budget and ``overrides`` (``{field: value}``) on top; per-epoch analyses are off
+    to the budget and ``overrides`` (nested ``{section: {field: value}}``) on top; per-epoch analyses are off
     for a plain method (they do not change a search) and as the variant sets them for a
     variant (DARTS-ES needs its eigenvalues). Validated: :class:`ConfigError` (one line)
     when the method cannot search the protocol."""
@@ -302,7 +303,7 @@ def method_config(entry: str, protocol, seed: int, overrides=None):
     if not variant:
         cfg.hessian_every, cfg.diagnose = 0, False
     cfg.tensorboard, cfg.progress = False, "log"
-    for f, v in (overrides or {}).items():
+    for f, v in traverse_util.flatten_dict(dict(overrides or {}), sep=".").items():
         _set(cfg, f, v)
     config_lib.validate(cfg)
     return cfg
@@ -607,6 +608,12 @@ def write_outputs(board: dict, workdir: str) -> None:
             os.replace(tmp, os.path.join(workdir, name))
 
 
+def _merge(a: dict, b: dict) -> dict:
+    """``a`` with ``b`` on top, nested dicts merged."""
+    flat = traverse_util.flatten_dict
+    return traverse_util.unflatten_dict({**flat(dict(a)), **flat(dict(b))})
+
+
 def _check_resume(cfg, workdir):
     path = os.path.join(workdir, "config.json")
     # the ground truth only changes lookups (the leaderboard is recomputed from the runs every time)
@@ -650,7 +657,7 @@ def run(cfg, workdir: str, *, log=print, max_epochs: int | None = None) -> dict:
         entries[m] = {"kind": "method", "config": f and f"configs/{f}.py:{m.partition(':')[2]}".rstrip(":"), "runs": runs}
         for s in cfg.seeds:
             runs[str(s)] = run_entry(gt, cfg, workdir, m, s, log=log, max_epochs=max_epochs,
-                                     overrides={**overrides.get(m.partition(":")[0], {}), **overrides.get(m, {})})
+                                     overrides=_merge(overrides.get(m.partition(":")[0], {}), overrides.get(m, {})))
             entries[m]["summary"] = summarise(runs)
             publish()
             if runs[str(s)]["status"] == "n/a":

@@ -106,18 +106,19 @@ def test_compare_runs_every_method_and_both_baselines_and_resumes(tmp_path, fast
     truth = _synthetic_ground_truth(tmp_path / "gt.json")
     cfg = config_lib.load_file(os.path.join(REPO, "configs", "compare.py"), "tiny")
     cfg.ground_truth = str(tmp_path / "gt.json")
-    cfg.methods = methods.names() + ("robustdarts:es",)  # every registered method, and DARTS-ES's program
+    cfg.methods = ()  # every registered method
     assert cfg.programs == ("stacnas:one_stage",)  # StacNAS's one-level stage: S5 has no 'none' for its stage 1
     work = str(tmp_path / "cmp")
     board = compare.run(cfg, work, log=lambda *_: None, max_epochs=1)  # interrupted after each run's first epoch
-    applicable = [m for m in cfg.methods if m != "stacnas"]
+    applicable = [m for m in methods.names() + cfg.programs if m != "stacnas"]
     assert all(board["entries"][m]["runs"]["0"]["status"] == "incomplete" for m in applicable)
     assert "incomplete: re-run the command to continue" in open(os.path.join(work, "leaderboard.md")).read()
     board = compare.run(cfg, work, log=lambda *_: None)  # the same command again: resumes
     best = min(truth.values())
-    assert set(board["entries"]) == set(methods.names()) | {"random", "synflow", "robustdarts:es", "stacnas:one_stage"}
-    es_rows = io_lib.read_jsonl(os.path.join(work, "runs", "robustdarts-es", "seed_0", "metrics.jsonl"))
-    assert "eigenvalue" in es_rows[0] and board["entries"]["robustdarts:es"]["config"] == "configs/rdarts.py:es"
+    assert set(board["entries"]) == set(methods.names()) | {"random", "synflow", "stacnas:one_stage"}
+    assert board["entries"]["stacnas:one_stage"]["config"] == "configs/stacnas.py:one_stage"
+    tf = io_lib.read_json(os.path.join(work, "runs", "balenas", "seed_0", "config.json"))["balenas"]
+    assert (tf["num_candidates"], tf["tf"]["layers"]) == (4, 1)  # the tiny variant's nested override
     for m in applicable:
         run = board["entries"][m]["runs"]["0"]
         rundir = os.path.join(work, "runs", m.replace(":", "-"), "seed_0")
@@ -150,7 +151,7 @@ def test_compare_runs_every_method_and_both_baselines_and_resumes(tmp_path, fast
     # the command on the finished workdir: no search runs again, the same leaderboard
     r = subprocess.run([sys.executable, os.path.join(REPO, "bin", "compare.py"), "--config",
                         "configs/compare.py:tiny", "--workdir", work, f"--config.ground_truth={cfg.ground_truth}",
-                        f"--config.methods={tuple(cfg.methods)!r}", "--compilation_cache", "none"], capture_output=True, text=True, cwd=REPO, timeout=300)
+                        "--compilation_cache", "none"], capture_output=True, text=True, cwd=REPO, timeout=300)
     assert r.returncode == 0, r.stderr
     again = io_lib.read_json(os.path.join(work, "leaderboard.json"))
     strip = lambda b: {m: {s: {k: v for k, v in run.items() if k != "seconds"} for s, run in e["runs"].items()}  # noqa: E731
@@ -218,7 +219,7 @@ def test_nas_bench_201_path_against_the_accuracy_table(tmp_path, fast_compile):
     from jaxdarts import nb201
 
     cfg = config_lib.load_file(os.path.join(REPO, "configs", "compare.py"), "tiny")
-    cfg.ground_truth, cfg.methods, cfg.synflow_candidates = "nb201", ("darts",), 12
+    cfg.ground_truth, cfg.methods, cfg.programs, cfg.synflow_candidates = "nb201", ("darts",), (), 12
     cfg.protocol.update(dict(space="nb201", model_layers=1, epochs=1))
     board = compare.run(cfg, str(tmp_path / "nb"), log=lambda *_: None)
     errors = {k: 1 - a / 100 for k, a in nb201.table().items()}
