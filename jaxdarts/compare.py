@@ -63,6 +63,7 @@ import json
 import math
 import os
 import time
+import warnings
 
 import jax
 import jax.numpy as jnp
@@ -566,7 +567,9 @@ def regret_figure(board: dict) -> str | None:
     bx.set_xlabel("final regret (dots: seeds; diamond: mean ± SE)")
     bx.set_title("Final architecture", fontsize=10)
     bx.grid(alpha=0.3, axis="x")
-    fig.tight_layout()
+    with warnings.catch_warnings():  # a board of one or two entries leaves matplotlib no room to adjust: harmless
+        warnings.simplefilter("ignore", UserWarning)
+        fig.tight_layout()
     return report_lib._png(fig)
 
 
