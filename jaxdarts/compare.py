@@ -57,6 +57,7 @@ from __future__ import annotations
 
 import base64
 import dataclasses
+import functools
 import html
 import itertools
 import json
@@ -148,9 +149,6 @@ class GroundTruth:
         except KeyError:
             raise KeyError(f"architecture {key!r} is not in ground truth {self.name!r}") from None
 
-    def regret(self, genotype) -> float:
-        return float(self.mean[self.index(genotype)] - self.best)
-
     @property
     def regrets(self) -> np.ndarray:
         return self.mean - self.best
@@ -202,14 +200,24 @@ def load_ground_truth(name: str) -> GroundTruth:
     return gt
 
 
-def space_architectures(space) -> list[genotype_lib.Genotype]:
+def space_size(space) -> int:
+    """How many architectures :func:`space_architectures` lists."""
+    space = spaces_lib.get(space)
+    return math.prod(len(ops) for t in space.cell_types for ops in space.ops[t])
+
+
+def space_architectures(space, indices=None) -> list[genotype_lib.Genotype]:
     """Every architecture of a space whose derivation keeps all edges (RobustDARTS's S5: the
     op of each fixed edge), as genotypes, in ``itertools.product`` order of the edges'
-    op indices (normal edges, then reduce edges)."""
+    op indices (normal edges, then reduce edges); with ``indices``, only those positions
+    of that order (a sample of a large space, without listing the rest)."""
     space = spaces_lib.get(space)
     per_edge = [(t, e, space.ops[t][e]) for t in space.cell_types for e in range(len(space.ops[t]))]
+    sizes = [len(ops) for _, _, ops in per_edge]
+    choices = (itertools.product(*map(range, sizes)) if indices is None
+               else (np.unravel_index(int(i), sizes) for i in indices))
     out = []
-    for choice in itertools.product(*(range(len(ops)) for _, _, ops in per_edge)):
+    for choice in choices:
         alpha = {t: np.zeros(np.shape(space.mask(t)), np.float32) for t in space.cell_types}
         for (t, e, _), c in zip(per_edge, choice):
             alpha[t][e, c] = 1.0
@@ -255,6 +263,11 @@ def expected_random_regret(select_err: np.ndarray, regrets: np.ndarray, k: int) 
 def method_config_files() -> dict:
     """method -> the shipped config file (``configs/<file>.py``) whose ``:quick`` variant
     runs it (a file named after the method first)."""
+    return dict(_method_config_files())
+
+
+@functools.lru_cache(maxsize=1)
+def _method_config_files() -> dict:  # the shipped files do not change while a process runs: read them once
     out = {}
     files = sorted(f for f in os.listdir(config_lib.SHIPPED_CONFIGS)
                    if f.endswith(".py") and not f.startswith(("_", "common", "retrain", "compare")))
@@ -276,6 +289,21 @@ def _set(cfg, field, value):
     node[last] = value
 
 
+def _entry_defaults(entry: str):
+    """The config file of ``entry``'s method at its variant (:func:`jaxdarts.config.base`
+    for a method without a file); :class:`ConfigError` (one line) for a variant it lacks."""
+    method, _, variant = entry.partition(":")
+    files = method_config_files()
+    if method not in files:
+        if variant:
+            raise ConfigError(f"config.methods entry {entry!r}: method {method!r} has no config file for variants")
+        return config_lib.base(method)
+    try:
+        return config_lib.load_file(os.path.join(config_lib.SHIPPED_CONFIGS, files[method] + ".py"), variant)
+    except ValueError as e:
+        raise ConfigError(f"config.methods entry {entry!r}: {e}") from None
+
+
 def method_config(entry: str, protocol, seed: int, overrides=None):
     """The config of a leaderboard entry: ``method`` or ``method:variant`` (a variant of the
     method's config file, e.g. ``robustdarts:es`` for DARTS-ES, ``robustdarts:dp`` for
@@ -285,17 +313,8 @@ def method_config(entry: str, protocol, seed: int, overrides=None):
     for a plain method (they do not change a search) and as the variant sets them for a
     variant (DARTS-ES needs its eigenvalues). Validated: :class:`ConfigError` (one line)
     when the method cannot search the protocol."""
-    method, _, variant = entry.partition(":")
-    files = method_config_files()
-    if method in files:
-        try:
-            cfg = config_lib.load_file(os.path.join(config_lib.SHIPPED_CONFIGS, files[method] + ".py"), variant)
-        except ValueError as e:
-            raise ConfigError(f"config.methods entry {entry!r}: {e}") from None
-    elif variant:
-        raise ConfigError(f"config.methods entry {entry!r}: method {method!r} has no config file for variants")
-    else:
-        cfg = config_lib.base(method)
+    variant = entry.partition(":")[2]
+    cfg = _entry_defaults(entry)
     own_epochs = cfg.epochs
     for f in PROTOCOL_FIELDS:
         _set(cfg, f, protocol[f.replace(".", "_")])
@@ -313,17 +332,10 @@ def method_config(entry: str, protocol, seed: int, overrides=None):
 # ------------------------------------------------------------------ the comparison
 def check(cfg) -> None:
     """One-line :class:`ConfigError` for a bad comparison config."""
-    files = method_config_files()
     for m in tuple(cfg.methods) + tuple(cfg.programs):
-        name, _, variant = m.partition(":")
-        check_choice("methods", name, methods_lib.names())
-        if variant and name not in files:
-            raise ConfigError(f"config.methods entry {m!r}: method {name!r} has no config file for variants")
-        if variant:
-            try:
-                config_lib.load_file(os.path.join(config_lib.SHIPPED_CONFIGS, files[name] + ".py"), variant)
-            except ValueError as e:
-                raise ConfigError(f"config.methods entry {m!r}: {e}") from None
+        check_choice("methods", m.partition(":")[0], methods_lib.names())
+        if ":" in m:
+            _entry_defaults(m)  # a variant its config file lacks: one line now, not after the first searches
     for b in cfg.baselines:
         check_choice("baselines", b, BASELINES)
     if not cfg.seeds or len(set(cfg.seeds)) != len(cfg.seeds):
@@ -425,10 +437,11 @@ def synflow_scores(cfg, seed, log=print) -> tuple[list, np.ndarray]:
     info = data_lib.info(p.dataset)
     model = supernet_lib.Supernet(space, info.num_classes, C=p.model_C, layers=p.model_layers,
                                   lowering=kernels.resolve_lowering("auto"), track_running_stats=False)
-    archs = space_architectures(space)
-    if cfg.synflow_candidates and cfg.synflow_candidates < len(archs):  # Zero-cost NAS on a sample of the space
-        pick = np.sort(np.random.default_rng(seed).choice(len(archs), cfg.synflow_candidates, replace=False))
-        archs = [archs[i] for i in pick]
+    n = space_size(space)
+    pick = None
+    if cfg.synflow_candidates and cfg.synflow_candidates < n:  # Zero-cost NAS on a sample of the space
+        pick = np.sort(np.random.default_rng(seed).choice(n, cfg.synflow_candidates, replace=False))
+    archs = space_architectures(space, pick)
     alphas = [genotype_lib.to_alpha(space, g) for g in archs]
     stacked = {t: jnp.stack([a[t] for a in alphas]) for t in space.cell_types}
     keys = jax.random.split(jax.random.fold_in(jax.random.key(seed), 28), len(archs))

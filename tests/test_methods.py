@@ -15,25 +15,16 @@ import pytest
 
 from conftest import REPO, tiny_config
 from jaxdarts import config as config_lib
-from jaxdarts import data, io as io_lib, methods, optim, search
+from jaxdarts import compare, data, io as io_lib, methods, optim, search
 
 pytestmark = pytest.mark.usefixtures("fast_compile")  # loop tests: compile time, not XLA:CPU lowerings
-
-def _quick_config_files() -> dict:
-    """method -> the shipped config file (name without .py) whose ``:quick`` variant runs it."""
-    out = {}
-    for f in sorted(os.listdir(os.path.join(REPO, "configs"))):
-        if f.endswith(".py") and not f.startswith(("_", "common", "retrain", "compare")):
-            cfg = config_lib.load_file(os.path.join(REPO, "configs", f), "quick")
-            out.setdefault(cfg.method, f[:-3])
-    return out
 
 
 def _battery() -> dict:
     """method -> (config file, a bad override of a field it validates, the one-line error),
     from the registry: ``Method.battery`` or, without one, the first string field of the
     method's section set to a value no ``check_choice`` accepts."""
-    files = _quick_config_files()
+    files = compare.method_config_files()  # method -> the config file whose :quick variant runs it
     out = {}
     for name in methods.names():
         m = methods.get(name)
