@@ -161,7 +161,7 @@ def compare_main(argv=None) -> int:
     except ValueError as e:  # another comparison in the workdir
         _fail(str(e), 2)
     print(compare_lib.markdown(board))
-    print(f"leaderboard written to {fv.workdir}/leaderboard.json, .md and .html")
+    print(f"leaderboard written to {fv.workdir}/leaderboard.json, .md, .html and .png")
     return 0
 
 
