@@ -32,7 +32,10 @@ Variants (combinable, ``:nb201,quick``): ``nb201``, ``quick``, ``argmax`` (BaLeN
 selection), ``first_order``, ``paper_vadam`` (Eq. 17-18 instead of the reference's VAdam),
 ``reference_noise`` (2nd order with the reference's noise in the mixed term only).
 Selection: ``--config.balenas.selection=snip`` (``argmax``, ``synflow``, ``snip``, ``grasp``),
-``--config.balenas.num_candidates=50``.
+``--config.balenas.num_candidates=50``. The scored network (``balenas.tf.network``, not
+named by the paper): ``auto`` (default) is the zero-cost-proxy code's ``NAS201Model`` on
+NAS-Bench-201 and ``NetworkCIFAR``'s cells in the DARTS space; ``eval``/``search`` force the
+evaluation or the search network's cells (identical Synflow scores in the DARTS space).
 """
 
 from jaxdarts import config as config_lib

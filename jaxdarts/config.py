@@ -31,6 +31,7 @@ __all__ = ["ConfigError", "check_choice", "check_positive", "base", "validate", 
 LEGACY_VALUES = {
     "model.arch_step_updates_bn": False,  # session 13: before it, only the weight step updated BN statistics
     "model.partial_channels": 1,  # session 14: before it, every op saw all channels
+    "balenas.tf.network": "search",  # session 16: before it, BaLeNAS-TF scored the search supernet's cells
 }
 """Fields added after runs may have started, with the value that reproduces the behaviour
 before the field existed: resuming a workdir whose config.json lacks one is accepted when

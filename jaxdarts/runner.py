@@ -241,7 +241,9 @@ class Runner:
         if old is None:
             return
         flat = lambda d: traverse_util.flatten_dict(d, sep=".")  # noqa: E731
-        old, new = {**config_lib.LEGACY_VALUES, **flat(old)}, flat(self._config_json())
+        new = flat(self._config_json())
+        legacy = {k: v for k, v in config_lib.LEGACY_VALUES.items() if k in new}  # another method's: not here
+        old = {**legacy, **flat(old)}
         diff = [(k, old.get(k, _MISSING), new.get(k, _MISSING)) for k in sorted(set(old) | set(new))
                 if old.get(k, _MISSING) != new.get(k, _MISSING)]
         if diff:

@@ -312,16 +312,17 @@ class SearchCell(nn.Module):
     capture_ops: bool = False
     cell_index: int | None = None  # the cell's index among its type (spaces with cell_ops)
     partial_channels: int = 1
+    affine: bool = False  # evaluation-network cells (see Supernet.affine)
 
     @nn.compact
     def __call__(self, s0, s1, weights, drop_prob=0.0, edge_scale=None):
         space = self.space
         if space.macro == "darts":
             if self.reduction_prev:
-                s0 = ops_lib.FactorizedReduce(self.C, affine=False, name="preprocess0")(s0, self.train)
+                s0 = ops_lib.FactorizedReduce(self.C, affine=self.affine, name="preprocess0")(s0, self.train)
             else:
-                s0 = ops_lib.ReLUConvBN(self.C, 1, 1, affine=False, name="preprocess0")(s0, self.train)
-            s1 = ops_lib.ReLUConvBN(self.C, 1, 1, affine=False, name="preprocess1")(s1, self.train)
+                s0 = ops_lib.ReLUConvBN(self.C, 1, 1, affine=self.affine, name="preprocess0")(s0, self.train)
+            s1 = ops_lib.ReLUConvBN(self.C, 1, 1, affine=self.affine, name="preprocess1")(s1, self.train)
             states = [s0, s1]
         else:
             states = [s0]
@@ -332,7 +333,7 @@ class SearchCell(nn.Module):
         for g in edge_groups(space, self.cell_type, self.reduction, self.cell_index):
             x = jnp.stack([states[i] for i in g.inputs])
             w = jnp.stack([weights[e] for e in g.edges])  # static slices: no gather/scatter
-            y = _BatchedMixedOp(g.ops, self.C, g.stride, self.train, family, lowering=self.lowering,
+            y = _BatchedMixedOp(g.ops, self.C, g.stride, self.train, family, self.affine, lowering=self.lowering,
                                 drop_path_scope=self.drop_path_scope, track_running_stats=self.track_running_stats,
                                 capture=self.capture_ops, partial=self.partial_channels, name=g.name)(x, w, drop_prob)
             if self.capture_ops:  # (edges of the group, K, N, H, W, C) before mixing
@@ -448,6 +449,13 @@ class Supernet(nn.Module):
         in evaluation too and keep none (PyTorch ``track_running_stats=False``; the
         NAS-Bench-201 ``BN`` flag and the zero-cost-proxy network). Stem, reduction blocks
         and classifier BatchNorms always track.
+      affine: the cells as the evaluation network builds them, for scoring discrete
+        architectures with one-hot weights (BaLeNAS-TF ``tf.network='eval'``): affine
+        BatchNorms, pools without a BatchNorm and affine preprocessing (DARTS
+        ``NetworkCIFAR``'s ``EvalCell``), or, for the ``nb201`` macro, convs without bias
+        and affine BatchNorms (AutoDL's ``InferCell``). False (default): the search
+        network's affine-free cells (DARTS pools followed by an affine-free BatchNorm,
+        NAS-Bench-201 convs with bias as ``bias = not affine``).
       capture_ops: every edge's per-op outputs before mixing are sown into the
         ``'intermediates'`` collection (per cell, per edge group ``ops_edges_...``: an array
         ``(edges of the group, K, N, H, W, C)``, zeros for ``none``/padded slots); read them
@@ -478,6 +486,7 @@ class Supernet(nn.Module):
     track_running_stats: bool = True
     capture_ops: bool = False
     partial_channels: int = 1
+    affine: bool = False
 
     @nn.compact
     def __call__(self, x, alpha, *, train: bool, normalized: bool = False, drop_prob=0.0):
@@ -517,7 +526,7 @@ class Supernet(nn.Module):
             counters[ctype] += 1
             cell = cell_cls(space, ctype, C_curr, reduction, reduction_prev, self.multiplier, train,
                             kernels.resolve_lowering(self.lowering), self.drop_path_scope, self.track_running_stats,
-                            self.capture_ops, index, self.partial_channels, name=f"cell_{i}")
+                            self.capture_ops, index, self.partial_channels, self.affine, name=f"cell_{i}")
             s0, s1 = (s1, cell(s0, s1, w, drop_prob)) if es is None else (s1, cell(s0, s1, w, drop_prob, es))
             reduction_prev = reduction
             if self.auxiliary and train and i == 2 * self.layers // 3:
@@ -532,7 +541,7 @@ class Supernet(nn.Module):
         def cell(stage, j, C_curr, s):
             m = cell_cls(space, "normal", C_curr, False, False, 1, train, kernels.resolve_lowering(self.lowering),
                          self.drop_path_scope, self.track_running_stats, self.capture_ops, None,
-                         self.partial_channels, name=f"cell_{stage}_{j}")
+                         self.partial_channels, self.affine, name=f"cell_{stage}_{j}")
             if edges is None:
                 return m(s, None, weights["normal"], drop_prob)
             return m(s, None, weights["normal"], drop_prob, edges["normal"])

@@ -1,7 +1,9 @@
 """BaLeNAS: VAdam against the reference optimiser and Eq. 17-18, the batched sample
 gradients, training-free selection, NAS-Bench-201 fidelity pieces."""
 
+import dataclasses
 import functools
+import re
 
 import chex
 
@@ -189,7 +191,11 @@ def test_tf_selection_keeps_each_candidate_with_its_score(monkeypatch):
                 total += table[t][e, space.ops[t][e].index(op)]
         return total
 
+    models = []
+
     def fake_make_scorer(proxy, model, **_):
+        models.append(model)
+
         def scorer(alphas, keys, data):  # the one-hot alphas against the table
             return np.asarray(sum(np.einsum("nek,ek->n",
                                             np.asarray(alphas[t], np.float64), table[t]) for t in space.cell_types))
@@ -206,6 +212,16 @@ def test_tf_selection_keeps_each_candidate_with_its_score(monkeypatch):
     np.testing.assert_allclose(sel["scores"], expect, rtol=1e-9)
     assert expect == sorted(expect, reverse=True) and len(set(np.round(expect, 9))) > 1
     assert G.Genotype.from_json(sel["genotype"]) == cands[0]
+    # tf.network: the evaluation network's cells by default in the DARTS macro, the search
+    # supernet's on request (their equivalence to NetworkCIFAR: tests/test_proxies.py)
+    assert [m.affine for m in models] == [True] and models[0].track_running_stats is False
+    for net, space, affine in (("search", "s2", False), ("eval", "nb201", True), ("auto", "nb201", False)):
+        t = dataclasses.replace(task, cfg=tiny_config("balenas", space=space, **{"balenas.tf.network": net}),
+                                space=spaces.get(space))
+        assert balenas.scoring_model(t).affine is affine, (net, space)
+    with pytest.raises(config_lib.ConfigError, match=re.escape(
+            "config.balenas.tf.network='supernet' is not accepted; accepted: auto, eval, search")):
+        config_lib.validate(tiny_config("balenas", **{"balenas.tf.network": "supernet"}))
 
 
 def test_nb201_networks_have_the_published_parameter_counts():

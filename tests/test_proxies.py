@@ -209,3 +209,126 @@ def test_chunked_scoring_with_progress_equals_one_call():
     got = proxies.score_with_progress(scorer, alphas, keys, None, chunk=3, log=logs.append)
     np.testing.assert_allclose(got, ref, rtol=1e-6)
     assert calls == [3, 3, 3] and len(logs) == 3 and logs[-1].startswith("scored 7/7 candidates")
+
+
+_SCORED_CELL = G.Genotype(normal=[("max_pool_3x3", 0), ("sep_conv_3x3", 1)],
+                          reduce=[("sep_conv_3x3", 0), ("skip_connect", 1)], normal_concat=(2,), reduce_concat=(2,))
+"""An S5 cell (DARTS macro, one node): a pool and a separable conv in the normal cell, a
+strided separable conv and a strided skip (FactorizedReduce) in the reduction cell."""
+
+
+def _supernet_variables_from_network_cifar(sp, sup_vars, eval_vars, genotype, layers):
+    """The one-hot supernet's variables with :class:`NetworkCIFAR`'s parameters placed in
+    it: stem, classifier and each cell's preprocessing copied, each selected op's
+    ``op{j}_{name}`` written into its edge's slot of the edge group's stacked op (the
+    unselected ops keep the supernet's own; their mixing weight is 0)."""
+    out = {col: dict(tree) for col, tree in sup_vars.items()}
+    for col, tree in out.items():
+        for name in tree:
+            src = eval_vars.get(col, {}).get(name)
+            if not name.startswith("cell_"):
+                tree[name] = src
+                continue
+            ctype = sp.cell_type_of(int(name.split("_")[1]), layers)
+            gene = genotype.cell(ctype)
+            cell = tree[name] = dict(tree[name])
+            for pre in ("preprocess0", "preprocess1"):
+                if pre in cell:
+                    cell[pre] = src[pre]
+            for grp in supernet.edge_groups(sp, ctype, ctype == "reduce"):
+                if grp.name not in cell:
+                    continue
+                ops = cell[grp.name] = dict(cell[grp.name])
+                for slot, e in enumerate(grp.edges):
+                    node, inp = sp.edges[e]
+                    for j in (2 * node, 2 * node + 1):
+                        op, frm = gene[j]
+                        if frm == inp and op in ops:
+                            ops[op] = jax.tree.map(lambda d, v, slot=slot: d.at[slot].set(v), ops[op],
+                                                   src[f"op{j}_{op}"])
+    return out
+
+
+@pytest.mark.usefixtures("fast_compile")
+def test_eval_style_one_hot_supernet_is_network_cifar_and_synflow_ignores_the_choice(x64):
+    """BaLeNAS-TF's ``tf.network='eval'`` scores with ``Supernet(affine=True)`` and one-hot
+    weights: with NetworkCIFAR's parameters mapped into it (op by op, by the genotype),
+    its training-mode logits, Synflow and SNIP equal NetworkCIFAR's own (an independent
+    module: EvalCell's two ops per node). The search-style supernet (``'search'``, pools
+    followed by an affine-free BatchNorm) with the same kernels has another SNIP score but
+    the same Synflow score (bn='none' removes every BatchNorm), and a fresh initialisation gives both supernets
+    the same kernels from the same key: under Synflow the choice of network changes
+    nothing in the DARTS macro."""
+    from flax import traverse_util
+
+    sp = spaces.get("s5")
+    g = _SCORED_CELL
+    C, L = 4, 3
+    net = networks.NetworkCIFAR(g, C=C, layers=L, auxiliary=False, lowering="conv")
+    evs = supernet.Supernet(sp, 10, C=C, layers=L, affine=True, track_running_stats=False, lowering="conv")
+    srch = supernet.Supernet(sp, 10, C=C, layers=L, track_running_stats=False, lowering="conv")
+    alpha = jax.tree.map(lambda a: jnp.asarray(a, jnp.float64), G.to_alpha(sp, g))
+    x = jax.random.normal(jax.random.key(1), (4, 8, 8, 3), jnp.float64)
+    batch = {"image": x, "label": jnp.array([0, 3, 7, 3])}
+    to64 = lambda t: jax.tree.map(lambda a: jnp.asarray(a, jnp.float64), t)
+    flat = traverse_util.flatten_dict
+
+    @jax.jit  # one program: initialisations, parameter mapping, logits and scores
+    def run():
+        v_net = to64(net.init({"params": jax.random.key(2)}, x[:1], train=True))
+        fresh = [to64(proxies.init_variables(m, jax.random.key(3), alpha, (1, 8, 8, 3))) for m in (evs, srch)]
+        v_evs = _supernet_variables_from_network_cifar(sp, fresh[0], v_net, g, L)
+        mapped = flat(v_evs["params"])
+        v_srch = {**fresh[1], "params": traverse_util.unflatten_dict(
+            {k: mapped.get(k, v) for k, v in flat(fresh[1]["params"]).items()})}
+        kw = dict(normalized=True)
+        logits = [net.apply(v_net, x, train=True, mutable=["batch_stats"])[0],
+                  evs.apply(v_evs, x, alpha, train=True, mutable=["batch_stats"], **kw)[0]]
+        syn = [proxies.synflow(net, v_net, (1, 8, 8, 3)), proxies.synflow(evs, v_evs, (1, 8, 8, 3), alpha, **kw),
+               proxies.synflow(srch, v_srch, (1, 8, 8, 3), alpha, **kw)]
+        snip = [proxies.snip(net, v_net, batch), proxies.snip(evs, v_evs, batch, alpha, **kw),
+                proxies.snip(srch, v_srch, batch, alpha, **kw)]
+        return logits, syn, snip, [flat(f["params"]) for f in fresh]
+
+    logits, syn, snip, fresh = jax.device_get(run())
+    # float32 tolerances where BatchNorm statistics enter: Flax's BatchNorm (NetworkCIFAR)
+    # reduces in float32, the supernet's batch-statistics BatchNorm in the input's float64
+    np.testing.assert_allclose(logits[1], logits[0], rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(syn[1:], [syn[0]] * 2, rtol=1e-7)
+    np.testing.assert_allclose(snip[1], snip[0], rtol=1e-5)
+    assert abs(snip[2] - snip[0]) > 1e-2 * abs(snip[0])  # the search style normalises the pool's output
+    kernels = [k for k in fresh[1] if k[-1] == "kernel"]
+    assert kernels and all(np.array_equal(fresh[0][k], fresh[1][k]) for k in kernels)
+
+
+@pytest.mark.usefixtures("fast_compile")
+def test_eval_style_nb201_supernet_is_the_infer_cell_network():
+    """``Supernet(affine=True)`` on NAS-Bench-201 with one-hot weights is NetworkNB201 with
+    AutoDL's InferCells (``cell_affine=True``: convs without bias, affine BatchNorm): the
+    supernet's selected ops renamed into the discrete network give the same training-mode
+    logits, and the parameter trees agree in what each side has (the supernet's cells hold
+    no conv bias, the affine-free search style would)."""
+    from flax import traverse_util
+
+    sp = spaces.get("nb201")
+    g = G.Genotype.from_nb201_str("|nor_conv_3x3~0|+|nor_conv_1x1~0|avg_pool_3x3~1|+|skip_connect~0|nor_conv_3x3~1|"
+                                  "none~2|")
+    model = supernet.Supernet("nb201", 10, C=2, layers=1, affine=True, track_running_stats=False, lowering="conv")
+    alpha = G.to_alpha(sp, g)
+    net = networks.NetworkNB201(g, C=2, N=1, cell_affine=True, track_running_stats=False)
+    x = jax.random.normal(jax.random.key(8), (4, 8, 8, 3))
+
+    @jax.jit  # one program: initialisations, renaming, both forwards
+    def run():
+        v = proxies.init_variables(model, jax.random.key(6), alpha, (1, 8, 8, 3))
+        vd = _discrete_variables(sp, v, g)
+        own = net.init({"params": jax.random.key(7)}, x[:1], train=True)
+        got = model.apply(v, x, alpha, train=True, normalized=True, mutable=["batch_stats"])[0]
+        want = net.apply(vd, x, train=True, mutable=["batch_stats"])[0]
+        return v, vd, own, got, want
+
+    v, vd, own, got, want = run()
+    assert jax.tree.structure(vd["params"]) == jax.tree.structure(own["params"])
+    assert not any(k[-1] == "bias" and str(k[0]).startswith("cell") and "Conv" in str(k[-2])
+                   for k in traverse_util.flatten_dict(v["params"]))
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)

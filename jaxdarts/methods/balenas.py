@@ -27,11 +27,20 @@ or a proxy of :mod:`jaxdarts.proxies` (BaLeNAS-TF; ``synflow`` default in the co
 ``num_candidates`` draws from q (sigma scaled by ``tf.sigma_scale``), each discretised
 (:func:`jaxdarts.genotype.derive`; NB201 takes the argmax over all five ops, ``none``
 included), deduplicated in drawing order (``tf.dedupe``), optionally with argmax(mu) added
-(``tf.include_mean``), each scored with a fresh random initialisation of the search space's
-supernet at (``tf.C``, ``tf.layers``) with one-hot mixing weights and batch-statistics
-BatchNorm in the cells (for NB201 exactly the zero-cost-proxy code's ``NAS201Model``; for
-the DARTS space the search network, the paper does not say which network it scores), all
-candidates one compiled program; the best score wins (ties: first drawn). SNIP/GraSP use
+(``tf.include_mean``), each scored with a fresh random initialisation of a one-hot
+supernet at (``tf.C``, ``tf.layers``) with batch-statistics BatchNorm in the cells, all
+candidates one compiled program; the best score wins (ties: first drawn). The paper does
+not say which network it scores (``METHODS_SPEC.md`` 3.3); ``tf.network`` chooses the
+cells: ``'eval'``, the evaluation network's (``NetworkCIFAR``'s in the DARTS macro: affine
+BatchNorm, pools without BatchNorm; AutoDL's ``InferCell`` on NB201: convs without bias),
+as zero-cost proxies score the networks that are trained; or ``'search'``, the search
+supernet's (affine-free BatchNorm, DARTS pools followed by BatchNorm, NB201 convs with
+bias: on NB201 exactly the zero-cost-proxy code's ``NAS201Model``). ``'auto'`` (default)
+takes the network whose proxy correlations the spec names: ``NAS201Model`` on NB201,
+``NetworkCIFAR``'s cells in the DARTS macro. Under Synflow with ``synflow_bn='none'`` (the
+DARTS macro's default) the two give identical scores (the same kernels from the same key,
+every BatchNorm removed); SNIP, GraSP and NB201's Synflow differ (measured:
+``benchmarks/RESULTS.md``, "Which network BaLeNAS-TF scores"). SNIP/GraSP use
 one training batch (training transform); Synflow an all-ones input of the search images'
 shape (``tf.input_size`` overrides the side). The selection runs after the last epoch and,
 with ``tf.every = n > 0``, after every n-th epoch too (metrics ``tf_selected``,
@@ -68,6 +77,7 @@ from jaxdarts.methods import _simplex
 
 SELECTIONS = ("argmax",) + proxies.PROXIES
 NOISE_SCOPES = ("all", "mixed_term_only")
+TF_NETWORKS = ("auto", "eval", "search")
 
 
 def config() -> ml_collections.ConfigDict:
@@ -81,6 +91,8 @@ def config() -> ml_collections.ConfigDict:
         tf=dict(dedupe=True, include_mean=False, sigma_scale=1.0, C=0, layers=0,  # 0: the search network's
                 input_size=0,  # synflow input side; 0: the search images'
                 synflow_bn="auto",  # auto (nb201_reference on nb201, none otherwise) | none | nb201_reference | keep
+                # auto (search on nb201: the zero-cost-proxy code's NAS201Model; eval otherwise) | eval | search
+                network="auto",
                 score_batch=1, every=0, seed=0,
                 # True: the scorer compiled without XLA's optimisation passes (kernels.FAST_COMPILE_OPTIONS):
                 # on 2 CPU cores at the quick size its first call fell from 105 s to 50 s and a candidate
@@ -96,6 +108,7 @@ def validate(cfg) -> None:
     check_choice("balenas.vadam.noise_scope", v.noise_scope, NOISE_SCOPES)
     check_choice("balenas.selection", b.selection, SELECTIONS)
     check_choice("balenas.tf.synflow_bn", b.tf.synflow_bn, ("auto",) + proxies.SYNFLOW_BN)
+    check_choice("balenas.tf.network", b.tf.network, TF_NETWORKS)
     for f in ("vadam.lr", "vadam.prior_precision", "vadam.init_precision"):
         check_positive(f"balenas.{f}", v[f.split(".")[1]])
     check_positive("balenas.vadam.dataset_size", v.dataset_size, allow_zero=True)
@@ -252,7 +265,15 @@ def scoring_model(task) -> supernet_lib.Supernet:
     t = task.method_config.tf
     return supernet_lib.Supernet(task.space, task.ds_info.num_classes, C=t.C or task.cfg.model.C,
                                  layers=t.layers or task.cfg.model.layers, lowering=task.lowering,
-                                 track_running_stats=False)
+                                 track_running_stats=False, affine=tf_network(task) == "eval")
+
+
+def tf_network(task) -> str:
+    """``tf.network`` with ``'auto'`` resolved: ``'search'`` on NB201 (the zero-cost-proxy
+    code's ``NAS201Model`` has the search cells' conv biases and affine-free BatchNorm),
+    ``'eval'`` otherwise (NetworkCIFAR's cells, ``METHODS_SPEC.md`` 3.3)."""
+    net = task.method_config.tf.network
+    return ("search" if task.space.macro == "nb201" else "eval") if net == "auto" else net
 
 
 def synflow_bn(task) -> str:
