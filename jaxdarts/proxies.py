@@ -41,6 +41,7 @@ from flax import traverse_util
 from jaxdarts import kernels
 from jaxdarts import ops as ops_lib
 from jaxdarts import programs
+from jaxdarts import spaces as spaces_lib
 
 PROXIES = ("synflow", "snip", "grasp")
 SYNFLOW_BN = ("none", "nb201_reference", "keep")
@@ -108,11 +109,19 @@ def _bn_interceptor(mode: str):
     return interceptor
 
 
-def synflow(model, variables, input_shape, *args, bn: str = "none", **kwargs):
+def synflow(model, variables, input_shape, *args, bn: str = "none", forward: bool = False, **kwargs):
     """Synflow ``sum |W * dR/dW|`` with ``R = sum(f_|theta|(ones(input_shape)))`` in float64.
 
     Must run with float64 enabled (``with jax.enable_x64(True):`` around the call or the
-    ``jit`` that traces it); raises otherwise. ``bn``: :data:`SYNFLOW_BN`."""
+    ``jit`` that traces it); raises otherwise. ``bn``: :data:`SYNFLOW_BN`.
+
+    ``forward=True`` computes ``sum <W, dR/dW>`` as ONE forward-mode derivative of ``R``
+    along the kernels themselves (``jax.jvp``; no backward pass, a smaller program to
+    compile). That is the Synflow score whenever every ``dR/dW >= 0``, which holds when no
+    BatchNorm is kept (``bn='none'``) and no op can output a negative value (every
+    activation is then a sum of products of |parameters| and ones, so every derivative of
+    ``R`` is >= 0); an op such as RobustDARTS's ``noise`` breaks it (see
+    :func:`forward_synflow_exact`). Agrees with the reverse mode to float64 rounding (tested)."""
     if bn not in SYNFLOW_BN:
         raise ValueError(f"synflow bn={bn!r} is not accepted; accepted: {', '.join(SYNFLOW_BN)}")
     if jnp.zeros(()).astype(jnp.float64).dtype != jnp.float64:
@@ -128,8 +137,24 @@ def synflow(model, variables, input_shape, *args, bn: str = "none", **kwargs):
         with nn.intercept_methods(_bn_interceptor(bn)):
             return jnp.sum(_logits(model, {"params": p, **rest}, x, args, kwargs))
 
+    if forward:
+        mask = kernel_mask(params)
+        along = jax.tree.map(lambda m, w: w if m else jnp.zeros_like(w), mask, params)
+        return jax.jvp(r, (params,), (along,))[1]
     g = jax.grad(r)(params)
     return _masked_sum(kernel_mask(params), jax.tree.map(lambda w, d: jnp.abs(w * d), params, g))
+
+
+def forward_synflow_exact(model, bn: str) -> bool:
+    """Whether ``synflow(..., forward=True)`` is the Synflow score for ``model``: every
+    BatchNorm removed and a :class:`~jaxdarts.supernet.Supernet` whose space has no op that
+    outputs negative values (``noise``); False for any other module (not known)."""
+    space = getattr(model, "space", None)
+    if bn != "none" or space is None:
+        return False
+    sp = spaces_lib.get(space)
+    return not any(ops_lib.base_op(op) == "noise" for t in sp.cell_types for edge in sp.ops[t] for op in edge
+                   if op is not None)
 
 
 PROXY_FNS: dict[str, Callable] = {"synflow": synflow, "snip": snip, "grasp": grasp}
@@ -165,6 +190,7 @@ def make_scorer(proxy: str, model, *, batch_size: int = 1, synflow_bn: str = "no
     if synflow_bn not in SYNFLOW_BN:
         raise ValueError(f"synflow_bn={synflow_bn!r} is not accepted; accepted: {', '.join(SYNFLOW_BN)}")
     fast = fast_compile
+    forward = forward_synflow_exact(model, synflow_bn)  # one jvp instead of a gradient where exact
 
     def run(alphas, keys, data):
         shape = tuple(data.shape) if proxy == "synflow" else tuple(data["image"].shape)
@@ -174,7 +200,7 @@ def make_scorer(proxy: str, model, *, batch_size: int = 1, synflow_bn: str = "no
             alpha, key = inputs
             v = init_variables(model, key, alpha, init_shape)
             if proxy == "synflow":
-                return fn(model, v, shape, alpha, bn=synflow_bn, normalized=True)
+                return fn(model, v, shape, alpha, bn=synflow_bn, forward=forward, normalized=True)
             return fn(model, v, data, alpha, normalized=True)
 
         return jax.lax.map(one, (alphas, keys), batch_size=min(batch_size, len(keys)))

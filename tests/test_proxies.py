@@ -258,7 +258,8 @@ def test_eval_style_one_hot_supernet_is_network_cifar_and_synflow_ignores_the_ch
     followed by an affine-free BatchNorm) with the same kernels has another SNIP score but
     the same Synflow score (bn='none' removes every BatchNorm), and a fresh initialisation gives both supernets
     the same kernels from the same key: under Synflow the choice of network changes
-    nothing in the DARTS macro."""
+    nothing in the DARTS macro. Synflow as one forward-mode derivative (the scorer's
+    program where it is exact) equals the reverse-mode score."""
     from flax import traverse_util
 
     sp = spaces.get("s5")
@@ -285,7 +286,9 @@ def test_eval_style_one_hot_supernet_is_network_cifar_and_synflow_ignores_the_ch
         logits = [net.apply(v_net, x, train=True, mutable=["batch_stats"])[0],
                   evs.apply(v_evs, x, alpha, train=True, mutable=["batch_stats"], **kw)[0]]
         syn = [proxies.synflow(net, v_net, (1, 8, 8, 3)), proxies.synflow(evs, v_evs, (1, 8, 8, 3), alpha, **kw),
-               proxies.synflow(srch, v_srch, (1, 8, 8, 3), alpha, **kw)]
+               proxies.synflow(srch, v_srch, (1, 8, 8, 3), alpha, **kw),
+               proxies.synflow(evs, v_evs, (1, 8, 8, 3), alpha, forward=True, **kw),
+               proxies.synflow(srch, v_srch, (1, 8, 8, 3), alpha, forward=True, **kw)]
         snip = [proxies.snip(net, v_net, batch), proxies.snip(evs, v_evs, batch, alpha, **kw),
                 proxies.snip(srch, v_srch, batch, alpha, **kw)]
         return logits, syn, snip, [flat(f["params"]) for f in fresh]
@@ -294,7 +297,8 @@ def test_eval_style_one_hot_supernet_is_network_cifar_and_synflow_ignores_the_ch
     # float32 tolerances where BatchNorm statistics enter: Flax's BatchNorm (NetworkCIFAR)
     # reduces in float32, the supernet's batch-statistics BatchNorm in the input's float64
     np.testing.assert_allclose(logits[1], logits[0], rtol=1e-5, atol=1e-6)
-    np.testing.assert_allclose(syn[1:], [syn[0]] * 2, rtol=1e-7)
+    np.testing.assert_allclose(syn[1:3], [syn[0]] * 2, rtol=1e-7)
+    np.testing.assert_allclose(syn[3:], syn[1:3], rtol=1e-12)  # one jvp = the gradient's sum |W dR/dW|
     np.testing.assert_allclose(snip[1], snip[0], rtol=1e-5)
     assert abs(snip[2] - snip[0]) > 1e-2 * abs(snip[0])  # the search style normalises the pool's output
     kernels = [k for k in fresh[1] if k[-1] == "kernel"]
@@ -332,3 +336,30 @@ def test_eval_style_nb201_supernet_is_the_infer_cell_network():
     assert not any(k[-1] == "bias" and str(k[0]).startswith("cell") and "Conv" in str(k[-2])
                    for k in traverse_util.flatten_dict(v["params"]))
     np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)
+
+
+def test_forward_mode_synflow_is_used_only_where_every_derivative_is_nonnegative():
+    """``forward=True`` (one jvp) equals Synflow only when no BatchNorm is kept and no op can
+    output a negative value; the scorer picks it by :func:`proxies.forward_synflow_exact`.
+    A network with a negative activation shows why: there the jvp's signed sum differs."""
+    sn = lambda space: supernet.Supernet(space, 10, C=2, layers=3)  # noqa: E731
+    assert proxies.forward_synflow_exact(sn("darts"), "none")
+    assert proxies.forward_synflow_exact(supernet.Supernet("nb201", 10, C=2, layers=1), "none")
+    assert not proxies.forward_synflow_exact(supernet.Supernet("nb201", 10, C=2, layers=1), "nb201_reference")
+    assert not proxies.forward_synflow_exact(sn("darts"), "keep")
+    assert not proxies.forward_synflow_exact(sn("s4"), "none")  # RobustDARTS's noise op
+    assert not proxies.forward_synflow_exact(Small(), "none")  # not a supernet: not known
+
+    class Signed(nn.Module):  # conv -> BN (kept: negative outputs) -> ReLU -> dense
+        @nn.compact
+        def __call__(self, x, *, train):
+            x = nn.relu(nn.BatchNorm(use_running_average=not train)(nn.Conv(3, (3, 3), use_bias=False)(x)))
+            return nn.Dense(4, use_bias=False)(jnp.mean(x, (1, 2)))
+
+    with jax.enable_x64(True):
+        m = Signed()
+        v = m.init({"params": jax.random.key(0)}, jnp.zeros((1, 5, 5, 2)), train=True)
+        v = {**v, "batch_stats": v["batch_stats"]}
+        x = jnp.ones((2, 5, 5, 2))  # two images: batch statistics centre them, ReLU cuts half
+        rev, fwd = (proxies.synflow(m, v, x.shape, bn="keep", forward=f) for f in (False, True))
+    assert not np.isclose(rev, fwd, rtol=1e-6)
