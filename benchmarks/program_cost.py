@@ -69,6 +69,7 @@ def main():
     ap.add_argument("--paper", action="store_true", help="C=16, 8 cells, batch 64, 32x32x3 (the paper's search)")
     ap.add_argument("--scorer", action="store_true", help="also the BaLeNAS-TF scorer of the config")
     ap.add_argument("--no_compile", action="store_true", help="trace and lower only")
+    ap.add_argument("--default_only", action="store_true", help="compile with XLA's default options only")
     a = ap.parse_args()
     import jax
     import numpy as np
@@ -119,7 +120,7 @@ def main():
             return float(np.median(times[1:]))
 
         out["step_s"] = step_time(compiled)
-        for name, opts in COMPILE_VARIANTS.items():  # what XLA's passes cost and what they buy
+        for name, opts in ({} if a.default_only else COMPILE_VARIANTS).items():  # what XLA's passes cost and buy
             exe, out[f"compile_{name}_s"] = timed(lambda: lowered.compile(opts))
             out[f"step_{name}_s"] = step_time(exe)
             del exe
