@@ -148,7 +148,8 @@ def synflow(model, variables, input_shape, *args, bn: str = "none", forward: boo
 def forward_synflow_exact(model, bn: str) -> bool:
     """Whether ``synflow(..., forward=True)`` is the Synflow score for ``model``: every
     BatchNorm removed and a :class:`~jaxdarts.supernet.Supernet` whose space has no op that
-    outputs negative values (``noise``); False for any other module (not known)."""
+    outputs negative values (``noise``), called with non-negative mixing weights (the
+    scorer's one-hot alphas); False for any other module (not known)."""
     space = getattr(model, "space", None)
     if bn != "none" or space is None:
         return False
