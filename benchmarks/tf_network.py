@@ -48,13 +48,9 @@ from jaxdarts import proxies  # noqa: E402
 from jaxdarts import spaces  # noqa: E402
 from jaxdarts import supernet  # noqa: E402
 
+from balenas_nb201 import all_cells, cell_alpha, cell_genotype, spearman  # noqa: E402  (this folder)
+
 NETWORKS = ("search", "eval")
-
-
-def spearman(a, b):
-    ra = np.argsort(np.argsort(a, kind="stable"), kind="stable").astype(float)
-    rb = np.argsort(np.argsort(b, kind="stable"), kind="stable").astype(float)
-    return float(np.corrcoef(ra, rb)[0, 1])
 
 
 def fmnist_batch(n, side, channels, key):
@@ -82,14 +78,10 @@ def score_all(scorer, alphas, keys, data, chunk, log, tag):
 
 
 def stage_nb201(args, log):
-    sp = spaces.get("nb201")
-    ops = sp.ops["normal"][0]
-    idx = np.random.default_rng(0).choice(5 ** 6, 1000, replace=False)[:args.cells]
-    digits = np.stack([(idx // 5 ** (5 - r)) % 5 for r in range(6)], 1)
-    gens = [G.Genotype(normal=tuple((ops[int(k)], inp) for k, (_, inp) in zip(d, sp.edges)),
-                       normal_concat=(1, 2, 3), reduce=(), reduce_concat=()) for d in digits]
-    acc = np.array([nb201.accuracy(g) for g in gens])
-    alphas = {"normal": jnp.asarray(np.eye(5, dtype=np.float32)[digits])}
+    idx = np.random.default_rng(0).choice(5 ** 6, 1000, replace=False)[:args.cells]  # balenas_nb201's sample
+    digits = all_cells()[idx]
+    acc = np.array([nb201.accuracy(cell_genotype(d)) for d in digits])
+    alphas = {"normal": jnp.asarray(cell_alpha(digits))}
     keys = jnp.stack([jax.random.fold_in(jax.random.key(42), int(i)) for i in idx])
     batch = fmnist_batch(8, 16, 3, jax.random.key(0))
     out = {}

@@ -256,8 +256,8 @@ def test_eval_style_one_hot_supernet_is_network_cifar_and_synflow_ignores_the_ch
     its training-mode logits, Synflow and SNIP equal NetworkCIFAR's own (an independent
     module: EvalCell's two ops per node). The search-style supernet (``'search'``, pools
     followed by an affine-free BatchNorm) with the same kernels has another SNIP score but
-    the same Synflow score (bn='none' removes every BatchNorm), and a fresh initialisation gives both supernets
-    the same kernels from the same key: under Synflow the choice of network changes
+    the same Synflow score (bn='none' removes every BatchNorm), and a fresh initialisation
+    gives both supernets the same kernels from the same key: under Synflow the choice changes
     nothing in the DARTS macro. Synflow as one forward-mode derivative (the scorer's
     program where it is exact) equals the reverse-mode score."""
     from flax import traverse_util
@@ -359,7 +359,6 @@ def test_forward_mode_synflow_is_used_only_where_every_derivative_is_nonnegative
     with jax.enable_x64(True):
         m = Signed()
         v = m.init({"params": jax.random.key(0)}, jnp.zeros((1, 5, 5, 2)), train=True)
-        v = {**v, "batch_stats": v["batch_stats"]}
         x = jnp.ones((2, 5, 5, 2))  # two images: batch statistics centre them, ReLU cuts half
         rev, fwd = (proxies.synflow(m, v, x.shape, bn="keep", forward=f) for f in (False, True))
     assert not np.isclose(rev, fwd, rtol=1e-6)

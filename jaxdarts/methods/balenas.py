@@ -272,13 +272,16 @@ def tf_network(task) -> str:
     """``tf.network`` with ``'auto'`` resolved: ``'search'`` on NB201 (the zero-cost-proxy
     code's ``NAS201Model`` has the search cells' conv biases and affine-free BatchNorm),
     ``'eval'`` otherwise (NetworkCIFAR's cells, ``METHODS_SPEC.md`` 3.3)."""
-    net = task.method_config.tf.network
-    return ("search" if task.space.macro == "nb201" else "eval") if net == "auto" else net
+    return _by_macro(task, task.method_config.tf.network, nb201="search", otherwise="eval")
 
 
 def synflow_bn(task) -> str:
-    bn = task.method_config.tf.synflow_bn
-    return ("nb201_reference" if task.space.macro == "nb201" else "none") if bn == "auto" else bn
+    return _by_macro(task, task.method_config.tf.synflow_bn, nb201="nb201_reference", otherwise="none")
+
+
+def _by_macro(task, value, *, nb201, otherwise):
+    """``value``, or for ``'auto'`` the choice for the task space's macro."""
+    return (nb201 if task.space.macro == "nb201" else otherwise) if value == "auto" else value
 
 
 def select(space, candidates, scorer, data, key, log=None):
