@@ -62,6 +62,7 @@ def get_config(arg: str = ""):
             c.seeds = (0,)
             c.protocol.update(dict(data_image_size=8, data_max_examples=256, model_C=4, model_layers=3, batch_size=8,
                                    epochs=2, steps_per_epoch=2, eval_batches=1))
+            c.protocol.model_depthwise = "conv"  # the compact lowering: a smoke run is mostly compiling
             # BaLeNAS-TF over 4 draws scored by a one-cell network (its 100 draws: a minute of compiling)
             c.overrides.balenas = {"balenas": {"num_candidates": 4, "tf": {"layers": 1, "fast_compile": True}}}
     return c

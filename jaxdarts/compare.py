@@ -95,6 +95,11 @@ PROTOCOL_FIELDS = ("dataset", "space", "data.image_size", "data.max_examples", "
                    "batch_size", "epochs", "steps_per_epoch", "eval_batches")
 """Config fields every method's run takes from the comparison's protocol (equal terms)."""
 
+OPTIONAL_PROTOCOL_FIELDS = ("model.depthwise",)
+"""Fields a protocol may set for every method (``protocol.model_depthwise``): the lowering,
+numerically equal either way, so a speed choice (the ``tiny`` smoke protocol compiles the
+compact ``'conv'`` lowering)."""
+
 
 # ------------------------------------------------------------------ ground truth
 def arch_key(genotype) -> str:
@@ -318,6 +323,9 @@ def method_config(entry: str, protocol, seed: int, overrides=None):
     own_epochs = cfg.epochs
     for f in PROTOCOL_FIELDS:
         _set(cfg, f, protocol[f.replace(".", "_")])
+    for f in OPTIONAL_PROTOCOL_FIELDS:
+        if f.replace(".", "_") in protocol:
+            _set(cfg, f, protocol[f.replace(".", "_")])
     cfg.seed, cfg.num_seeds = int(seed), 1
     cfg.arch_start_epoch = int(round(cfg.arch_start_epoch * cfg.epochs / own_epochs))
     if not variant:
@@ -436,7 +444,8 @@ def synflow_scores(cfg, seed, log=print) -> tuple[list, np.ndarray]:
     space = spaces_lib.get(p.space)
     info = data_lib.info(p.dataset)
     model = supernet_lib.Supernet(space, info.num_classes, C=p.model_C, layers=p.model_layers,
-                                  lowering=kernels.resolve_lowering("auto"), track_running_stats=False)
+                                  lowering=kernels.resolve_lowering(p.get("model_depthwise", "auto")),
+                                  track_running_stats=False)
     n = space_size(space)
     pick = None
     if cfg.synflow_candidates and cfg.synflow_candidates < n:  # Zero-cost NAS on a sample of the space

@@ -21,11 +21,13 @@ maxima of shifted slices ("taps") implemented as primitives with gather-form tra
 forward), and 1x1 convolutions are ``einsum`` contractions (which stay plain batched
 matmuls when edges are ``vmap``-ed together).
 
-Batch norm uses PyTorch's defaults (momentum 0.1 -> Flax momentum 0.9, eps 1e-5).
+Batch norm uses PyTorch's defaults (momentum 0.1 -> Flax momentum 0.9, eps 1e-5), with its
+derivative in closed form (:func:`batch_normalize`, a smaller program than autodiff of it).
 """
 
 from __future__ import annotations
 
+import functools
 from typing import Callable, Sequence
 
 import jax
@@ -69,6 +71,51 @@ def torch_dense(x, features: int, name: str | None = None):
     return nn.Dense(features, kernel_init=_torch_init, bias_init=_torch_bias_init(x.shape[-1]), name=name)(x)
 
 
+def _feature_and_reduction_axes(ndim: int, axis) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    feat = tuple(a % ndim for a in ((axis,) if isinstance(axis, int) else tuple(axis)))
+    return feat, tuple(a for a in range(ndim) if a not in feat)
+
+
+def _moments(x: Array, axes: tuple[int, ...], centered: bool) -> tuple[Array, Array]:
+    mean = jnp.mean(x, axes)
+    if centered:  # E[(x - E[x])^2]
+        var = jnp.mean(lax.square(x - jnp.expand_dims(mean, axes)), axes)
+    else:  # E[x^2] - E[x]^2, clipped at 0: Flax's fast variance, in one fusion
+        var = jnp.maximum(0.0, jnp.mean(lax.square(x), axes) - lax.square(mean))
+    return mean, var
+
+
+@functools.partial(jax.custom_jvp, nondiff_argnums=(1, 2, 3))
+def batch_normalize(x: Array, axes: tuple[int, ...], epsilon: float, centered: bool = False):
+    """``((x - mean) / sqrt(var + epsilon), mean, var)`` with the batch statistics over
+    ``axes`` (biased variance; ``centered=False``: ``E[x^2] - E[x]^2`` clipped at 0, as Flax's
+    ``BatchNorm``; ``True``: ``E[(x - E[x])^2]``).
+
+    The derivative is written in closed form (``jax.custom_jvp``): with ``x^ = (x - mean) r``,
+    ``r = 1/sqrt(var + eps)`` and means over ``axes``,
+    ``dy = r (dx - mean(dx) - x^ mean(x^ dx))``, ``dmean = mean(dx)``,
+    ``dvar = 2 mean(x^ dx) / r``. It is linear in ``dx`` (so JAX transposes it for reverse
+    mode) and made of differentiable ops (so ``grad`` of ``grad``, Hessian-vector products and
+    ``vmap`` work to any order), and it is ~3x fewer ops than differentiating the statistics
+    op by op: BatchNorm was ~30% of a DARTS search step's program (2026-12-02)."""
+    mean, var = _moments(x, axes, centered)
+    y = (x - jnp.expand_dims(mean, axes)) * lax.rsqrt(jnp.expand_dims(var, axes) + epsilon)
+    return y, mean, var
+
+
+@batch_normalize.defjvp
+def _batch_normalize_jvp(axes, epsilon, centered, primals, tangents):
+    (x,), (dx,) = primals, tangents
+    mean, var = _moments(x, axes, centered)
+    r = lax.rsqrt(var + epsilon)
+    re = jnp.expand_dims(r, axes)
+    xhat = (x - jnp.expand_dims(mean, axes)) * re
+    dmean = jnp.mean(dx, axes)
+    cov = jnp.mean(xhat * dx, axes)
+    dy = re * (dx - jnp.expand_dims(dmean, axes) - xhat * jnp.expand_dims(cov, axes))
+    return (xhat, mean, var), (dy, dmean, 2.0 * cov / r)
+
+
 class BatchStatNorm(nn.Module):
     """BatchNorm that always normalises with the statistics of its input batch and keeps
     no running statistics (PyTorch ``BatchNorm2d(track_running_stats=False)``, in training
@@ -80,12 +127,8 @@ class BatchStatNorm(nn.Module):
 
     @nn.compact
     def __call__(self, x):
-        feat = (self.axis,) if isinstance(self.axis, int) else tuple(self.axis)
-        feat = tuple(a % x.ndim for a in feat)
-        red = tuple(a for a in range(x.ndim) if a not in feat)
-        mean = jnp.mean(x, red, keepdims=True)
-        var = jnp.mean(jnp.square(x - mean), red, keepdims=True)
-        y = (x - mean) * lax.rsqrt(var + self.epsilon)
+        feat, red = _feature_and_reduction_axes(x.ndim, self.axis)
+        y = batch_normalize(x, red, self.epsilon, True)[0]
         if self.affine:
             if feat != (x.ndim - 1,):
                 raise ValueError("an affine BatchStatNorm normalises the last axis only")
@@ -99,9 +142,46 @@ BN_MOMENTUM = 0.9
 (PyTorch's ``momentum=0.1``)."""
 
 
+class BatchNorm(nn.Module):
+    """Flax's ``nn.BatchNorm`` (the same variables, shapes, initial values, statistics and
+    running-average update: ``batch_stats/{mean, var}``, ``params/{scale, bias}``) with the
+    batch-statistics derivative in closed form (:func:`batch_normalize`): a smaller program
+    to compile. ``axis``: the feature axes (statistics per feature, reduced over the rest)."""
+
+    use_running_average: bool = False
+    axis: int | tuple[int, ...] = -1
+    momentum: float = BN_MOMENTUM
+    epsilon: float = 1e-5
+    use_scale: bool = True
+    use_bias: bool = True
+
+    @nn.compact
+    def __call__(self, x):
+        feat, red = _feature_and_reduction_axes(x.ndim, self.axis)
+        shape = tuple(x.shape[a] for a in feat)
+        ra_mean = self.variable("batch_stats", "mean", lambda s: jnp.zeros(s, jnp.float32), shape)
+        ra_var = self.variable("batch_stats", "var", lambda s: jnp.ones(s, jnp.float32), shape)
+        scale = (jnp.expand_dims(self.param("scale", nn.initializers.ones, shape, jnp.float32), red)
+                 if self.use_scale else None)
+        if self.use_running_average:  # Flax's arithmetic: (x - mean) * (rsqrt(var + eps) * scale)
+            mul = lax.rsqrt(jnp.expand_dims(ra_var.value, red) + self.epsilon)
+            y = (x - jnp.expand_dims(ra_mean.value, red)) * (mul if scale is None else mul * scale)
+        else:
+            y, mean, var = batch_normalize(x, red, self.epsilon, False)
+            if scale is not None:
+                y = y * scale
+            if not self.is_initializing():
+                ra_mean.value = self.momentum * ra_mean.value + (1 - self.momentum) * mean
+                ra_var.value = self.momentum * ra_var.value + (1 - self.momentum) * var
+        if self.use_bias:
+            y = y + jnp.expand_dims(self.param("bias", nn.initializers.zeros, shape, jnp.float32), red)
+        return y
+
+
 def batch_norm(train: bool, affine: bool, name: str | None = None, axis: int | tuple[int, ...] = -1,
                track_running_stats: bool = True) -> nn.Module:
-    """PyTorch-equivalent BatchNorm2d (momentum 0.1, eps 1e-5) over NHWC channels.
+    """PyTorch-equivalent BatchNorm2d (momentum 0.1, eps 1e-5) over NHWC channels
+    (:class:`BatchNorm`).
 
     ``axis`` names the feature axes: ``(0, -1)`` normalises a stack ``(G, N, H, W, C)`` of
     G independent BatchNorm2d inputs at once (statistics per ``(g, c)``).
@@ -109,15 +189,7 @@ def batch_norm(train: bool, affine: bool, name: str | None = None, axis: int | t
     too, no ``batch_stats`` variables)."""
     if not track_running_stats:
         return BatchStatNorm(affine, axis, name=name)
-    return nn.BatchNorm(
-        use_running_average=not train,
-        axis=axis,
-        momentum=BN_MOMENTUM,
-        epsilon=1e-5,
-        use_scale=affine,
-        use_bias=affine,
-        name=name,
-    )
+    return BatchNorm(use_running_average=not train, axis=axis, use_scale=affine, use_bias=affine, name=name)
 
 
 depthwise_conv = kernels.depthwise_conv

@@ -95,7 +95,7 @@ def grasp(model, variables, batch, *args, **kwargs):
 
 
 def _bn_interceptor(mode: str):
-    bn_types = (nn.BatchNorm, ops_lib.BatchStatNorm)
+    bn_types = (nn.BatchNorm, ops_lib.BatchNorm, ops_lib.BatchStatNorm)
 
     def interceptor(next_fun, args, kwargs, context):
         m = context.module

@@ -14,6 +14,7 @@ _cache = os.environ.get("JAXDARTS_TEST_CACHE", os.path.join(tempfile.gettempdir(
 jax.config.update("jax_compilation_cache_dir", _cache)
 jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
 jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
+os.environ.setdefault("JAX_DISABLE_MOST_OPTIMIZATIONS", "1")  # subprocesses: see _fast_compiles_unless_optimized
 
 import pytest  # noqa: E402
 
@@ -37,9 +38,39 @@ HEAVY_FIRST = ("test_supernet.py", "test_methods.py", "test_compare.py", "test_r
 together instead of one of them compiling supernets alone at the end."""
 
 
+SAME_PROGRAMS = ("test_method_tiny_search_runs_and_resumes_bit_identically",
+                 "test_search_step_data_parallel_equals_one_device")
+"""Tests parametrised by a method ``name`` that compile the same programs (``_tiny(name)`` of
+test_methods): run in one xdist worker (``--dist loadgroup``), where the second gets the
+first's traced and compiled step from :mod:`jaxdarts.programs` instead of compiling it
+again at the same time in the other worker."""
+
+
 def pytest_collection_modifyitems(session, config, items):
     order = {name: i for i, name in enumerate(HEAVY_FIRST)}
     items.sort(key=lambda item: order.get(item.path.name, len(order)))  # stable: file order otherwise
+    for item in items:
+        if getattr(item, "originalname", None) in SAME_PROGRAMS and hasattr(item, "callspec"):
+            item.add_marker(pytest.mark.xdist_group(f"programs-{item.callspec.params['name']}"))
+
+
+OPTIMIZED_FILES = ("test_kernels.py", "test_ops.py")
+"""Test files of the XLA:CPU lowerings (:mod:`jaxdarts.kernels`, the 'taps' ops): compiled
+with XLA's optimisation passes, as a search compiles them. Elsewhere a test is marked
+``@pytest.mark.xla_optimized``."""
+
+
+@pytest.fixture(autouse=True)
+def _fast_compiles_unless_optimized(request):
+    """Every test compiles without most of XLA's optimisation passes (:func:`fast_compiles`;
+    compile time is most of the suite's time) except the lowering tests, which compile as a
+    search does (:data:`OPTIMIZED_FILES`, ``@pytest.mark.xla_optimized``). Subprocesses
+    inherit the choice through ``JAX_DISABLE_MOST_OPTIMIZATIONS``."""
+    if request.node.get_closest_marker("xla_optimized") or request.node.path.name in OPTIMIZED_FILES:
+        yield
+        return
+    with fast_compiles():
+        yield
 
 
 @contextlib.contextmanager
@@ -76,13 +107,13 @@ def repo_root():
 
 
 def tiny_config(method="darts", **overrides):
-    """A search config of ``method`` that compiles and runs in seconds (8px, C=4, 2-op
-    space); ``overrides`` may use dotted names (``**{"robustdarts.sweep.target": ...}``)."""
+    """A search config of ``method`` that compiles and runs in seconds (8px, C=4, the 2-op
+    2-node space ``tiny``); ``overrides`` may use dotted names (``**{"robustdarts.sweep.target": ...}``)."""
     from jaxdarts import config as config_lib
 
     c = config_lib.base(method)
     c.dataset = "fashion_mnist"
-    c.space = "s2"
+    c.space = "tiny"
     c.data.image_size = 8
     c.data.max_examples = 256
     c.model.C = 4

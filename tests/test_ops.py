@@ -126,3 +126,44 @@ def test_unknown_op_names_accepted_values():
     assert kernels.resolve_lowering("auto", "cpu") == "taps"
     assert kernels.resolve_lowering("auto", "gpu") == kernels.resolve_lowering("auto", "tpu") == "conv"
     assert kernels.resolve_lowering("conv", "cpu") == "conv"
+
+
+@pytest.mark.parametrize("axis,affine,train", [(-1, False, True), (-1, True, True), ((0, -1), False, True),
+                                               ((0, -1), True, False)])
+def test_batch_norm_with_closed_form_derivative_equals_flax_batch_norm(x64, axis, affine, train):
+    """ops.BatchNorm (closed-form jvp) against Flax's nn.BatchNorm differentiated op by op:
+    variables, output, running statistics, gradients in x and in the parameters, a
+    Hessian-vector product (jvp of grad), vmap over a leading axis, and central differences
+    of the loss along one direction."""
+    from flax import linen as nn
+
+    x = jax.random.normal(jax.random.key(0), (3, 4, 5, 5, 6), jnp.float64) * 2 + 1
+    flax_bn = nn.BatchNorm(use_running_average=not train, axis=axis, momentum=ops.BN_MOMENTUM, epsilon=1e-5,
+                           use_scale=affine, use_bias=affine)
+    ours = ops.BatchNorm(use_running_average=not train, axis=axis, use_scale=affine, use_bias=affine)
+    v0 = flax_bn.init(jax.random.key(1), x)
+    assert jax.tree.map(lambda a: (a.shape, a.dtype), ours.init(jax.random.key(1), x)) == \
+        jax.tree.map(lambda a: (a.shape, a.dtype), v0)
+    v = jax.tree.map(lambda a: a + 0.3 * jax.random.normal(jax.random.key(5), a.shape, a.dtype), v0)
+    w = jnp.sin(jnp.arange(x.size, dtype=jnp.float64)).reshape(x.shape)
+
+    def loss(m):
+        def f(p, x):
+            y, upd = m.apply({**v, "params": p} if affine else v, x, mutable=["batch_stats"])
+            return jnp.sum(jnp.tanh(y) * w), upd
+        return f
+
+    p = v.get("params", {})
+    (a, ua), (b, ub) = loss(ours)(p, x), loss(flax_bn)(p, x)
+    np.testing.assert_allclose(a, b, rtol=1e-12)
+    jax.tree.map(lambda s, t: np.testing.assert_allclose(s, t, rtol=1e-12), ua, ub)
+    grads = lambda m: jax.grad(lambda p, x: loss(m)(p, x)[0], argnums=(0, 1))(p, x)
+    jax.tree.map(lambda s, t: np.testing.assert_allclose(s, t, rtol=1e-9, atol=1e-12), grads(ours), grads(flax_bn))
+    t = jax.random.normal(jax.random.key(9), x.shape, x.dtype)
+    hvp = lambda m: jax.jvp(lambda x: jax.grad(lambda x: loss(m)(p, x)[0])(x), (x,), (t,))[1]
+    np.testing.assert_allclose(hvp(ours), hvp(flax_bn), rtol=1e-8, atol=1e-11)
+    f = lambda x: loss(ours)(p, x)[0]
+    fd = (f(x + 1e-6 * t) - f(x - 1e-6 * t)) / 2e-6
+    np.testing.assert_allclose(jnp.vdot(jax.grad(f)(x), t), fd, rtol=1e-6)
+    batched = jax.vmap(lambda x: ours.apply(v, x, mutable=["batch_stats"])[0])(jnp.stack([x, 2 * x + 1]))
+    np.testing.assert_allclose(batched[1], ours.apply(v, 2 * x + 1, mutable=["batch_stats"])[0], rtol=1e-12)

@@ -182,10 +182,11 @@ def test_pcdarts_engine_weights_carry_the_edge_softmax():
     rows and each node's softmax of its betas as per-edge scales."""
     task = search.SearchTask.from_config(tiny_config("pcdarts", **{"model.partial_channels": 2}))
     state = task.init_state()
-    assert set(state.alpha) == {"normal", "reduce", "betas"} and state.alpha["betas"]["normal"].shape == (14,)
+    assert set(state.alpha) == {"normal", "reduce", "betas"}
+    assert state.alpha["betas"]["normal"].shape == (len(task.space.edges),)
     w = task.mixing_weights(state.alpha)
     np.testing.assert_allclose(w["edges"]["reduce"], _np_weights2(np.asarray(state.alpha["betas"]["reduce"],
-                                                                             np.float64)), rtol=1e-5)
+                                                                             np.float64), task.space.steps), rtol=1e-5)
     np.testing.assert_allclose(w["normal"], supernet.mixing_weights(task.space, {
         t: state.alpha[t] for t in ("normal", "reduce")})["normal"])
 
@@ -262,7 +263,7 @@ def test_drnas_weights_are_the_mean_without_a_key_and_kl_gradient_is_added(x64, 
         return tot
 
     a = jax.tree.map(lambda x: np.asarray(x, np.float64), state.alpha)
-    for t, (i, j) in (("normal", (0, 1)), ("reduce", (3, 0)), ("normal", (7, 1))):
+    for t, (i, j) in (("normal", (0, 1)), ("reduce", (3, 0)), ("normal", (len(space.edges) - 1, 1))):
         plus, minus = jax.tree.map(np.copy, a), jax.tree.map(np.copy, a)
         plus[t][i, j] += h
         minus[t][i, j] -= h
@@ -323,8 +324,8 @@ def test_cli_runs_from_another_directory_and_resumes_bit_identically(tmp_path, c
     tiny = [a for a in TINY if "partial_channels" not in a or "nb201" not in config]
     if "nb201" in config:
         tiny = [a if a != "--config.model.layers=3" else "--config.model.layers=1" for a in tiny]
-    else:  # the 2-op space of the other tiny tests
-        tiny.append("--config.space=s2")
+    else:  # the 2-op, 2-node space of the other tiny tests
+        tiny.append("--config.space=tiny")
     full = _cli(tmp_path, "--config", f"configs/{config}", "--workdir", str(tmp_path / "full"), *tiny)
     assert full.returncode == 0, full.stderr[-2000:]
     part = _cli(tmp_path, "--config", f"configs/{config}", "--workdir", str(tmp_path / "part"), *tiny,
