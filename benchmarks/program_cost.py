@@ -39,7 +39,8 @@ def stablehlo_by_scope(text: str, depth: int) -> collections.Counter:
         m = re.search(r"loc\((#loc\d+)\)\s*$", line)
         name = locs.get(m.group(1)[1:], "") if m else ""
         parts = [p for p in name.split("/") if p]
-        i = next((k for k, p in enumerate(parts) if p.startswith("Supernet") or p == "Supernet"), None)
+        # the module's scope, also under a transformation: "jvp(Supernet)", "transpose(jvp(Supernet))"
+        i = next((k for k, p in enumerate(parts) if re.search(r"(^|\()Supernet\b", p)), None)
         scope = "/".join(parts[i + 1:i + 1 + depth]) if i is not None else "(outside the supernet)"
         scope = re.sub(r"(transpose|jvp|vmap)\((.*?)\)", r"\2", scope)
         out[scope or "(supernet top level)"] += 1
