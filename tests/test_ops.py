@@ -132,9 +132,9 @@ def test_unknown_op_names_accepted_values():
                                                ((0, -1), True, False)])
 def test_batch_norm_with_closed_form_derivative_equals_flax_batch_norm(x64, axis, affine, train):
     """ops.BatchNorm (closed-form jvp) against Flax's nn.BatchNorm differentiated op by op:
-    variables, output, running statistics, gradients in x and in the parameters, a
-    Hessian-vector product (jvp of grad), vmap over a leading axis, and central differences
-    of the loss along one direction."""
+    variables, output, running statistics and their tangents, gradients in x and in the
+    parameters, a Hessian-vector product (jvp of grad), vmap over a leading axis, and central
+    differences of the loss along one direction."""
     from flax import linen as nn
 
     x = jax.random.normal(jax.random.key(0), (3, 4, 5, 5, 6), jnp.float64) * 2 + 1
@@ -162,6 +162,9 @@ def test_batch_norm_with_closed_form_derivative_equals_flax_batch_norm(x64, axis
     t = jax.random.normal(jax.random.key(9), x.shape, x.dtype)
     hvp = lambda m: jax.jvp(lambda x: jax.grad(lambda x: loss(m)(p, x)[0])(x), (x,), (t,))[1]
     np.testing.assert_allclose(hvp(ours), hvp(flax_bn), rtol=1e-8, atol=1e-11)
+    stats_jvp = lambda m: jax.jvp(lambda x: loss(m)(p, x)[1], (x,), (t,))[1]  # running statistics' tangents
+    jax.tree.map(lambda s, u: np.testing.assert_allclose(s, u, rtol=1e-9, atol=1e-12), stats_jvp(ours),
+                 stats_jvp(flax_bn))
     f = lambda x: loss(ours)(p, x)[0]
     fd = (f(x + 1e-6 * t) - f(x - 1e-6 * t)) / 2e-6
     np.testing.assert_allclose(jnp.vdot(jax.grad(f)(x), t), fd, rtol=1e-6)
