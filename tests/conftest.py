@@ -88,13 +88,6 @@ def fast_compiles():
 
 
 @pytest.fixture
-def fast_compile():
-    """:func:`fast_compiles` for a whole test."""
-    with fast_compiles():
-        yield
-
-
-@pytest.fixture
 def x64():
     """Runs a test with float64 enabled (independent numerical references)."""
     with jax.enable_x64(True):

@@ -90,7 +90,6 @@ def _task(**kw):
     return search.SearchTask.from_config(cfg)
 
 
-@pytest.mark.usefixtures("fast_compile")
 @pytest.mark.parametrize("estimator,scope", [("first_order", "all"),
                                              pytest.param("finite_difference", "mixed_term_only", marks=pytest.mark.slow)])
 def test_sample_gradients_are_one_batched_computation(estimator, scope):

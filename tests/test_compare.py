@@ -102,7 +102,7 @@ def test_each_method_gets_the_protocol_and_a_warm_up_scaled_to_the_budget():
     assert compare.method_config("msdarts", p, 0).arch_start_epoch == 1  # the reference waits 5 of 50 epochs
 
 
-def test_compare_runs_every_method_and_both_baselines_and_resumes(tmp_path, fast_compile):
+def test_compare_runs_every_method_and_both_baselines_and_resumes(tmp_path):
     truth = _synthetic_ground_truth(tmp_path / "gt.json")
     cfg = config_lib.load_file(os.path.join(REPO, "configs", "compare.py"), "tiny")
     cfg.ground_truth = str(tmp_path / "gt.json")
@@ -212,7 +212,7 @@ def test_bad_comparison_configs_are_one_line_errors_and_write_nothing(tmp_path):
         compare.run(cfg, str(tmp_path / "w2"), log=lambda *_: None)
 
 
-def test_nas_bench_201_path_against_the_accuracy_table(tmp_path, fast_compile):
+def test_nas_bench_201_path_against_the_accuracy_table(tmp_path):
     """NAS-Bench-201 with the optional table (analog-nasbench, in the dev extra): the search
     runs on the embedded data here (CIFAR-10 in ``configs/compare.py:nb201``), so the
     leaderboard says that the table was measured on another dataset."""

@@ -17,7 +17,6 @@ from conftest import REPO, tiny_config
 from jaxdarts import config as config_lib
 from jaxdarts import compare, data, io as io_lib, methods, optim, search
 
-pytestmark = pytest.mark.usefixtures("fast_compile")  # loop tests: compile time, not XLA:CPU lowerings
 
 
 def _battery() -> dict:
@@ -362,7 +361,7 @@ def test_update_orders_and_mixing_weights_slot():
         search.Method("x", update_order="reverse")
 
 
-def test_weights_slot_sees_the_methods_traced_schedule_values(fast_compile):
+def test_weights_slot_sees_the_methods_traced_schedule_values():
     """A method's ``weights(alpha, ctx)`` with a traced schedule value (a temperature T,
     ``softmax(alpha / T)``): one compiled step serves every T, and in the weight-only
     warm-up its step at (alpha, T) equals the plain DARTS step at alpha / T (the mixing

@@ -191,7 +191,6 @@ def test_epsilon_schedules_are_the_codes():
 
 
 @pytest.mark.slow
-@pytest.mark.usefixtures("fast_compile")
 def test_mean_shift_on_the_supernet_batched_equals_looped_and_feeds_the_weight_step():
     """On the tiny supernet (a ragged space, 3 cells): the N sample losses evaluated as one
     vmap equal a lax.map and the losses of each clipped sample computed one by one; the
@@ -239,7 +238,6 @@ def test_mean_shift_on_the_supernet_batched_equals_looped_and_feeds_the_weight_s
 
 
 @pytest.mark.slow
-@pytest.mark.usefixtures("fast_compile")
 def test_bandwidth_sweep_is_one_program_equal_to_single_searches(tmp_path):
     cfg = tiny_config("msdarts", epochs=2, steps_per_epoch=2)
     task = search.SearchTask.from_config(cfg)
@@ -293,7 +291,6 @@ def test_msdarts_and_sdarts_configs_follow_their_code():
     assert config_lib.base().data.augment_val  # every method's reference does it
 
 
-@pytest.mark.usefixtures("fast_compile")
 def test_s4_noise_is_fresh_for_other_mixing_weights_and_shared_for_equal_ones():
     """SmoothDARTS's NoiseOp draws new noise at every forward; here a forward at other mixing
     weights (an MS-DARTS sample, a PGD step, the weight step) draws other noise, one at the

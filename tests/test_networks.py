@@ -58,7 +58,7 @@ def test_classifier_initialised_as_torch_linear():
 
 
 @pytest.mark.slow
-def test_tiny_network_forward_aux_and_drop_path(fast_compile):  # structure: compile time
+def test_tiny_network_forward_aux_and_drop_path():
     model = NetworkCIFAR(genotype.DARTS_V2, C=4, layers=5, auxiliary=True)
     x = jax.random.normal(jax.random.key(0), (4, 32, 32, 3))  # the aux head needs 8x8 maps (32px input)
     v = jax.jit(lambda x: model.init({"params": jax.random.key(0), "dropout": jax.random.key(1)}, x, train=True))(x)

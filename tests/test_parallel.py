@@ -18,7 +18,6 @@ from jaxdarts import io as io_lib
 from jaxdarts import parallel, retrain, search
 from retrain_helpers import _steps, tiny_retrain
 
-pytestmark = pytest.mark.usefixtures("fast_compile")
 
 
 def test_retraining_on_8_devices_equals_1_device_and_fsdp():

@@ -99,7 +99,7 @@ def test_partial_channels_shrink_the_ops_and_refuse_what_does_not_divide():
         params(3)
 
 
-def test_edge_scales_act_as_scaled_op_weights_without_partial_channels(fast_compile):
+def test_edge_scales_act_as_scaled_op_weights_without_partial_channels():
     """K=1: scaling edge e's mixed-op output by s_e is the forward at op weights s_e w_e
     (the mixed op is linear in its weights): the edge-scale path against the op path."""
     space = spaces.get("s2")
@@ -239,7 +239,7 @@ def test_kl_term_is_minus_entropy_minus_log_gamma_k_from_scipy():
         np.testing.assert_allclose(float(drnas.kl_to_uniform(space, alpha)), ref, rtol=1e-4)
 
 
-def test_drnas_weights_are_the_mean_without_a_key_and_kl_gradient_is_added(x64, fast_compile):
+def test_drnas_weights_are_the_mean_without_a_key_and_kl_gradient_is_added(x64):
     task = search.SearchTask.from_config(tiny_config("drnas", arch_start_epoch=0))
     state = task.init_state()
     state = state.replace(alpha=jax.tree.map(lambda a: a * 300.0, state.alpha))  # eta ~ 0.3: a visible KL
@@ -303,8 +303,8 @@ def test_configs_follow_the_reference_code(name, variant, facts):
 
 
 def _cli(tmp_path, *args):
-    # loop tests: compile time, not XLA's optimisations (conftest.fast_compiles, in a subprocess)
-    env = {**os.environ, "JAX_PLATFORMS": "cpu", "JAX_DISABLE_MOST_OPTIMIZATIONS": "true"}
+    # os.environ carries conftest's JAX_DISABLE_MOST_OPTIMIZATIONS: compile time, not XLA's passes
+    env = {**os.environ, "JAX_PLATFORMS": "cpu"}
     return subprocess.run([sys.executable, os.path.join(REPO, "bin", "search.py"), *args,
                            "--compilation_cache", TEST_CACHE],
                           capture_output=True, text=True, cwd=str(tmp_path), timeout=600, env=env)

@@ -8,7 +8,6 @@ import pytest
 from conftest import tiny_config
 from jaxdarts import programs, search
 
-pytestmark = pytest.mark.usefixtures("fast_compile")
 
 
 def _batches(task):

@@ -99,7 +99,6 @@ def test_snip_and_grasp_against_independent_computations(x64):
     np.testing.assert_allclose(proxies.grasp(model, v, batch), -np.sum(flat * (h @ g)), rtol=1e-8)
 
 
-@pytest.mark.usefixtures("fast_compile")
 def test_nb201_proxy_network_and_its_synflow_against_a_transcription(x64):
     """The discrete zero-cost-proxy NB201 network (C=2, N=1; a cell with all five ops)
     against a lax transcription written from the reference's layer list (tests/reference.py,
@@ -158,7 +157,6 @@ def _discrete_variables(sp, variables, genotype):
 
 
 @pytest.mark.slow
-@pytest.mark.usefixtures("fast_compile")
 def test_batched_candidate_scoring_equals_the_discrete_networks_one_by_one():
     """Two NB201 cells scored as one compiled program of the one-hot supernet (fresh
     init per candidate) equal each discrete NetworkNB201 (the zero-cost-proxy network:
@@ -249,7 +247,6 @@ def _supernet_variables_from_network_cifar(sp, sup_vars, eval_vars, genotype, la
     return out
 
 
-@pytest.mark.usefixtures("fast_compile")
 def test_eval_style_one_hot_supernet_is_network_cifar_and_synflow_ignores_the_choice(x64):
     """BaLeNAS-TF's ``tf.network='eval'`` scores with ``Supernet(affine=True)`` and one-hot
     weights: with NetworkCIFAR's parameters mapped into it (op by op, by the genotype),
@@ -305,7 +302,6 @@ def test_eval_style_one_hot_supernet_is_network_cifar_and_synflow_ignores_the_ch
     assert kernels and all(np.array_equal(fresh[0][k], fresh[1][k]) for k in kernels)
 
 
-@pytest.mark.usefixtures("fast_compile")
 def test_eval_style_nb201_supernet_is_the_infer_cell_network():
     """``Supernet(affine=True)`` on NAS-Bench-201 with one-hot weights is NetworkNB201 with
     AutoDL's InferCells (``cell_affine=True``: convs without bias, affine BatchNorm): the

@@ -15,7 +15,6 @@ from jaxdarts import config as config_lib
 from jaxdarts import io as io_lib
 from jaxdarts import search, train
 
-pytestmark = pytest.mark.usefixtures("fast_compile")  # loop tests: compile time, not XLA:CPU lowerings
 
 
 class InjectEigenvalues(search.Hook):

@@ -9,7 +9,7 @@ def _blocks(lang):
     return re.findall(rf"```{lang}\n(.*?)```", text, re.S)
 
 
-def test_readme_python_example_runs(capsys, fast_compile):
+def test_readme_python_example_runs(capsys):
     (code,) = _blocks("python")
     exec(compile(code, "README.md", "exec"), {})
     out = capsys.readouterr().out

@@ -19,7 +19,6 @@ from jaxdarts import config as config_lib
 from jaxdarts import data, search
 from jaxdarts import io as io_lib
 
-pytestmark = pytest.mark.usefixtures("fast_compile")  # loop tests: compile time, not XLA:CPU lowerings
 
 
 def _read_metrics(workdir):
@@ -340,7 +339,6 @@ def test_resume_on_another_backend_follows_the_checkpoint_lowering(tmp_path):
         r._template_for({"lowering": "conv", "epoch": 1})
 
 
-@pytest.mark.usefixtures("fast_compile")
 def test_architecture_step_updates_batchnorm_running_statistics_as_the_reference():
     """DARTS architect.py (first order) runs the architecture forward in training mode, so
     the running statistics take one momentum-0.1 update from the architecture batch. Checked

@@ -27,7 +27,6 @@ def tiny_stacnas(**overrides):
 
 
 @pytest.mark.slow
-@pytest.mark.usefixtures("fast_compile")
 def test_simultaneous_step_is_one_joint_gradient_and_both_optimisers():
     """The fused step against (a) the two updates computed here from one jax.grad of the
     training loss w.r.t. (w, alpha) on the step's batch, and (b) the engine's unfused
@@ -154,7 +153,6 @@ def test_train_portion_one_only_for_one_level():
 
 
 @pytest.mark.slow
-@pytest.mark.usefixtures("fast_compile")
 def test_two_stage_program_resumes_and_counts_epochs_across_stages(tmp_path):
     cfg = tiny_stacnas()
     full = search.run(cfg, str(tmp_path / "full"), log=lambda *_: None)
@@ -218,7 +216,6 @@ def test_gradient_confusion_on_hand_made_gradients():
 
 
 @pytest.mark.slow
-@pytest.mark.usefixtures("fast_compile")
 def test_op_outputs_before_mixing_and_their_correlation():
     """Per-op outputs of cell 0's input edges: zeros for ``none``, independent of the
     mixing weights (which change the logits), distinct per op; the correlation of an edge's
@@ -249,7 +246,6 @@ def test_op_outputs_before_mixing_and_their_correlation():
         analysis.op_outputs(model, v, x, a, 0, (14,))
 
 
-@pytest.mark.usefixtures("fast_compile")
 def test_per_cell_stage2_space_has_different_op_lists_per_cell():
     """alpha_share=False: every stage-1 cell activates its own groups; stage-2 cell j of a
     type takes stage-1 cell floor(j n1 / n2); the supernet builds each cell from its own

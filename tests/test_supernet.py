@@ -49,7 +49,6 @@ def test_batched_supernet_equals_per_edge_reference(space, lowering):
     np.testing.assert_allclose(out, ref, rtol=1e-4, atol=1e-5)
 
 
-@pytest.mark.usefixtures("fast_compile")  # structure, in the 'conv' lowering: compile time
 @pytest.mark.parametrize("space,layers", [("darts", 3), pytest.param("amended_s1", 3, marks=pytest.mark.slow), ("s5", 3)])
 def test_one_hot_alpha_computes_the_discrete_cell(space, layers):
     sp = spaces.get(space)
@@ -71,7 +70,6 @@ RAGGED = spaces.SearchSpace(
     spaces.DARTS_EDGES)
 
 
-@pytest.mark.usefixtures("fast_compile")  # structure, in the 'conv' lowering: compile time
 def test_masked_slots_get_zero_weight_and_zero_gradient():
     mask = RAGGED.mask("normal")
     assert RAGGED.num_ops == 3 and mask.sum() == 5 * 3 + 9 * 2
@@ -134,7 +132,6 @@ def test_s5_is_the_papers_81_architecture_space():
     assert spaces.get("darts").steps == 4  # the RobustDARTS code's "s5" is this space
 
 
-@pytest.mark.usefixtures("fast_compile")  # structure, in the 'conv' lowering: compile time
 def test_search_drop_path_drops_whole_mixed_op_outputs():
     """RobustDARTS's Cell.forward drops each mixed-op output (identity ops included): a cell
     of one-hot skip edges with drop probability ~1 outputs zeros; dropping per op (the
@@ -159,7 +156,6 @@ def test_search_drop_path_drops_whole_mixed_op_outputs():
         cell.init({"params": jax.random.key(1)}, s0, s1, w)
 
 
-@pytest.mark.usefixtures("fast_compile")  # structure, in the 'conv' lowering: compile time
 def test_nb201_supernet_runs_and_alpha_gradient_flows():
     model = Supernet("nb201", 10, C=4, layers=1, lowering=FAST)
     alpha = init_alpha("nb201", jax.random.key(0))
