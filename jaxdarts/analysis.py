@@ -139,7 +139,7 @@ def op_outputs(model, variables, x, alpha, cell: int, edges: Iterable[int], *, n
     inter = mut["intermediates"][f"cell_{cell}"]
     ctype = space.cell_type_of(cell, model.layers)
     index = sum(space.cell_type_of(i, model.layers) == ctype for i in range(cell)) if space.cell_ops else None
-    groups = supernet_lib.edge_groups(space, ctype, ctype == "reduce", index)
+    groups = supernet_lib.edge_groups(space, ctype, ctype == "reduce", index, model.edge_loop)
     out = {}
     for e in edges:
         g = next((g for g in groups if e in g.edges), None)

@@ -22,6 +22,10 @@ from jaxdarts import hypergrad
 from jaxdarts import kernels
 from jaxdarts import methods as methods_lib  # the registry (imports no method)
 from jaxdarts import spaces as spaces_lib
+
+EDGE_LOOPS = ("scan", "vmap")
+"""``config.model.edge_loop`` values besides ``'auto'`` (:data:`jaxdarts.supernet.EDGE_LOOPS`,
+which a test keeps equal; config imports no model code)."""
 from jaxdarts import supernet as supernet_lib
 from jaxdarts.contract import HESSIAN_BATCHES, UPDATE_ORDERS, ConfigError, check_choice, check_positive
 
@@ -103,6 +107,10 @@ def base(method: str = "darts") -> ml_collections.ConfigDict:
 
     c.model = ml_collections.ConfigDict(dict(C=16, layers=8, auxiliary=False, aux_weight=0.4, remat=False,
                                              depthwise="auto",  # taps on CPU, conv on GPU/TPU
+                                             # scan: one mixed-op body per cell, looped over the edges (the
+                                             # smaller program); vmap: edges batched in dependency waves;
+                                             # auto: scan, or a resumed checkpoint's (supernet.EDGE_LOOPS)
+                                             edge_loop="auto",
                                              track_running_stats=True,  # False: cells use batch statistics
                                              # the architecture step's training-mode forward updates the
                                              # BatchNorm running statistics, as the references' (False: only
@@ -223,6 +231,7 @@ def _validate(cfg) -> None:
     check_choice("update_order", cfg.update_order, ("method",) + UPDATE_ORDERS)
     check_choice("optim.lr_schedule", cfg.optim.lr_schedule, ("epoch_cosine", "step_cosine"))
     check_choice("model.depthwise", cfg.model.depthwise, kernels.LOWERINGS + ("auto",))
+    check_choice("model.edge_loop", cfg.model.get("edge_loop", "auto"), EDGE_LOOPS + ("auto",))
     check_choice("regularization.drop_path_scope", cfg.regularization.drop_path_scope,
                  supernet_lib.DROP_PATH_SCOPES)
     check_choice("data.flip", cfg.data.flip, ("auto", "on", "off"))

@@ -198,6 +198,16 @@ class Runner:
                      f"{jax.default_backend()}, would pick {self.task.lowering!r}; same function, other program)")
             self.task = self.task.with_lowering(saved)
             self._compiled = None
+        # checkpoints from before edge loops existed hold the 'vmap' parameter tree
+        saved_loop, asked = meta.get("edge_loop", "vmap"), self.cfg.model.get("edge_loop", "auto")
+        if saved_loop != self.task.model.edge_loop:
+            if asked != "auto":
+                raise ValueError(f"workdir {self.workdir} was searched with edge_loop={saved_loop!r}; this run asks "
+                                 f"for config.model.edge_loop={asked!r}, whose parameter tree does not match: "
+                                 f"resume with --config.model.edge_loop={saved_loop} (or auto)")
+            self.log(f"resuming with the checkpoint's edge_loop={saved_loop!r} (same function, other program)")
+            self.task = self.task.with_edge_loop(saved_loop)
+            self._compiled = None
         return self.init_state()
 
     def restore_or_init(self):
@@ -411,6 +421,7 @@ class Runner:
 
     def save(self, epochs_done: int):
         meta = {"epoch": epochs_done, "reg": self.reg, "extra": self.extra, "lowering": self.task.lowering,
+                "edge_loop": self.task.model.edge_loop,
                 "hooks": {h.name: h.state_dict() for h in self.hooks}}
         self.ckpt.save(epochs_done, self.state, meta)
 

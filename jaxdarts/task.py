@@ -87,6 +87,12 @@ and the mesh reach the step as traced values and memo keys): tasks that differ o
 share programs. Everything else in the config is part of the signature."""
 
 
+def resolve_edge_loop(name: str) -> str:
+    """``config.model.edge_loop``: ``'auto'`` -> ``'scan'`` (a resumed run then follows its
+    checkpoint, :class:`jaxdarts.runner.SearchRun`); ``'scan'``/``'vmap'`` as they are."""
+    return "scan" if name == "auto" else supernet_lib.check_edge_loop(name)
+
+
 def program_signature(task: "SearchTask") -> tuple:
     """The static signature of a task's programs: the config without
     :data:`HOST_ONLY_FIELDS`, the method (the registry's object, compared by identity of its
@@ -151,11 +157,16 @@ class SearchTask:
                                       auxiliary=cfg.model.auxiliary, remat=cfg.model.remat, lowering=lowering,
                                       drop_path_scope=cfg.regularization.drop_path_scope,
                                       track_running_stats=cfg.model.track_running_stats,
-                                      partial_channels=int(cfg.model.get("partial_channels", 1)))
+                                      partial_channels=int(cfg.model.get("partial_channels", 1)),
+                                      edge_loop=resolve_edge_loop(cfg.model.get("edge_loop", "auto")))
         return cls(cfg, method, space, model,
                    data_lib.BatchStream(*train, cfg.batch_size, cfg.seed),
                    data_lib.BatchStream(*val, cfg.batch_size, cfg.seed + 7919),
                    tuple(val), info, lowering)
+
+    def with_edge_loop(self, edge_loop: str) -> "SearchTask":
+        """The task with the supernet's edges run as ``edge_loop`` (a resumed checkpoint's)."""
+        return dataclasses.replace(self, model=self.model.clone(edge_loop=resolve_edge_loop(edge_loop)))
 
     def with_lowering(self, lowering: str) -> "SearchTask":
         lowering = kernels.resolve_lowering(lowering)

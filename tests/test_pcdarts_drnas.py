@@ -93,7 +93,8 @@ def test_partial_channels_shrink_the_ops_and_refuse_what_does_not_divide():
         "darts", 10, C=8, layers=3, partial_channels=k, lowering="conv").init(jax.random.key(1), x, a, train=True))[
         "params"]
     # the first normal cell's sep_conv_3x3 kernels: C=8 channels in and out at K=1, 2 at K=4
-    sep = lambda p: {l.shape for l in jax.tree.leaves(p["cell_0"]["edges_0_1_2_3_5_6_9_10"]["sep_conv_3x3"])}
+    grp = supernet.edge_groups(spaces.get("darts"), "normal", False)[0].name
+    sep = lambda p: {l.shape for l in jax.tree.leaves(p["cell_0"][grp]["sep_conv_3x3"])}
     assert {s_[-1] for s_ in sep(params(1))} == {8} and {s_[-1] for s_ in sep(params(4))} == {2}
     with pytest.raises(ValueError, match="partial channels K=3 must divide"):
         params(3)

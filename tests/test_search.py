@@ -315,10 +315,12 @@ def test_checkpoint_that_does_not_restore_is_set_aside(tmp_path):
 @pytest.mark.slow
 def test_resume_on_another_backend_follows_the_checkpoint_lowering(tmp_path):
     """A workdir started where 'auto' meant 'conv' (a GPU) resumes here (where it means
-    'taps') in the checkpoint's lowering; an explicit other lowering is refused at once."""
+    'taps') in the checkpoint's lowering, and a 'vmap' one (or one older than edge loops)
+    with its edge loop; an explicit other lowering or edge loop is refused at once."""
     cfg = tiny_config()
     cfg.model.depthwise = "auto"
-    as_gpu = lambda: search.SearchTask.from_config(cfg, lowering="conv")
+    # ... and with the 'vmap' edge loop, as every checkpoint written before edge loops existed
+    as_gpu = lambda: search.SearchTask.from_config(cfg, lowering="conv").with_edge_loop("vmap")
     ref = search.Runner(as_gpu(), str(tmp_path / "ref"), log=lambda *_: None)
     ref.run()
     wd = str(tmp_path / "w")
@@ -330,6 +332,7 @@ def test_resume_on_another_backend_follows_the_checkpoint_lowering(tmp_path):
     r = search.Runner(here, wd, log=logs.append)
     r.run()
     assert r.task.lowering == "conv" and any("resuming with the 'conv' lowering" in l for l in logs)
+    assert r.task.model.edge_loop == "vmap" and any("edge_loop='vmap'" in l for l in logs)
     chex.assert_trees_all_equal(jax.device_get(r.state), jax.device_get(ref.state))
 
     explicit = tiny_config(epochs=2)
@@ -337,6 +340,10 @@ def test_resume_on_another_backend_follows_the_checkpoint_lowering(tmp_path):
     r = search.Runner(search.SearchTask.from_config(explicit), str(tmp_path / "w2"), log=lambda *_: None)
     with pytest.raises(ValueError, match="searched with the 'conv' lowering.*--config.model.depthwise=conv"):
         r._template_for({"lowering": "conv", "epoch": 1})
+    explicit.model.depthwise, explicit.model.edge_loop = "auto", "scan"
+    r = search.Runner(search.SearchTask.from_config(explicit), str(tmp_path / "w3"), log=lambda *_: None)
+    with pytest.raises(ValueError, match="searched with edge_loop='vmap'.*--config.model.edge_loop=vmap"):
+        r._template_for({"lowering": r.task.lowering, "epoch": 1})  # no edge_loop: an older checkpoint
 
 
 def test_architecture_step_updates_batchnorm_running_statistics_as_the_reference():

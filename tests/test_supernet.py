@@ -1,11 +1,13 @@
 import itertools
 
+import chex
+
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxdarts import Supernet, count_params, genotype, init_alpha, mixing_weights, ops, spaces
+from jaxdarts import Supernet, count_params, genotype, init_alpha, mixing_weights, ops, spaces, supernet
 from jaxdarts.supernet import check_alpha
 
 from conftest import fast_compiles
@@ -20,6 +22,79 @@ form is checked equal in test_ops and against the reference below."""
 def _init(model, alpha, x):
     return jax.jit(lambda a, x: model.init({"params": jax.random.key(1), "noise": jax.random.key(2)}, x, a,
                                            train=False))(alpha, x)
+
+
+def _regroup(tree, model, to_loop):
+    """A supernet variable tree with the edges regrouped for ``edge_loop=to_loop``: each
+    edge's slice moved from its group in ``model.edge_loop``'s layout to its new group."""
+    space = spaces.get(model.space)
+    out = {}
+    for name, sub in tree.items():
+        if not name.startswith("cell_"):
+            out[name] = sub
+            continue
+        i = int(name.split("_")[1])
+        ctype = space.cell_type_of(i, model.layers)
+        old = supernet.edge_groups(space, ctype, ctype == "reduce", None, model.edge_loop)
+        new = supernet.edge_groups(space, ctype, ctype == "reduce", None, to_loop)
+        where = {e: (g.name, j) for g in old for j, e in enumerate(g.edges)}
+        cell = {k: v for k, v in sub.items() if not k.startswith("edges_")}
+        for g in new:
+            if any(where[e][0] not in sub for e in g.edges):  # parameter-free ops only (S1's groups)
+                assert all(where[e][0] not in sub for e in g.edges)
+                continue
+            per_edge = [jax.tree.map(lambda a, j=where[e][1]: a[j], sub[where[e][0]]) for e in g.edges]
+            cell[g.name] = jax.tree.map(lambda *xs: jnp.stack(xs), *per_edge)
+        out[name] = cell
+    return out
+
+
+@pytest.mark.parametrize("space,kw", [("darts", {}), ("nb201", {}), ("s1", {}), ("darts", {"partial_channels": 2})])
+def test_scan_and_vmap_edge_loops_compute_the_same_function(space, kw, x64):
+    """The scanned cell (one mixed-op body looped over the edges) against the edge groups
+    batched in dependency waves: outputs, BatchNorm statistics, gradients in the weights
+    and alpha, with the same parameters regrouped edge by edge. DARTS: normal cells scan
+    all 14 edges, reduction cells vmap the 8 strided ones and scan the 6 inner ones;
+    NAS-Bench-201 scans all 6; S1's ragged op lists keep the waves; PC-DARTS partial
+    channels with edge scales. In float64: only the order of the node sums differs."""
+    sp = spaces.get(space)
+    layers = 1 if sp.macro == "nb201" else 3
+    mk = lambda loop: Supernet(space, 10, C=4, layers=layers, lowering=FAST, edge_loop=loop, **kw)
+    vm, sc = mk("vmap"), mk("scan")
+    x = jax.random.normal(jax.random.key(3), (4, 8, 8, 3), jnp.float64)
+    alpha = init_alpha(space, jax.random.key(0), scale=1.0)
+    w = mixing_weights(space, alpha)
+    if kw.get("partial_channels"):
+        w = {**w, "edges": {t: jax.random.uniform(jax.random.key(5), a.shape[:-1], minval=0.3) for t, a in w.items()}}
+    v = _init(vm, alpha, x)
+    v_sc = {k: _regroup(t, vm, "scan") for k, t in v.items()}
+    assert jax.tree.structure(v_sc) == jax.tree.structure(_init(sc, alpha, x))
+    if space == "s1":  # nothing to scan: the same groups
+        assert all(not g.scan for t in ("normal", "reduce") for g in supernet.edge_groups(sp, t, t == "reduce"))
+
+    def run(model, v, w):
+        def loss(p, w):
+            out, upd = model.apply({**v, "params": p}, x, w, train=True, normalized=True, mutable=["batch_stats"])
+            return jnp.sum(jnp.sin(out)), upd
+        (l, upd), g = jax.value_and_grad(loss, argnums=(0, 1), has_aux=True)(v["params"], w)
+        return l, upd, g
+
+    with fast_compiles():
+        l1, upd1, (gp1, gw1) = jax.jit(lambda v, w: run(vm, v, w))(v, w)
+        l2, upd2, (gp2, gw2) = jax.jit(lambda v, w: run(sc, v, w))(v_sc, w)
+    assert l1.dtype == jnp.float64 and jax.tree.leaves(gp1)[0].dtype == jnp.float64
+    np.testing.assert_allclose(l2, l1, rtol=1e-10)
+    chex.assert_trees_all_close(upd2["batch_stats"], _regroup(upd1["batch_stats"], vm, "scan"), rtol=1e-9, atol=1e-12)
+    chex.assert_trees_all_close(gp2, _regroup(gp1, vm, "scan"), rtol=1e-8, atol=1e-11)
+    chex.assert_trees_all_close(gw2, gw1, rtol=1e-8, atol=1e-11)
+
+
+def test_edge_loop_values_are_checked():
+    from jaxdarts import config
+    assert config.EDGE_LOOPS == supernet.EDGE_LOOPS
+    with pytest.raises(ValueError, match="edge_loop='loop' is not accepted; accepted: scan, vmap"):
+        Supernet("darts", 10, C=4, layers=3, edge_loop="loop").init(
+            jax.random.key(0), jnp.zeros((1, 8, 8, 3)), init_alpha("darts", jax.random.key(0)), train=False)
 
 
 def test_darts_supernet_parameter_count_matches_reference():
