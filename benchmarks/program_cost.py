@@ -8,6 +8,7 @@ locations; HLO instructions after XLA's passes) and a second task of the same si
     python benchmarks/program_cost.py --config configs/darts.py:quick
     python benchmarks/program_cost.py --config configs/balenas.py:quick --scorer    # + the BaLeNAS-TF Synflow scorer
     python benchmarks/program_cost.py --config configs/darts.py --paper             # C=16, 8 cells, batch 64, 32x32
+    python benchmarks/program_cost.py --config configs/darts.py --paper --edge_loop vmap   # the edges in waves
 
 Prints one JSON object; copy the figures into benchmarks/RESULTS.md with machine and date.
 Run it alone: the machine's other load shows up in every figure.
@@ -71,6 +72,7 @@ def main():
     ap.add_argument("--scorer", action="store_true", help="also the BaLeNAS-TF scorer of the config")
     ap.add_argument("--no_compile", action="store_true", help="trace and lower only")
     ap.add_argument("--default_only", action="store_true", help="compile with XLA's default options only")
+    ap.add_argument("--edge_loop", default=None, help="config.model.edge_loop (scan, vmap; default: the config's)")
     a = ap.parse_args()
     import jax
     import numpy as np
@@ -80,11 +82,14 @@ def main():
 
     path, _, variant = a.config.partition(":")
     cfg = config_lib.load_file(os.path.join(HERE, "..", path), variant)
+    if a.edge_loop:
+        cfg.model.edge_loop = a.edge_loop
     out = {"config": a.config, "backend": jax.default_backend(), "jax": jax.__version__}
     if a.paper:
         from search_step import bench_task
 
-        task, state, tb, vb = bench_task(16, 8, 64, 32, cfg.estimator, "taps", cfg.space)
+        task, state, tb, vb = bench_task(16, 8, 64, 32, cfg.estimator, "taps", cfg.space,
+                                         edge_loop=cfg.model.get("edge_loop", "auto"))
         out["size"] = "paper: C=16, 8 cells, batch 64, 32x32x3"
     else:
         task, t_task = timed(lambda: search.SearchTask.from_config(cfg))
@@ -93,6 +98,7 @@ def main():
         out.update(task_s=t_task, init_state_s=t_init)
     sched = task.schedule_values(0)
     out["lowering"] = task.lowering
+    out["edge_loop"] = task.model.edge_loop
     # the Flax forward alone (its nested jit is traced once per shape and reused by the step)
     k = search.fold_key(state.rng, 0)
     b = task.preprocess(k, tb, True, 0.0, np.float32(0.1))
@@ -128,6 +134,7 @@ def main():
     if not a.paper and not a.no_compile:
         jax.block_until_ready(step(task.init_state(), tb, vb, sched))  # the call path's own executable
         cfg2 = config_lib.load_file(os.path.join(HERE, "..", path), variant)
+        cfg2.model.edge_loop = cfg.model.edge_loop
         cfg2.seed += 1
         before = programs.stats()["misses"]
 

@@ -32,7 +32,8 @@ def size_args(ap):
     return ap
 
 
-def bench_task(C, layers, batch, size, estimator, depthwise="taps", space="darts", remat=False, cg_iters=5):
+def bench_task(C, layers, batch, size, estimator, depthwise="taps", space="darts", remat=False, cg_iters=5,
+               edge_loop="auto"):
     """``(task, state, train_batch, val_batch)`` of a search on the embedded dataset with
     CIFAR-like 3-channel ``size`` x ``size`` inputs (the grey channel tiled)."""
     import numpy as np
@@ -46,6 +47,7 @@ def bench_task(C, layers, batch, size, estimator, depthwise="taps", space="darts
     c.data.image_size = size
     c.data.max_examples = max(4 * batch, 256)
     c.model.C, c.model.layers, c.model.depthwise, c.model.remat = C, layers, depthwise, remat
+    c.model.edge_loop = edge_loop
     c.batch_size = batch
     c.estimator = estimator
     if estimator == "implicit":
@@ -64,7 +66,7 @@ def one(args):
     import numpy as np
 
     task, state, tb, vb = bench_task(args.C, args.layers, args.batch, args.size, args.estimator, args.depthwise,
-                                     args.space, args.remat, args.cg_iters)
+                                     args.space, args.remat, args.cg_iters, args.edge_loop)
     tb, vb = jax.device_put((tb, vb))
     sched = task.schedule_values(0)
     step = jax.jit(task.search_step, donate_argnums=0)
@@ -94,7 +96,7 @@ def one(args):
     dev = jax.devices()[0]
     stats = dev.memory_stats() or {}
     print(json.dumps({"device": dev.device_kind, "estimator": args.estimator, "C": args.C, "layers": args.layers, "batch": args.batch,
-                      "size": args.size, "depthwise": args.depthwise, "remat": args.remat, "trace_s": round(t1 - t0, 2),
+                      "size": args.size, "depthwise": args.depthwise, "edge_loop": task.model.edge_loop, "remat": args.remat, "trace_s": round(t1 - t0, 2),
                       "compile_s": round(t2 - t1, 2), "median_step_s": round(float(np.median(times[1:] or times)), 3),
                       "steps": args.steps, "temp_gb": temp_gb, "compile_peak_rss_gb": compile_rss_gb,
                       "peak_device_gb": round(stats["peak_bytes_in_use"] / 2 ** 30, 2) if stats else None,
@@ -106,6 +108,7 @@ def main():
     ap.add_argument("--space", default="darts")
     ap.add_argument("--depthwise", default="taps", choices=("taps", "conv"))
     ap.add_argument("--remat", action="store_true", help="rematerialise each cell in the backward pass")
+    ap.add_argument("--edge_loop", default="auto", choices=("auto", "scan", "vmap"), help="config.model.edge_loop")
     ap.add_argument("--steps", type=int, default=4)
     ap.add_argument("--cg_iters", type=int, default=5)
     ap.add_argument("--lock", default="", help="file lock held while timing (parallel compiles, serial timing)")

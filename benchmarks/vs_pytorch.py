@@ -5,6 +5,7 @@ OpenMP threads and XLA's compile threads slow each other down by 10x or more).
 
     python benchmarks/vs_pytorch.py --batch 32 --mode first_order
     python benchmarks/vs_pytorch.py --batch 64 --mode first_order --remat
+    python benchmarks/vs_pytorch.py --batch 64 --edge_loop vmap     # the supernet's edges in waves
 
 Prints the two JSON lines and ``ratio = jax / pytorch`` of the median step times.
 """
@@ -36,12 +37,14 @@ def main():
     ap.add_argument("--size", type=int, default=32)
     ap.add_argument("--steps", type=int, default=4)
     ap.add_argument("--remat", action="store_true")
+    ap.add_argument("--edge_loop", default="auto", choices=("auto", "scan", "vmap"))
     a = ap.parse_args()
     common = [f"--C={a.C}", f"--layers={a.layers}", f"--batch={a.batch}", f"--size={a.size}", f"--steps={a.steps}"]
     torch_res = run([os.path.join(HERE, "torch_reference.py"), f"--mode={a.mode}"] + common)
     print(json.dumps(torch_res), flush=True)
     est = "first_order" if a.mode == "first_order" else "finite_difference"
-    jax_res = run([os.path.join(HERE, "search_step.py"), "--estimator", est] + common + (["--remat"] if a.remat else []))
+    jax_res = run([os.path.join(HERE, "search_step.py"), "--estimator", est, f"--edge_loop={a.edge_loop}"] + common
+                  + (["--remat"] if a.remat else []))
     print(json.dumps(jax_res), flush=True)
     if "median_step_s" in torch_res and "median_step_s" in jax_res:
         print(f"ratio jax/pytorch = {jax_res['median_step_s'] / torch_res['median_step_s']:.2f}")
