@@ -1,7 +1,7 @@
 """Programs built once per process: jitted functions shared by every object with the same
 static signature.
 
-Tracing the supernet (Flax module construction, ``nn.vmap`` over edge groups, automatic
+Tracing the supernet (Flax module construction, ``nn.scan``/``nn.vmap`` over edge groups, automatic
 differentiation of the result) costs seconds and compiling it tens of seconds, and every new
 ``jax.jit`` object traces again even when XLA's persistent cache would hit. So the engine
 never builds a ``jax.jit`` per task: :meth:`jaxdarts.search.SearchTask.memo` asks this
