@@ -42,7 +42,12 @@ def stablehlo_by_scope(text: str, depth: int) -> collections.Counter:
         parts = [p for p in name.split("/") if p]
         # the module's scope, also under a transformation: "jvp(Supernet)", "transpose(jvp(Supernet))"
         i = next((k for k, p in enumerate(parts) if re.search(r"(^|\()Supernet\b", p)), None)
-        scope = "/".join(parts[i + 1:i + 1 + depth]) if i is not None else "(outside the supernet)"
+        if i is None and parts and re.match(r"(\w+\()*edges_", parts[0]):
+            # inside a scanned edge group (edge_loop='scan') the name stack restarts at the
+            # group: which cell it belongs to is not in the location
+            scope = "(scanned) " + "/".join(parts[:depth])
+        else:
+            scope = "/".join(parts[i + 1:i + 1 + depth]) if i is not None else "(outside the supernet)"
         scope = re.sub(r"(transpose|jvp|vmap)\((.*?)\)", r"\2", scope)
         out[scope or "(supernet top level)"] += 1
     return out
