@@ -22,10 +22,6 @@ from jaxdarts import hypergrad
 from jaxdarts import kernels
 from jaxdarts import methods as methods_lib  # the registry (imports no method)
 from jaxdarts import spaces as spaces_lib
-
-EDGE_LOOPS = ("scan", "vmap")
-"""``config.model.edge_loop`` values besides ``'auto'`` (:data:`jaxdarts.supernet.EDGE_LOOPS`,
-which a test keeps equal; config imports no model code)."""
 from jaxdarts import supernet as supernet_lib
 from jaxdarts.contract import HESSIAN_BATCHES, UPDATE_ORDERS, ConfigError, check_choice, check_positive
 
@@ -36,6 +32,7 @@ LEGACY_VALUES = {
     "model.arch_step_updates_bn": False,  # session 13: before it, only the weight step updated BN statistics
     "model.partial_channels": 1,  # session 14: before it, every op saw all channels
     "balenas.tf.network": "search",  # session 16: before it, BaLeNAS-TF scored the search supernet's cells
+    "model.edge_loop": "auto",  # session 18: 'auto' resumes a checkpoint's edge loop ('vmap' before it existed)
 }
 """Fields added after runs may have started, with the value that reproduces the behaviour
 before the field existed: resuming a workdir whose config.json lacks one is accepted when
@@ -231,7 +228,7 @@ def _validate(cfg) -> None:
     check_choice("update_order", cfg.update_order, ("method",) + UPDATE_ORDERS)
     check_choice("optim.lr_schedule", cfg.optim.lr_schedule, ("epoch_cosine", "step_cosine"))
     check_choice("model.depthwise", cfg.model.depthwise, kernels.LOWERINGS + ("auto",))
-    check_choice("model.edge_loop", cfg.model.get("edge_loop", "auto"), EDGE_LOOPS + ("auto",))
+    check_choice("model.edge_loop", cfg.model.get("edge_loop", "auto"), supernet_lib.EDGE_LOOPS + ("auto",))
     check_choice("regularization.drop_path_scope", cfg.regularization.drop_path_scope,
                  supernet_lib.DROP_PATH_SCOPES)
     check_choice("data.flip", cfg.data.flip, ("auto", "on", "off"))

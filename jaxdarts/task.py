@@ -89,7 +89,7 @@ share programs. Everything else in the config is part of the signature."""
 
 def resolve_edge_loop(name: str) -> str:
     """``config.model.edge_loop``: ``'auto'`` -> ``'scan'`` (a resumed run then follows its
-    checkpoint, :class:`jaxdarts.runner.SearchRun`); ``'scan'``/``'vmap'`` as they are."""
+    checkpoint, :class:`jaxdarts.runner.Runner`); ``'scan'``/``'vmap'`` as they are."""
     return "scan" if name == "auto" else supernet_lib.check_edge_loop(name)
 
 

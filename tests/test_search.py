@@ -50,14 +50,14 @@ def test_full_loop_writes_metrics_genotype_and_refuses_another_config(tmp_path):
                                                    "(--config.batch_size=8) or use a new --workdir")):
         search.run(tiny_config(batch_size=4, discretization_gap=True), full, log=lambda *_: None)
     assert open(os.path.join(full, "metrics.jsonl")).read() == before
-    # a run started before two fields existed: the value that reproduces its behaviour resumes it
+    # a run started before three fields existed: the value that reproduces its behaviour resumes it
     path = os.path.join(full, "config.json")
     old = json.load(open(path))
-    del old["model"]["partial_channels"], old["model"]["arch_step_updates_bn"]
+    del old["model"]["partial_channels"], old["model"]["arch_step_updates_bn"], old["model"]["edge_loop"]
     json.dump(old, open(path, "w"))
     with pytest.raises(ValueError, match=re.escape("(model.arch_step_updates_bn: run false, now true); resume it "
                                                    "with the run's values (--config.model.arch_step_updates_bn=False)")):
-        search.run(cfg, full, log=lambda *_: None)  # partial_channels=1 is the old behaviour: not named
+        search.run(cfg, full, log=lambda *_: None)  # partial_channels=1, edge_loop=auto: the old behaviour, not named
     legacy = tiny_config(discretization_gap=True, **{"model.arch_step_updates_bn": False})
     assert search.run(legacy, full, log=lambda *_: None)["genotype"] == out_full["genotype"]
     assert open(os.path.join(full, "metrics.jsonl")).read() == before

@@ -91,7 +91,10 @@ def test_scan_and_vmap_edge_loops_compute_the_same_function(space, kw, x64):
 
 def test_edge_loop_values_are_checked():
     from jaxdarts import config
-    assert config.EDGE_LOOPS == supernet.EDGE_LOOPS
+    cfg = config.base()
+    cfg.model.edge_loop = "loop"
+    with pytest.raises(ValueError, match="config.model.edge_loop='loop' is not accepted; accepted: scan, vmap, auto"):
+        config.validate(cfg)
     with pytest.raises(ValueError, match="edge_loop='loop' is not accepted; accepted: scan, vmap"):
         Supernet("darts", 10, C=4, layers=3, edge_loop="loop").init(
             jax.random.key(0), jnp.zeros((1, 8, 8, 3)), init_alpha("darts", jax.random.key(0)), train=False)
