@@ -276,8 +276,10 @@ def test_cli_turns_on_a_persistent_compilation_cache(tmp_path):
 
 def _data_files(directory):
     """The array data files of an Orbax checkpoint (OCDBT ``d/`` chunks). How the arrays are
-    split between them varies from save to save, and the tree's ``_METADATA`` file can be
-    the largest file of a tiny checkpoint, so a test that breaks the arrays breaks these."""
+    split between them varies from save to save, and truncating only the checkpoint's
+    largest file once left a checkpoint that still restored (CI, session 18; truncating
+    ``_METADATA``, the other large file, is caught), so a test that breaks the arrays
+    breaks all of these."""
     return [os.path.join(r, f) for r, _, fs in os.walk(directory) for f in fs if os.path.basename(r) == "d"]
 
 
