@@ -408,19 +408,20 @@ class SearchCell(nn.Module):
         n_in = space.num_inputs
         remaining = {node: sum(n == node for n, _ in space.edges) for node in range(space.steps)}
         node_out: dict[int, Array] = {}
-        kw = dict(family=family, affine=self.affine, lowering=self.lowering, drop_path_scope=self.drop_path_scope,
-                  track_running_stats=self.track_running_stats, capture=self.capture_ops,
-                  partial=self.partial_channels, name=None)
+
+        def mixed_op(cls, g):  # the group's mixed op, vmapped (_BatchedMixedOp) or scanned (_ScannedMixedOp)
+            return cls(g.ops, self.C, g.stride, self.train, family, self.affine, lowering=self.lowering,
+                       drop_path_scope=self.drop_path_scope, track_running_stats=self.track_running_stats,
+                       capture=self.capture_ops, partial=self.partial_channels, name=g.name)
+
         for g in edge_groups(space, self.cell_type, self.reduction, self.cell_index, self.edge_loop):
             if g.scan:  # the last group: every remaining edge
-                states = states[:n_in] + self._scan(g, states, node_out, weights, drop_prob, edge_scale,
-                                                    {**kw, "name": g.name})
+                states = states[:n_in] + self._scan(g, mixed_op(_ScannedMixedOp, g), states, node_out, weights,
+                                                    drop_prob, edge_scale)
                 break
             x = jnp.stack([states[i] for i in g.inputs])
             w = jnp.stack([weights[e] for e in g.edges])  # static slices: no gather/scatter
-            y = _BatchedMixedOp(g.ops, self.C, g.stride, self.train, family, self.affine, lowering=self.lowering,
-                                drop_path_scope=self.drop_path_scope, track_running_stats=self.track_running_stats,
-                                capture=self.capture_ops, partial=self.partial_channels, name=g.name)(x, w, drop_prob)
+            y = mixed_op(_BatchedMixedOp, g)(x, w, drop_prob)
             if self.capture_ops:  # (edges of the group, K, N, H, W, C) before mixing
                 y, y_ops = y
                 self.sow("intermediates", "ops_" + g.name, y_ops)
@@ -438,10 +439,11 @@ class SearchCell(nn.Module):
             return jnp.concatenate(states[-min(self.multiplier, space.steps):], axis=-1)
         return states[-1]
 
-    def _scan(self, g: EdgeGroup, states, node_out, weights, drop_prob, edge_scale, kw):
-        """Runs scanned group ``g`` (the cell's remaining edges) over a carry of the states
-        it reads and writes: the cell inputs too when it reads them, else only the nodes
-        (with the contributions of the groups before it). Returns the nodes' outputs."""
+    def _scan(self, g: EdgeGroup, op, states, node_out, weights, drop_prob, edge_scale):
+        """Runs scanned group ``g`` (the cell's remaining edges; ``op``: its scanned mixed op)
+        over a carry of the states it reads and writes: the cell inputs too when it reads
+        them, else only the nodes (with the contributions of the groups before it). Returns
+        the nodes' outputs."""
         space, n_in = self.space, self.space.num_inputs
         offset = 0 if min(g.inputs) < n_in else n_in  # carry slot of state i: i - offset
         if node_out:
@@ -459,7 +461,7 @@ class SearchCell(nn.Module):
         w = jnp.stack([weights[e] for e in g.edges])  # static slices: no gather
         scale = (jnp.ones((len(g.edges),), w.dtype) if edge_scale is None  # PC-DARTS edge normalisation
                  else jnp.stack([edge_scale[e] for e in g.edges]).astype(w.dtype))
-        carry, y_ops = _ScannedMixedOp(g.ops, self.C, g.stride, self.train, **kw)(carry, (src, dst, w, scale), drop_prob)
+        carry, y_ops = op(carry, (src, dst, w, scale), drop_prob)
         if self.capture_ops:  # (edges of the group, K, N, H, W, C) before mixing
             self.sow("intermediates", "ops_" + g.name, y_ops)
         return [carry[n_in - offset + k] for k in range(space.steps)]

@@ -18,7 +18,6 @@ from jaxdarts import config as config_lib
 from jaxdarts import compare, data, io as io_lib, methods, optim, search
 
 
-
 def _battery() -> dict:
     """method -> (config file, a bad override of a field it validates, the one-line error),
     from the registry: ``Method.battery`` or, without one, the first string field of the

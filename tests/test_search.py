@@ -20,7 +20,6 @@ from jaxdarts import data, search
 from jaxdarts import io as io_lib
 
 
-
 def _read_metrics(workdir):
     with open(os.path.join(workdir, "metrics.jsonl")) as f:
         return [json.loads(l) for l in f if l.strip()]
