@@ -164,7 +164,13 @@ def _depthwise_kernel_grad_impl(x, g, *, stride, dilation, ksize):
     xp = _pad_hw(x, pad, pad, pad, pad)
     nb = x.ndim - 4  # leading batch dims shared with the kernel
     axes = tuple(range(nb, x.ndim - 1))
-    taps = [jnp.sum(sl * g, axis=axes) for _, _, sl in _taps(xp, K, stride, dilation, g.shape[-3:-1])]
+    # One variadic reduction of the K*K products: XLA:CPU does not fuse sibling reductions,
+    # so K*K separate sums were K*K kernels, each streaming x and g (2 fusions per tap in the
+    # search step); one reduce with K*K accumulators is one kernel that reads each tap's
+    # window from cache: 3-7x faster and ~10x fewer fusions (benchmarks/RESULTS.md, session 19).
+    prods = [sl * g for _, _, sl in _taps(xp, K, stride, dilation, g.shape[-3:-1])]
+    zeros = [jnp.zeros((), p.dtype) for p in prods]
+    taps = lax.reduce(prods, zeros, lambda a, b: [u + v for u, v in zip(a, b)], axes)
     out = jnp.stack(taps, axis=-2)  # B + (K*K, C)
     return out.reshape(out.shape[:-2] + (K, K, out.shape[-1]))
 
@@ -185,11 +191,12 @@ def _batch_chunk(n: int, per_sample: int) -> int:
 
 
 def _depthwise_kernel_grad_cpu(x, g, *, stride, dilation, ksize):
-    """XLA:CPU lowering of the kernel gradient: the same tap sums, accumulated over slabs
-    of the batch axis in a loop. Plain, the K*K reductions each stream ``x`` and ``g``
-    from memory once (XLA:CPU does not fuse sibling reductions); slab by slab the K*K
-    reductions of a slab read it from cache: 2-4x faster (e.g. 8 edges x batch 64 x 32x32x16,
-    5x5: 259 ms -> 61 ms) and a smaller loop body to compile. Equal up to summation order."""
+    """XLA:CPU lowering of the kernel gradient: the same tap sums (one variadic reduction,
+    :func:`_depthwise_kernel_grad_impl`), accumulated over slabs of the batch axis in a loop,
+    so that each slab is read from cache by all K*K accumulators: with K*K separate
+    reductions 2-4x faster than without the loop (8 edges x batch 64 x 32x32x16, 5x5:
+    259 ms -> 61 ms, 2026-11); with the variadic reduction 47 ms -> 18 ms (2026-12-02).
+    Equal up to summation order."""
     nb = x.ndim - 4
     n = x.shape[nb]
     chunk = _batch_chunk(n, int(np.prod(x.shape[:nb] + x.shape[nb + 1:])))
@@ -396,12 +403,13 @@ def avg_pool_3x3(x: Array, stride: int) -> Array:
 def _after_cpu(x, s):
     """``x``, computed once the scalar ``s`` is, into its own buffer: a while loop whose trip
     count (0 or 1, by a NaN test on ``s``) XLA cannot know statically, with body ``x * 1``
-    (with a plain identity body XLA hoists ``x`` out of the loop and deletes it)."""
+    (with a plain identity body XLA hoists ``x`` out of the loop and deletes it). The loop's
+    predicate is carried, not computed: two kernels per barrier (the test, the body), not
+    four; the DARTS quick step has ~250 barriers (2026-12-02)."""
     if x.size == 0:
         return x
-    start = (s != s).astype(jnp.int32)
-    body = lambda c: (c[0] * (c[1] + 1).astype(x.dtype), c[1] + 1)  # x * 1: not invariant
-    return lax.while_loop(lambda c: c[1] < 1, body, (x, start))[0]
+    body = lambda c: (c[0] * c[1].astype(x.dtype), jnp.zeros((), bool))  # x * 1: not invariant
+    return lax.while_loop(lambda c: c[1], body, (x, s == s))[0]  # s == s: True unless NaN
 
 
 def _materialize_cpu(x):
