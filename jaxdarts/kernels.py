@@ -371,6 +371,7 @@ def max_pool_3x3(x: Array, stride: int) -> Array:
         better = sl > best
         best = jnp.where(better, sl, best)
         idx = jnp.where(better, t, idx)
+    idx = materialize(idx)  # computed once (a saved residual; see DepthwiseConv)
     return tap_select_p.bind(idx, x, stride=int(stride), ksize=3, pad=1)
 
 
