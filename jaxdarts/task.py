@@ -253,7 +253,7 @@ class SearchTask:
         # train=True so that training-only modules (the auxiliary head) get parameters.
         # A method with its own weights: the supernet sees them (their values do not change the init).
         own = self.method.weights is not None
-        k = k_params
+        k = k_params  # one key for every stream the init draws from
         variables = self.model.init({"params": k, "noise": k, "dropout": k}, x,
                                     self.mixing_weights(alpha, k) if own else alpha, train=True, normalized=own)
         params = variables["params"]
