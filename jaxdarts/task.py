@@ -238,13 +238,14 @@ class SearchTask:
 
         One program per signature, any seed (a traced argument), compiled without XLA's
         optimisation passes: it runs once per search, and op by op the optimiser states and
-        alpha cost ~50 small compiles (2 s at the quick size, 2026-12-02)."""
-        seed = jnp.asarray(self.cfg.seed if seed is None else seed, jnp.int32)
+        alpha cost ~50 small compiles (2 s at the quick size, 2026-12-02). The key is made
+        outside it, from the Python ``seed`` as ``jax.random.key`` takes it (any integer)."""
+        key = jax.random.key(self.cfg.seed if seed is None else seed)
         return self.memo("init_state", lambda: programs.compile_once(self._init_state,
-                                                                     kernels.FAST_COMPILE_OPTIONS))(seed)
+                                                                     kernels.FAST_COMPILE_OPTIONS))(key)
 
-    def _init_state(self, seed) -> SearchState:
-        k_alpha, k_params, k_rng = jax.random.split(jax.random.key(seed), 3)
+    def _init_state(self, key) -> SearchState:
+        k_alpha, k_params, k_rng = jax.random.split(key, 3)
         if self.method.init_alpha is None:
             alpha = supernet_lib.init_alpha(self.space, k_alpha, self.cfg.alpha_init_scale)
         else:
