@@ -129,8 +129,7 @@ def stage_proxies(args):
     nb, side = args.data_batch, args.data_size
     x = data_lib.resize(x[:nb], side) if x.shape[1] > side else data_lib.pad_to(x[:nb], side)
     x = np.repeat(x, 3, axis=-1) if x.shape[-1] == 1 else x
-    xb = data_lib.normalize(jnp.asarray(x), (0.2860,) * 3, (0.3530,) * 3)
-    xb = data_lib.augment(jax.random.key(0), xb, pad=4, flip=True, cutout=0, cutout_prob=0.0)
+    xb = data_lib.augment(jax.random.key(0), jnp.asarray(x), (0.2860,) * 3, (0.3530,) * 3, pad=4, flip=True)
     batch = {"image": xb, "label": jnp.asarray(y[:nb])}
     for name in ("snip", "grasp"):
         n_dp = args.num_cells_data if name == "snip" else args.num_cells_grasp

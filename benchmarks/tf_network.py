@@ -57,8 +57,7 @@ def fmnist_batch(n, side, channels, key):
     x, y = data_lib.load_embedded("train")
     x = data_lib.resize(x[:n], side) if x.shape[1] > side else data_lib.pad_to(x[:n], side)
     x = np.repeat(x, channels, axis=-1) if x.shape[-1] != channels else x
-    xb = data_lib.normalize(jnp.asarray(x), (0.2860,) * channels, (0.3530,) * channels)
-    xb = data_lib.augment(key, xb, pad=4, flip=True, cutout=0, cutout_prob=0.0)
+    xb = data_lib.augment(key, jnp.asarray(x), (0.2860,) * channels, (0.3530,) * channels, pad=4, flip=True)
     return {"image": xb, "label": jnp.asarray(y[:n])}
 
 

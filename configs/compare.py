@@ -48,7 +48,8 @@ def get_config(arg: str = ""):
     c.synflow_candidates = 0  # Zero-cost NAS scores every architecture of the space (N > 0: N drawn per seed)
     c.protocol = ml_collections.ConfigDict(dict(
         dataset="fashion_mnist", space="s5", data_image_size=16, data_max_examples=0, model_C=8, model_layers=5,
-        batch_size=64, epochs=10, steps_per_epoch=20, eval_batches=4))
+        batch_size=64, epochs=10, steps_per_epoch=20, eval_batches=4,
+        data_crop_padding=2))  # CIFAR's 4 of 32 pixels in proportion
     # per method (or method:variant), fields set on top of its own defaults and the protocol, nested:
     # e.g. {"darts": {"estimator": "unrolled"}, "balenas": {"balenas": {"num_candidates": 20}}}
     c.overrides = ml_collections.ConfigDict()
@@ -56,8 +57,9 @@ def get_config(arg: str = ""):
         if v == "nb201":  # NAS-Bench-201 on CIFAR-10 against the optional accuracy table (jaxdarts.nb201)
             c.ground_truth = "nb201"
             c.synflow_candidates = 1000
-            c.protocol.update(dict(dataset="cifar10", space="nb201", data_image_size=32, model_C=16, model_layers=5,
-                                   batch_size=64, epochs=50, steps_per_epoch=0, eval_batches=10))
+            c.protocol.update(dict(dataset="cifar10", space="nb201", data_image_size=32, data_crop_padding=4,
+                                   model_C=16, model_layers=5, batch_size=64, epochs=50, steps_per_epoch=0,
+                                   eval_batches=10))
         elif v == "tiny":
             c.seeds = (0,)
             c.protocol.update(dict(data_image_size=8, data_max_examples=256, model_C=4, model_layers=3, batch_size=8,

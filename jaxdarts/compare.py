@@ -95,10 +95,11 @@ PROTOCOL_FIELDS = ("dataset", "space", "data.image_size", "data.max_examples", "
                    "batch_size", "epochs", "steps_per_epoch", "eval_batches")
 """Config fields every method's run takes from the comparison's protocol (equal terms)."""
 
-OPTIONAL_PROTOCOL_FIELDS = ("model.depthwise",)
-"""Fields a protocol may set for every method (``protocol.model_depthwise``): the lowering,
-numerically equal either way, so a speed choice (the ``tiny`` smoke protocol compiles the
-compact ``'conv'`` lowering)."""
+OPTIONAL_PROTOCOL_FIELDS = ("model.depthwise", "data.crop_padding")
+"""Fields a protocol may set for every method: the lowering (``protocol.model_depthwise``,
+numerically equal either way, so a speed choice: the ``tiny`` smoke protocol compiles the
+compact ``'conv'`` lowering) and the crop padding (``protocol.data_crop_padding``: 2 for the
+16-pixel protocols, CIFAR's 4 of 32 pixels in proportion)."""
 
 
 # ------------------------------------------------------------------ ground truth

@@ -32,7 +32,8 @@ LEGACY_VALUES = {
     "model.arch_step_updates_bn": False,  # session 13: before it, only the weight step updated BN statistics
     "model.partial_channels": 1,  # session 14: before it, every op saw all channels
     "balenas.tf.network": "search",  # session 16: before it, BaLeNAS-TF scored the search supernet's cells
-    "model.edge_loop": "auto",  # session 18: 'auto' resumes a checkpoint's edge loop ('vmap' before it existed)
+    "model.edge_loop": "auto",
+    "data.crop_fill": "normalized",  # 2026-12-04: before it, the crop padded the normalised image  # session 18: 'auto' resumes a checkpoint's edge loop ('vmap' before it existed)
 }
 """Fields added after runs may have started, with the value that reproduces the behaviour
 before the field existed: resuming a workdir whose config.json lacks one is accepted when
@@ -119,6 +120,7 @@ def base(method: str = "darts") -> ml_collections.ConfigDict:
     c.data = ml_collections.ConfigDict(dict(
         data_dir=ml_collections.FieldReference(None, field_type=str), train_portion=0.5,
         max_examples=0, image_size=0, augment=True, crop_padding=4, cutout=0, cutout_prob=1.0,
+        crop_fill="raw",  # the crop pads the raw image with 0, as torchvision (jaxdarts.data.CROP_FILLS)
         flip="auto",  # auto (the dataset's default: no flips for SVHN) | on | off
         # Architecture batches through the training transform (crop + flip, and cutout when on),
         # as every reference does: their valid queue samples the training set with the training
@@ -232,6 +234,7 @@ def _validate(cfg) -> None:
     check_choice("regularization.drop_path_scope", cfg.regularization.drop_path_scope,
                  supernet_lib.DROP_PATH_SCOPES)
     check_choice("data.flip", cfg.data.flip, ("auto", "on", "off"))
+    check_choice("data.crop_fill", cfg.data.get("crop_fill", "raw"), data_lib.CROP_FILLS)
     check_choice("hessian_method", cfg.hessian_method, ("dense", "lanczos"))
     check_choice("hessian_batch", cfg.hessian_batch, HESSIAN_BATCHES)
     check_choice("progress", cfg.progress, ("auto", "bar", "log"))

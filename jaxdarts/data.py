@@ -15,9 +15,9 @@
   downloaded implicitly.
 
 Batching is deterministic given ``(seed, epoch)``; the iterator position is
-``(epoch, step)``, which the search checkpoint stores. Augmentation (random crop with
-zero padding, horizontal flip, cutout) runs on device with ``jax.random`` inside the
-jitted step, so the host only gathers uint8 batches.
+``(epoch, step)``, which the search checkpoint stores. Augmentation (random crop of the
+zero-padded raw image, horizontal flip, normalisation, cutout: torchvision's order) runs on
+device with ``jax.random`` inside the jitted step, so the host only gathers uint8 batches.
 """
 
 from __future__ import annotations
@@ -181,13 +181,35 @@ def normalize(images: jax.Array, mean, std) -> jax.Array:
     return (x - jnp.asarray(mean, jnp.float32)) / jnp.asarray(std, jnp.float32)
 
 
-def augment(key: jax.Array, x: jax.Array, *, pad: int = 4, flip: bool = True, cutout: int = 0,
-            cutout_prob=1.0) -> jax.Array:
-    """Random crop after zero padding, horizontal flip and cutout, per sample, on device.
+CROP_FILLS = ("raw", "normalized")
+"""Where the random crop's zero padding is applied: ``'raw'`` (the default) pads the raw
+image with 0 before normalising, as torchvision's ``RandomCrop(padding=p)`` before
+``ToTensor``/``Normalize`` in every reference: the border is black. ``'normalized'`` pads the
+normalised image with 0, a border of the dataset's mean colour (jaxdarts before 2026-12-04;
+kept so that runs started then resume with the transform they began with)."""
 
+
+def check_crop_fill(crop_fill: str) -> str:
+    if crop_fill not in CROP_FILLS:
+        raise ValueError(f"data.crop_fill={crop_fill!r}; accepted: {', '.join(map(repr, CROP_FILLS))}")
+    return crop_fill
+
+
+def augment(key: jax.Array, images: jax.Array, mean, std, *, pad: int = 4, flip: bool = True, cutout: int = 0,
+            cutout_prob=1.0, crop_fill: str = "raw") -> jax.Array:
+    """The training transform of the references, per sample, on device; uint8 NHWC in,
+    normalised float32 out.
+
+    The order of torchvision's ``Compose([RandomCrop(size, padding=pad), RandomHorizontalFlip(),
+    ToTensor(), Normalize(mean, std), Cutout(cutout)])``: the crop pads the *raw* image with 0
+    (a black border; ``crop_fill='normalized'`` pads after normalising instead, see
+    :data:`CROP_FILLS`), then the flip, then :func:`normalize`, then cutout, which zeroes a
+    square of the normalised image as the references' ``Cutout`` after ``Normalize`` does.
     ``cutout`` is the square side (DeVries & Taylor: a square centred at a uniform pixel,
     clipped at the border); ``cutout_prob`` may be traced (RobustDARTS ramps it).
     """
+    check_crop_fill(crop_fill)
+    x = images if crop_fill == "raw" else normalize(images, mean, std)
     n, h, w, _ = x.shape
     k_crop, k_flip, k_cut, k_p = jax.random.split(key, 4)
     if pad:
@@ -197,6 +219,8 @@ def augment(key: jax.Array, x: jax.Array, *, pad: int = 4, flip: bool = True, cu
     if flip:
         do = jax.random.bernoulli(k_flip, 0.5, (n, 1, 1, 1))
         x = jnp.where(do, x[:, :, ::-1, :], x)
+    if crop_fill == "raw":
+        x = normalize(x, mean, std)
     if cutout:
         centre = jax.random.randint(k_cut, (n, 2), 0, jnp.array([h, w]))
         ys = jnp.arange(h)[None, :, None]

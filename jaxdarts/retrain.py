@@ -130,6 +130,7 @@ class Trainer:
         self.genotype = genotype_lib.resolve(genotype)
         self.mesh = mesh if mesh is not None else parallel.make_mesh(cfg.mesh.num_devices)
         self.ds = data_lib.info(cfg.dataset)
+        data_lib.check_crop_fill(cfg.data.get("crop_fill", "raw"))
         self.model = build_model(cfg, self.genotype, self.ds.num_classes)
         (self.train_x, self.train_y), (self.test_x, self.test_y) = data if data is not None else load_data(cfg)
         parallel.check_batch(cfg.batch_size, self.mesh)
@@ -152,10 +153,10 @@ class Trainer:
         if train and d.get("color_jitter", 0):  # ImageNet: on [0, 1] pixels, before normalising
             x = data_lib.color_jitter(key, images.astype(jnp.float32) / 255.0, d.color_jitter)
             return (x - jnp.asarray(self.ds.mean)) / jnp.asarray(self.ds.std)
-        x = data_lib.normalize(images, self.ds.mean, self.ds.std)
         if train and d.augment:
-            x = data_lib.augment(key, x, pad=d.pad, flip=self.ds.flip, cutout=d.cutout)
-        return x
+            return data_lib.augment(key, images, self.ds.mean, self.ds.std, pad=d.pad, flip=self.ds.flip,
+                                    cutout=d.cutout, crop_fill=d.get("crop_fill", "raw"))
+        return data_lib.normalize(images, self.ds.mean, self.ds.std)
 
     def _apply(self, variables, x, train, drop=0.0, rng=None, mutable=False):
         kw = {"drop_prob": drop} if self._drop_kw else {}
@@ -262,6 +263,8 @@ def run(cfg, workdir: str, max_epochs: int | None = None, log=print, mesh=None, 
     """Trains (or resumes) the config's genotype in ``workdir``; returns the last metrics."""
     cfg_json = json.loads(cfg.to_json_best_effort())
     saved = io_lib.read_json(os.path.join(workdir, "config.json"))
+    if saved is not None and "crop_fill" not in saved.get("data", {}):  # started before the field existed
+        saved["data"]["crop_fill"] = "normalized"  # its transform; resumed by --config.data.crop_fill=normalized
     # the mesh may change between invocations (resume on another machine or host count)
     if saved is not None and {**saved, "mesh": None} != {**cfg_json, "mesh": None}:
         diff = sorted(k for k in set(saved) | set(cfg_json) if saved.get(k) != cfg_json.get(k) and k != "mesh")
@@ -377,6 +380,7 @@ def base_config():
     c.dataset = "cifar10"
     c.data_dir = ml_collections.FieldReference(None, field_type=str)
     c.data = dict(image_size=0, max_examples=0, max_test_examples=0, test_split="test", augment=True, pad=4,
+                  crop_fill="raw",  # where the crop's zero padding goes (jaxdarts.data.CROP_FILLS)
                   cutout=16, color_jitter=0.0)
     c.model = dict(C=36, layers=20, N=5, auxiliary=True, aux_weight=0.4, drop_path=0.2)
     c.batch_size = 96

@@ -275,11 +275,12 @@ class SearchTask:
         """Normalised float batch; with ``train``, the training transform (crop, flip,
         cutout with probability ``cutout_prob``). The result carries the keys of its noise
         and drop-path masks (``rng``) and its drop-path probability (``drop_prob``)."""
-        x = data_lib.normalize(batch["image"], self.ds_info.mean, self.ds_info.std)
         d = self.cfg.data
         if train and d.augment:
-            x = data_lib.augment(key, x, pad=d.crop_padding, flip=self.flip, cutout=d.cutout,
-                                 cutout_prob=cutout_prob)
+            x = data_lib.augment(key, batch["image"], self.ds_info.mean, self.ds_info.std, pad=d.crop_padding,
+                                 flip=self.flip, cutout=d.cutout, cutout_prob=cutout_prob, crop_fill=d.crop_fill)
+        else:
+            x = data_lib.normalize(batch["image"], self.ds_info.mean, self.ds_info.std)
         return {"image": x, "label": batch["label"], "rng": jax.random.key_data(jax.random.fold_in(key, 1)),
                 "drop_prob": jnp.asarray(drop_prob, jnp.float32)}
 

@@ -38,8 +38,8 @@ def _programs(genotype_json, C, layers, auxiliary, aux_weight, lowering, ds_info
 
     @jax.jit
     def step(params, bstats, opt, batch, k, drop):
-        x = data_lib.normalize(batch["image"], ds_info.mean, ds_info.std)
-        x = data_lib.augment(jax.random.fold_in(k, 0), x, flip=ds_info.flip, cutout=cutout)
+        x = data_lib.augment(jax.random.fold_in(k, 0), batch["image"], ds_info.mean, ds_info.std,
+                             flip=ds_info.flip, cutout=cutout)
 
         def loss_fn(p):
             out, mut = model.apply({"params": p, "batch_stats": bstats}, x, train=True, drop_prob=drop,

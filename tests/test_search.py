@@ -153,11 +153,50 @@ def test_batches_are_deterministic_and_augmentation_shapes():
     a, b = s.batch(2, 5), s.batch(2, 5)
     np.testing.assert_array_equal(a["label"], b["label"])
     assert not np.array_equal(s.batch(3, 5)["label"], a["label"])
-    img = data.normalize(a["image"], (0.286,), (0.353,))
-    out = data.augment(jax.random.key(0), img, pad=4, flip=True, cutout=8)
-    assert out.shape == img.shape
-    zeros = np.isclose(np.asarray(out), 0.0).reshape(16, -1).sum(1)
-    assert (zeros >= 1).all()  # cutout (and padding) zero some pixels of every image
+    out = data.augment(jax.random.key(0), a["image"], (0.286,), (0.353,), pad=0, flip=False, cutout=8)
+    assert out.shape == a["image"].shape and out.dtype == np.float32
+    clean = np.asarray(data.normalize(a["image"], (0.286,), (0.353,)))
+    cut = np.asarray(out) != clean
+    assert cut.reshape(16, -1).any(1).all()  # every image has its square
+    np.testing.assert_array_equal(np.asarray(out)[cut], 0.0)  # zeroed after Normalize, as the references' Cutout
+
+
+def _torchvision_transform(img, i, j, flip, pad, mean, std):
+    """Transcription of ``Compose([RandomCrop(h, padding=pad), RandomHorizontalFlip(),
+    ToTensor(), Normalize(mean, std)])`` for one uint8 HWC image at crop offset ``(i, j)``
+    of the padded image: ``RandomCrop`` pads the PIL image with fill 0 first."""
+    h, w = img.shape[:2]
+    p = np.pad(img, ((pad, pad), (pad, pad), (0, 0)), constant_values=0)[i:i + h, j:j + w]
+    p = p[:, ::-1] if flip else p
+    return (p.astype(np.float32) / 255.0 - np.asarray(mean, np.float32)) / np.asarray(std, np.float32)
+
+
+@pytest.mark.parametrize("channels", [1, 3])
+def test_augment_crops_the_raw_image_as_torchvision(channels):
+    """Each output is torchvision's pad-crop-flip-normalise of its input at one of the
+    (2 pad + 1)^2 offsets and either flip (found by enumeration, so the test does not
+    depend on how the offsets are drawn); the border is black (0 before normalising)."""
+    rng = np.random.default_rng(0)
+    pad, n = 3, 24
+    x = rng.integers(1, 256, (n, 8, 8, channels), dtype=np.uint8)  # no black pixel of its own
+    mean, std = (0.49, 0.48, 0.45)[:channels], (0.25, 0.24, 0.26)[:channels]
+    out = np.asarray(data.augment(jax.random.key(1), x, mean, std, pad=pad, flip=True))
+    found = []
+    for k in range(n):
+        hits = [(i, j, f) for i in range(2 * pad + 1) for j in range(2 * pad + 1) for f in (False, True)
+                if np.allclose(out[k], _torchvision_transform(x[k], i, j, f, pad, mean, std), atol=1e-6)]
+        assert hits, f"image {k} is no torchvision crop of its input"
+        found.append(hits[0])
+    assert len({(i, j) for i, j, _ in found}) > 5 and {f for *_, f in found} == {False, True}
+    black = (0.0 - np.asarray(mean, np.float32)) / np.asarray(std, np.float32)
+    k, (i, j, _) = next((k, h) for k, h in enumerate(found) if h[0] != pad)
+    row = 0 if i < pad else -1  # the first (or last) row lies in the padding
+    np.testing.assert_allclose(out[k][row], np.broadcast_to(black, out[k][row].shape), atol=1e-6)
+    # the transform before 2026-12-04 (crop_fill='normalized'): a border of the mean colour
+    old = np.asarray(data.augment(jax.random.key(1), x, mean, std, pad=pad, flip=True, crop_fill="normalized"))
+    np.testing.assert_array_equal(old[k][row], 0.0)
+    with pytest.raises(ValueError, match="crop_fill='zero'.*'raw', 'normalized'"):
+        data.augment(jax.random.key(1), x, mean, std, crop_fill="zero")
 
 
 def _config_module(name):
