@@ -1,24 +1,29 @@
-"""Ground truth for RobustDARTS's S5 (81 architectures) on Fashion-MNIST: how stable is the ranking?
+"""Ground truth for RobustDARTS's S5 (81 architectures) on Fashion-MNIST, one unit of work at a time.
 
-Issue 28's first step, measured before a protocol is fixed: every architecture trained with
-one protocol (the search network at its one-hot alpha, as ``benchmarks/s5_regret.py``: the
-discrete cell with the search ops; C, cells, image size as the S5 search), once per seed
-(seed = initial weights and batch order), as ONE vmapped program over the 81 one-hot
-alphas; test error on the full 10,000-image Fashion-MNIST test set (Debian's
-``dataset-fashion-mnist``: ``apt-get install dataset-fashion-mnist``), resized like the
-training images. Writes a JSON per seed as it finishes (``--out_dir``), then the mean, the
-standard deviation over seeds, the binomial standard error of each error and the Spearman
-correlation between the seeds' rankings.
+Every architecture is trained as its *discrete network* (:mod:`jaxdarts.discrete`: the
+search network's macro, C and cells with only the chosen op on each edge, which computes what
+the search supernet does at the one-hot alpha; a cell of skips and pools costs a fraction of
+one of separable convolutions), several seeds of one cell as one ``vmap``-ed program (seed =
+initial weights, batch order and augmentation), on the full Fashion-MNIST training set
+(60,000 images, Debian's ``dataset-fashion-mnist``: ``apt-get install dataset-fashion-mnist``)
+resized to the search's 16x16, with the search's training transform (crop of the raw image
+padded by 2, flip). Test error on the full 10,000-image test set after every epoch.
 
-    python benchmarks/s5_ground_truth.py --epochs 1 --seeds 2 3   # ~30 min on 2 CPU cores (13 min per seed-epoch)
+Each finished ``(cell, seed)`` is one line of ``<out>/units.jsonl`` (its per-epoch test
+errors and seconds): re-running the command skips what is there, so the table is built over
+several sittings, and a subset (``--cells``) can run first. The summary reports the
+seed-to-seed and split-half Spearman correlations over the cells with every seed, whether
+the curves have flattened (the mean change of the test error over the last epochs against
+the seeds' standard error), and the top group: every cell whose mean is within two
+standard errors of the best (a tie, not a ranking).
+
+    python benchmarks/s5_ground_truth.py --epochs 8 --seeds 0 1 2 3 \
+        --out benchmarks/results/s5_ground_truth_e8        # resumes; cost per cell in units.jsonl
 
 With ``--write jaxdarts/datasets/s5_fashion_mnist.json`` it writes the table that
 ``bin/compare.py`` reads (:class:`jaxdarts.compare.GroundTruth`: per architecture its key,
-the error of every seed, mean and std; the protocol, seeds, date, machine and this command)
-from the seeds' JSON files in ``--out_dir``. The shipped table::
-
-    python benchmarks/s5_ground_truth.py --epochs 3 --seeds 2 3 --out_dir /tmp/gt_e3 \
-        --write jaxdarts/datasets/s5_fashion_mnist.json
+the error of every seed; the protocol, seeds, date, machine, cost and this command); only
+when every cell has every seed.
 """
 
 import argparse
@@ -38,8 +43,9 @@ import numpy as np  # noqa: E402
 
 from jaxdarts import compare  # noqa: E402
 from jaxdarts import config as config_lib  # noqa: E402
-from jaxdarts import genotype as genotype_lib  # noqa: E402
 from jaxdarts import data as data_lib  # noqa: E402
+from jaxdarts import discrete  # noqa: E402
+from jaxdarts import genotype as genotype_lib  # noqa: E402
 from jaxdarts import search  # noqa: E402
 
 CELL_OPS = ("sep3", "skip", "max3")  # S5's op order
@@ -53,10 +59,15 @@ def read_idx(path):
         return np.frombuffer(f.read(), np.uint8).reshape([n] + dims)
 
 
-def full_test_set(src, size):
-    x = read_idx(os.path.join(src, "t10k-images-idx3-ubyte.gz"))[..., None]
-    y = read_idx(os.path.join(src, "t10k-labels-idx1-ubyte.gz")).astype(np.int32)
-    return (data_lib.resize(x, size) if size != x.shape[1] else x), y
+def full_split(src, split, size):
+    """The full Fashion-MNIST ``split`` ('train': 60,000, 't10k': 10,000) resized to ``size``."""
+    if not os.path.exists(os.path.join(src, f"{split}-images-idx3-ubyte.gz")):
+        raise SystemExit(f"the full Fashion-MNIST is not in {src}; install it: apt-get install dataset-fashion-mnist")
+    x = read_idx(os.path.join(src, f"{split}-images-idx3-ubyte.gz"))[..., None]
+    y = read_idx(os.path.join(src, f"{split}-labels-idx1-ubyte.gz")).astype(np.int32)
+    if size != x.shape[1]:
+        x = np.concatenate([data_lib.resize(x[i:i + 5000], size) for i in range(0, len(x), 5000)])
+    return x, y
 
 
 def architectures():
@@ -74,68 +85,69 @@ def genotype(combo):
                                  reduce=((ops[2], 0), (ops[3], 1)), reduce_concat=(2,))
 
 
-def write_table(path, args, seeds, errs, secs, n_test):
-    combos, _ = architectures()
-    e = np.stack([errs[s] for s in seeds])
-    gt = compare.GroundTruth("s5_fashion_mnist", "s5", "fashion_mnist",
-                             tuple(compare.arch_key(genotype(c)) for c in combos), e, {
-                                 "protocol": {"network": "the search supernet at the one-hot alpha (the discrete cell)",
-                                              "C": args.C, "layers": args.layers, "image_size": args.image_size,
-                                              "batch_size": args.batch_size, "epochs": args.epochs,
-                                              "train_images": 10000, "train_data": "the embedded Fashion-MNIST "
-                                              "subset, both search splits (jaxdarts/datasets/fashion_mnist_subset.npz)",
-                                              "optimizer": "SGD lr 0.025 -> 0.001 cosine per epoch, momentum 0.9, "
-                                              "weight decay 3e-4, gradient clip 5 (jaxdarts.config.base)",
-                                              "augmentation": "random crop (padding) + horizontal flip"},
-                                 "test_images": int(n_test), "test_data": "the full Fashion-MNIST test set (Debian "
-                                 "dataset-fashion-mnist), resized like the training images",
-                                 "seeds": [int(s) for s in seeds], "seconds_per_seed": secs,
-                                 "date": time.strftime("%Y-%m-%d"),
-                                 "machine": f"{platform.machine()}, {os.cpu_count()} CPU cores, JAX {jax.__version__}",
-                                 "command": "python benchmarks/s5_ground_truth.py --epochs {} --seeds {} --write {}"
-                                            .format(args.epochs, " ".join(map(str, seeds)), path)})
-    with open(path, "w") as f:
-        json.dump(gt.to_json(), f, indent=1)
-        f.write("\n")
-
-
 def cell_name(combo):
     return "{} {} | {} {}".format(*(CELL_OPS[o] for o in combo))
 
 
-def train_seed(args, seed, test, log):
-    (xw, yw), (xa, ya) = data_lib.load_search_data("fashion_mnist", image_size=args.image_size)
-    train = (np.concatenate([xw, xa]), np.concatenate([yw, ya]))
+PROTOCOL_ARGS = ("epochs", "image_size", "C", "layers", "batch_size", "crop_padding", "lr", "train_images")
+
+
+def cell_config(args, combo, seed):
+    """The search config of the S5 ground truth (the DARTS weight optimiser: SGD, lr -> 0.001
+    cosine per epoch, momentum 0.9, weight decay 3e-4, clip 5) on the discrete space of ``combo``."""
+    _, alphas = architectures()
+    i = architectures()[0].index(tuple(combo))
+    space = discrete.discrete_space("s5", {t: alphas[t][i] for t in ("normal", "reduce")})
     c = config_lib.base("darts")
-    c.dataset, c.space, c.seed = "fashion_mnist", "s5", seed
-    c.data.image_size, c.model.C, c.model.layers = args.image_size, args.C, args.layers
-    c.batch_size, c.epochs, c.steps_per_epoch = args.batch_size, args.epochs, args.steps
-    task = search.SearchTask.from_arrays(c, train, test, data_lib.info("fashion_mnist"))
-    combos, alphas = architectures()
-    n = len(combos)
-    states = jax.tree.map(lambda x: jnp.broadcast_to(x, (n,) + x.shape), task.init_state())
-    onehot = jax.tree.map(jnp.asarray, alphas)
-    spe = task.steps_per_epoch
+    c.dataset, c.space, c.seed = "fashion_mnist", space.name, int(seed)
+    c.data.image_size, c.data.crop_padding = args.image_size, args.crop_padding
+    c.model.C, c.model.layers = args.C, args.layers
+    c.batch_size, c.epochs, c.steps_per_epoch = args.batch_size, args.epochs, 0
+    c.optim.lr = args.lr
+    return c, space
 
-    def step(states, batch, key):
-        b = task.preprocess(key, batch, True)
-        return jax.vmap(lambda s, w: task.weight_update(s, b, weights=w))(states, onehot)
 
-    step = jax.jit(step, donate_argnums=0)
-    ev = jax.jit(jax.vmap(lambda s, w, b: task.eval_step(s, b, w, normalized=True), in_axes=(0, 0, None)))
-    t0 = time.time()
-    for epoch in range(args.epochs):
-        for i, batch in enumerate(task.train_stream.epoch(epoch, 0, spe)):
-            states, m = step(states, batch, jax.random.fold_in(jax.random.key(seed), epoch * spe + i))
-            if i % 50 == 0:
-                log(f"  seed {seed} epoch {epoch + 1} step {i}/{spe} ({time.time() - t0:.0f} s)")
-    xt, yt = test
-    correct, bs = np.zeros(n), 500
-    for i in range(len(xt) // bs):
-        _, cnt = ev(states, onehot, {"image": xt[i * bs:(i + 1) * bs], "label": yt[i * bs:(i + 1) * bs]})
-        correct += np.asarray(cnt)
-    err = 1.0 - correct / (len(xt) // bs * bs)
-    return combos, err, time.time() - t0, spe
+def train_cell(args, combo, seeds, train, test, log=print):
+    """Trains the discrete network of ``combo`` for every seed of ``seeds`` as one vmapped
+    program; returns ``(test errors (seeds, epochs), seconds)``."""
+    cfg, space = cell_config(args, combo, seeds[0])
+    task = search.SearchTask.from_arrays(cfg, train, test, data_lib.info("fashion_mnist"))
+    states = jax.tree.map(lambda *x: jnp.stack(x), *[task.init_state(s) for s in seeds])
+    w = discrete.unit_weights(space)
+    streams = [data_lib.BatchStream(*train, cfg.batch_size, s) for s in seeds]
+    spe = streams[0].steps_per_epoch
+
+    def one(state, batch, key):
+        return task.weight_update(state, task.preprocess(key, batch, True), weights=w)[0]
+
+    step = jax.jit(jax.vmap(one), donate_argnums=0)
+    ev = jax.jit(jax.vmap(lambda st, b: task.eval_step(st, b, w, normalized=True)[1], in_axes=(0, None)))
+    keys = [jax.random.key(1000003 * s + 17) for s in seeds]
+    xt, yt, bs = test[0], test[1], 500
+    errs, t0 = [], time.time()
+    for epoch in range(cfg.epochs):
+        its = [st.epoch(epoch) for st in streams]
+        for i in range(spe):
+            bl = [next(it) for it in its]
+            batch = {k: np.stack([b[k] for b in bl]) for k in ("image", "label")}
+            k = jnp.stack([jax.random.fold_in(kk, epoch * spe + i) for kk in keys])
+            states = step(states, batch, k)
+        correct = sum(np.asarray(ev(states, {"image": xt[j:j + bs], "label": yt[j:j + bs]}))
+                      for j in range(0, len(xt) // bs * bs, bs))
+        errs.append(1.0 - correct / (len(xt) // bs * bs))
+        log(f"  {cell_name(combo)} seeds {seeds} epoch {epoch + 1}: test error "
+            f"{', '.join(f'{e:.4f}' for e in errs[-1])} ({time.time() - t0:.0f} s)")
+    return np.stack(errs, 1), time.time() - t0
+
+
+def read_units(path):
+    out = {}
+    if os.path.exists(path):
+        for line in open(path):
+            if line.strip():
+                u = json.loads(line)
+                out[(tuple(u["combo"]), u["seed"])] = u
+    return out
 
 
 def spearman(a, b):
@@ -143,55 +155,126 @@ def spearman(a, b):
     return float(np.corrcoef(ra, rb)[0, 1])
 
 
+def summarize(units, seeds, log=print):
+    """Statistics of the cells that have every seed: ``dict`` (also printed)."""
+    combos, _ = architectures()
+    have = [c for c in combos if all((c, s) in units for s in seeds)]
+    if not have:
+        return {"cells": 0}
+    e = np.array([[units[(c, s)]["test_err"][-1] for s in seeds] for c in have])  # (cells, seeds)
+    curves = np.array([[units[(c, s)]["test_err"] for s in seeds] for c in have])  # (cells, seeds, epochs)
+    mean = e.mean(1)
+    se = e.std(1, ddof=1) / np.sqrt(len(seeds)) if len(seeds) > 1 else np.zeros(len(have))
+    out = {"cells": len(have), "seeds": list(seeds)}
+    if len(seeds) > 1:
+        out["spearman_seed_pairs"] = [spearman(e[:, i], e[:, j]) for i in range(len(seeds))
+                                      for j in range(i + 1, len(seeds))]
+    if len(seeds) >= 2:
+        out["spearman_split_half"] = spearman(e[:, 0::2].mean(1), e[:, 1::2].mean(1))
+    if curves.shape[2] >= 3:  # flattening: mean change per epoch over the last two epochs
+        out["last_epochs_change"] = float(np.mean(curves[:, :, -1] - curves[:, :, -3]) / 2)
+        out["median_se"] = float(np.median(se))
+    order = np.argsort(mean)
+    b = order[0]
+    gap = mean - mean[b]
+    joint = np.sqrt(se ** 2 + se[b] ** 2)
+    top = [int(i) for i in order if gap[i] <= 2 * joint[i]]
+    out["top_group"] = [cell_name(have[i]) for i in top]
+    out["table"] = [{"cell": cell_name(have[i]), "mean": float(mean[i]), "se": float(se[i])} for i in order]
+    log(f"{len(have)} cells with seeds {list(seeds)}")
+    if "spearman_seed_pairs" in out:
+        log(f"Spearman seed pairs: {', '.join(f'{r:.3f}' for r in out['spearman_seed_pairs'])}; split-half "
+            f"(seeds {list(seeds[0::2])} vs {list(seeds[1::2])}): {out['spearman_split_half']:.3f}")
+    if "last_epochs_change" in out:
+        log(f"test error change per epoch over the last two epochs (mean over cells and seeds): "
+            f"{out['last_epochs_change']:+.4f}; median standard error of a cell's mean {out['median_se']:.4f}")
+    log(f"top group (within 2 standard errors of the best): {len(top)} cells: {', '.join(out['top_group'])}")
+    for r, i in enumerate(order[:12]):
+        log(f"| {r + 1} | {cell_name(have[i])} | {mean[i]:.4f} | {se[i]:.4f} |")
+    return out
+
+
+def write_table(path, args, seeds, units):
+    combos, _ = architectures()
+    e = np.array([[units[(c, s)]["test_err"][-1] for c in combos] for s in seeds])
+    secs = {cell_name(c): float(sum(units[(c, s)]["seconds"] for s in seeds)) for c in combos}
+    gt = compare.GroundTruth("s5_fashion_mnist", "s5", "fashion_mnist",
+                             tuple(compare.arch_key(genotype(c)) for c in combos), e, {
+                                 "protocol": {"network": "the discrete network of each cell (jaxdarts.discrete: "
+                                              "the search network with the chosen ops only)",
+                                              **{k: getattr(args, k) for k in PROTOCOL_ARGS if k != "train_images"},
+                                              "train_images": 60000, "train_data": "the full Fashion-MNIST "
+                                              "training set (Debian dataset-fashion-mnist), resized",
+                                              "optimizer": f"SGD lr {args.lr} -> 0.001 cosine per epoch, momentum "
+                                              "0.9, weight decay 3e-4, gradient clip 5 (jaxdarts.config.base)",
+                                              "augmentation": f"random crop of the raw image padded by "
+                                                              f"{args.crop_padding} (black) + horizontal flip"},
+                                 "test_images": 10000, "test_data": "the full Fashion-MNIST test set, resized",
+                                 "seeds": [int(s) for s in seeds], "seconds_per_cell": secs,
+                                 "cpu_hours": sum(secs.values()) / 3600,
+                                 "date": time.strftime("%Y-%m-%d"),
+                                 "machine": f"{platform.machine()}, {os.cpu_count()} CPU cores, JAX {jax.__version__}",
+                                 "command": "python benchmarks/s5_ground_truth.py --epochs {} --seeds {} --out {} "
+                                            "--write {}".format(args.epochs, " ".join(map(str, seeds)), args.out,
+                                                                path)})
+    with open(path, "w") as f:
+        json.dump(gt.to_json(), f, indent=1)
+        f.write("\n")
+
+
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("--epochs", type=int, default=2)
-    ap.add_argument("--seeds", type=int, nargs="+", default=[2, 3])
+    ap.add_argument("--epochs", type=int, default=8)
+    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3])
     ap.add_argument("--image_size", type=int, default=16)
     ap.add_argument("--C", type=int, default=8)
     ap.add_argument("--layers", type=int, default=5)
     ap.add_argument("--batch_size", type=int, default=64)
-    ap.add_argument("--steps", type=int, default=0, help="steps per epoch (0: every training image)")
-    ap.add_argument("--test_src", default="/usr/share/datasets/fashion-mnist")
-    ap.add_argument("--out_dir", default="/tmp/s5_ground_truth")
+    ap.add_argument("--crop_padding", type=int, default=2)
+    ap.add_argument("--lr", type=float, default=0.025)
+    ap.add_argument("--train_images", type=int, default=0, help="0: all 60,000 (fewer: smoke runs)")
+    ap.add_argument("--cells", default="", help="comma-separated cell indices 0-80 to run first (default: all)")
+    ap.add_argument("--src", default="/usr/share/datasets/fashion-mnist")
+    ap.add_argument("--out", default="benchmarks/results/s5_ground_truth_e8")
     ap.add_argument("--write", default="", help="write the ground-truth table (jaxdarts.compare format) here")
+    ap.add_argument("--summary_only", action="store_true")
     args = ap.parse_args()
     log = lambda *a: print(*a, flush=True)  # noqa: E731
-    os.makedirs(args.out_dir, exist_ok=True)
-    test = full_test_set(args.test_src, args.image_size)
-    errs, secs = {}, {}
-    for seed in args.seeds:
-        path = os.path.join(args.out_dir, f"seed_{seed}.json")
-        if os.path.exists(path):
-            d = json.load(open(path))
-            errs[seed], secs[seed] = np.asarray(d["test_err"]), d["seconds"]
-            continue
-        combos, err, secs_, spe = train_seed(args, seed, test, log)
-        json.dump({"args": vars(args), "seed": seed, "steps_per_epoch": spe, "seconds": secs_,
-                   "cells": [cell_name(c) for c in combos], "test_err": err.tolist()}, open(path, "w"))
-        log(f"seed {seed}: {secs_:.0f} s; best {err.min():.4f}, median {np.median(err):.4f}, worst {err.max():.4f}")
-        errs[seed], secs[seed] = err, secs_
+    os.makedirs(args.out, exist_ok=True)
+    proto = {k: getattr(args, k) for k in PROTOCOL_ARGS}
+    ppath = os.path.join(args.out, "protocol.json")
+    if os.path.exists(ppath) and json.load(open(ppath)) != proto:
+        raise SystemExit(f"{args.out} holds another protocol ({json.load(open(ppath))}); use another --out")
+    json.dump(proto, open(ppath, "w"), indent=1)
+    upath = os.path.join(args.out, "units.jsonl")
+    units = read_units(upath)
     combos, _ = architectures()
+    todo = [int(i) for i in args.cells.split(",") if i] or list(range(len(combos)))
+    if not args.summary_only:
+        train = full_split(args.src, "train", args.image_size)
+        if args.train_images:
+            train = (train[0][:args.train_images], train[1][:args.train_images])
+        test = full_split(args.src, "t10k", args.image_size)
+        for i in todo:
+            seeds = [s for s in args.seeds if (combos[i], s) not in units]
+            if not seeds:
+                continue
+            err, secs = train_cell(args, combos[i], seeds, train, test, log)
+            with open(upath, "a") as f:
+                for s, row in zip(seeds, err):
+                    u = {"cell": i, "combo": list(combos[i]), "name": cell_name(combos[i]), "seed": s,
+                         "test_err": [float(v) for v in row], "seconds": secs / len(seeds),
+                         "date": time.strftime("%Y-%m-%d %H:%M")}
+                    f.write(json.dumps(u) + "\n")
+                    units[(combos[i], s)] = u
+            log(f"cell {i} {cell_name(combos[i])}: {secs:.0f} s for {len(seeds)} seeds")
+    summary = summarize(units, args.seeds, log)
+    json.dump(summary, open(os.path.join(args.out, "summary.json"), "w"), indent=1)
     if args.write:
-        write_table(args.write, args, args.seeds, errs, [secs[s] for s in args.seeds], len(test[1]))
+        if summary["cells"] != len(combos):
+            raise SystemExit(f"--write needs every cell with every seed; {summary['cells']} of {len(combos)} have them")
+        write_table(args.write, args, args.seeds, units)
         log(f"wrote {args.write}")
-    e = np.stack([errs[s] for s in args.seeds])
-    mean, std = e.mean(0), e.std(0, ddof=1) if len(e) > 1 else np.zeros(e.shape[1])
-    se = np.sqrt(mean * (1 - mean) / len(test[1]))
-    order = np.argsort(mean)
-    print(f"\n{len(args.seeds)} seeds x {args.epochs} epochs, test on {len(test[1])} images")
-    if len(e) > 1:
-        rhos = [spearman(e[i], e[j]) for i in range(len(e)) for j in range(i + 1, len(e))]
-        top = set(np.argsort(e[0])[:10])
-        print(f"Spearman between seeds: {', '.join(f'{r:.3f}' for r in rhos)}; top-10 overlap of the first two "
-              f"seeds: {len(top & set(np.argsort(e[1])[:10]))}/10; median std over seeds {np.median(std):.4f}; "
-              f"binomial SE of one error ~{np.median(se):.4f}")
-    print("\n| rank | cell (normal c_{k-2} c_{k-1} | reduce) | mean test error | std over seeds |")
-    print("|---|---|---|---|")
-    for r, i in enumerate(order[:10]):
-        print(f"| {r + 1} | {cell_name(combos[i])} | {mean[i]:.4f} | {std[i]:.4f} |")
-    print(f"| ... | median | {np.median(mean):.4f} | |")
-    print(f"| 81 | {cell_name(combos[order[-1]])} | {mean[order[-1]]:.4f} | {std[order[-1]]:.4f} |")
 
 
 if __name__ == "__main__":

@@ -11,7 +11,7 @@ Commands and expected cost/result:
   batch 32, BaLeNAS 1st order (one sample per step), then BaLeNAS-TF: 20 architectures drawn
   from q(mu, sigma^2), scored with Synflow, the best written to genotype.json (argmax mu as
   ``last_genotype``). 1 min 29 s on 2 CPU cores without a compilation cache (2026-12-02,
-  session 19: the step compiled and ran once in 33 s, Synflow scoring 16 s; 3 min 36 s
+  2026-12-02: the step compiled and ran once in 33 s, Synflow scoring 16 s; 3 min 36 s
   that morning); sigma stays ~0.8-1 (N = 1,280 architecture images).
 * ``--config configs/balenas.py:nb201,quick``: the same on NAS-Bench-201 (C=8, one cell per
   stage); writes the NB201 string of the selected cell (``nb201_str``); 1 min 32 s.

@@ -8,7 +8,7 @@ Commands and expected cost/result:
 * ``python bin/search.py --config configs/darts.py:quick --workdir /tmp/darts_quick``
   Embedded Fashion-MNIST (16x16), C=8, 3 cells, 4 epochs x 20 steps of batch 32, first
   order: about 1 minute on 2 CPU cores (59-63 s with a cold compilation cache, the step
-  compiled and ran once in 23-26 s, 1.9 GB peak RSS, 2026-12-02, session 19; PyTorch DARTS
+  compiled and ran once in 23-26 s, 1.9 GB peak RSS, 2026-12-02, 2026-12-02; PyTorch DARTS
   took 64-68 s for the same 80 steps; benchmarks/RESULTS.md);
   val accuracy ~0.6-0.7 after the 4th epoch.
 * ``python bin/search.py --config configs/darts.py --workdir /tmp/darts``

@@ -14,7 +14,8 @@ Commands and expected cost/result:
   Embedded Fashion-MNIST (16x16), C=8, 3 cells, K=2 (C=8 leaves 2 channels per op at K=4),
   4 epochs x 20 steps of batch 32, architecture steps from the second epoch: a few minutes
   on 2 CPU cores, most of it compiling (the ops run on half the channels: a cheaper step
-  than DARTS's); metrics as DARTS's, the edge-weighted mixing weights in ``alpha_softmax``.
+  than DARTS's); metrics as DARTS's: ``alpha_softmax`` is softmax(alpha) per edge, without
+  the edge weights (each node's softmax of its betas), which the derivation multiplies in.
 * ``python bin/search.py --config configs/pcdarts.py --workdir /tmp/pcdarts``: the paper's
   CIFAR-10 search (0.1 GPU-days in the paper; 2.57% test error after retraining).
 * ``:imagenet``: the ImageNet search's settings that fit one program (K=2, batch 1024, lr

@@ -33,7 +33,7 @@ Commands and expected cost/result:
 
 * ``python bin/search.py --config configs/rdarts.py:es,quick --workdir /tmp/rdarts_es``
   S1-quick on embedded Fashion-MNIST: 1 min 21 s on 2 CPU cores, 6.2 GB peak RSS
-  (2026-11-30, session 7); metrics.jsonl has ``eigenvalue`` every epoch (quick:
+  (2026-11-30); metrics.jsonl has ``eigenvalue`` every epoch (quick:
   ``hessian_every=1``) and, when the rule fires (here at epoch index 3, returning epoch
   1), ``es_trigger``; genotype.json holds the architecture of the epoch ES returns.
 * ``python bin/search.py --config configs/rdarts.py:dp,quick --workdir /tmp/rdarts_dp``

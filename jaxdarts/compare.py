@@ -71,6 +71,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import traverse_util
 
+from jaxdarts import bootstrap
 from jaxdarts import config as config_lib
 from jaxdarts import data as data_lib
 from jaxdarts import genotype as genotype_lib
@@ -156,8 +157,17 @@ class GroundTruth:
             raise KeyError(f"architecture {key!r} is not in ground truth {self.name!r}") from None
 
     @property
+    def reference(self) -> str:
+        """How :attr:`regrets` are measured (:mod:`jaxdarts.bootstrap`): against the best cell
+        chosen on held-out ground-truth seeds (``'cross_fitted'``, two or more seeds) or
+        against the minimum mean (``'min_mean'``, one seed)."""
+        return "cross_fitted" if len(self.errors) >= 2 else "min_mean"
+
+    @property
     def regrets(self) -> np.ndarray:
-        return self.mean - self.best
+        if "_regrets" not in self.__dict__:
+            self.__dict__["_regrets"] = bootstrap.regrets(self.errors, self.reference)
+        return self.__dict__["_regrets"]
 
     def to_json(self) -> dict:
         return dict(self.info, name=self.name, space=self.space, dataset=self.dataset,
@@ -295,15 +305,22 @@ def _set(cfg, field, value):
     node[last] = value
 
 
-def _entry_defaults(entry: str):
+def _entry_defaults(entry: str, space: str | None = None):
     """The config file of ``entry``'s method at its variant (:func:`jaxdarts.config.base`
-    for a method without a file); :class:`ConfigError` (one line) for a variant it lacks."""
+    for a method without a file); :class:`ConfigError` (one line) for a variant it lacks.
+    On NAS-Bench-201 (``space='nb201'``) a method whose file has an ``nb201`` variant runs
+    with it (its NAS-Bench-201 settings, e.g. DrNAS's K=1 and learning rates), added to
+    the entry's own variant."""
     method, _, variant = entry.partition(":")
     files = method_config_files()
     if method not in files:
         if variant:
             raise ConfigError(f"config.methods entry {entry!r}: method {method!r} has no config file for variants")
         return config_lib.base(method)
+    if space == "nb201" and "nb201" not in variant.split(","):
+        path = os.path.join(config_lib.SHIPPED_CONFIGS, files[method] + ".py")
+        if "nb201" in getattr(config_lib.load_module(path), "VARIANTS", ()):
+            variant = ",".join(v for v in (variant, "nb201") if v)
     try:
         return config_lib.load_file(os.path.join(config_lib.SHIPPED_CONFIGS, files[method] + ".py"), variant)
     except ValueError as e:
@@ -320,7 +337,7 @@ def method_config(entry: str, protocol, seed: int, overrides=None):
     variant (DARTS-ES needs its eigenvalues). Validated: :class:`ConfigError` (one line)
     when the method cannot search the protocol."""
     variant = entry.partition(":")[2]
-    cfg = _entry_defaults(entry)
+    cfg = _entry_defaults(entry, protocol.space)
     own_epochs = cfg.epochs
     for f in PROTOCOL_FIELDS:
         _set(cfg, f, protocol[f.replace(".", "_")])
@@ -396,7 +413,9 @@ def run_entry(gt, cfg, workdir, method, seed, *, log=print, max_epochs=None, ove
         return {"status": "n/a", "reason": str(e).splitlines()[0]}
     done = io_lib.read_json(os.path.join(rundir, "genotype.json"))
     secs = io_lib.read_json(os.path.join(rundir, "compare_time.json"), {}).get("seconds", 0.0)
-    if not (done and done.get("finished", True)):
+    if done and done.get("finished", True):
+        log(f"[{method} seed {seed}] finished earlier in {rundir}: not searched again")
+    else:
         t0 = time.time()
         search.run(mcfg, rundir, log=lambda *a: log(f"[{method} seed {seed}]", *a), max_epochs=max_epochs)
         secs += time.time() - t0
@@ -418,7 +437,7 @@ def run_entry(gt, cfg, workdir, method, seed, *, log=print, max_epochs=None, ove
         i, r = _lookup(gt, final)
         out["final"] = {"regret": r, "test_err": float(gt.mean[i]) if i is not None else float("nan"),
                         "genotype": {k: final[k] for k in ("normal", "normal_concat", "reduce", "reduce_concat")},
-                        "key": arch_key(final)}
+                        "key": arch_key(final), "cell": i}
     return out
 
 
@@ -433,7 +452,8 @@ def random_entry(gt, cfg, seed) -> dict:
     b = int(np.argmin(per_epoch))
     return {"status": "ok", "regret_per_epoch": per_epoch, "architectures_trained": ks,
             "expected_regret_per_epoch": [expected_random_regret(select, gt.regrets, k) for k in ks],
-            "final": {"regret": per_epoch[-1], "test_err": float(gt.mean[picks[-1]]), "key": gt.keys[picks[-1]]},
+            "final": {"regret": per_epoch[-1], "test_err": float(gt.mean[picks[-1]]), "key": gt.keys[picks[-1]],
+                      "cell": picks[-1]},
             "best_seen": {"epoch": b, "regret": per_epoch[b]}, "seconds": 0.0}
 
 
@@ -477,7 +497,7 @@ def synflow_entry(gt, cfg, workdir, seed, log=print) -> dict:
     i, r = _lookup(gt, cached["genotypes"][best])
     return {"status": "ok", "regret_per_epoch": [r] * cfg.protocol.epochs, "seconds": cached["seconds"],
             "final": {"regret": r, "test_err": float(gt.mean[i]) if i is not None else float("nan"),
-                      "key": cached["keys"][best]},
+                      "key": cached["keys"][best], "cell": i},
             "best_seen": {"epoch": 0, "regret": r}}
 
 
@@ -505,14 +525,35 @@ def summarise(entry_runs: dict) -> dict:
     return out
 
 
+def statistics(gt, entries: dict, replicates: int = 4000) -> dict:
+    """The two-level bootstrap of the final regrets (:func:`jaxdarts.bootstrap.analyse`:
+    intervals, rank probabilities, tied groups) over every entry with finished runs, and the
+    equal-cost view: each method's regret per epoch read at the seconds of one first-order
+    DARTS run (the ``darts`` entry's mean), as :func:`jaxdarts.bootstrap.equal_cost`."""
+    choices = {n: [r["final"]["cell"] for r in e["runs"].values()
+                   if r.get("status") == "ok" and r.get("final", {}).get("cell") is not None]
+               for n, e in entries.items()}
+    out = bootstrap.analyse(choices, gt.errors, replicates=replicates)
+    darts = (entries.get("darts") or {}).get("summary") or {}
+    if darts.get("seconds", {}).get("mean"):
+        curves = {n: e["summary"]["regret_per_epoch_mean"] for n, e in entries.items()
+                  if e.get("kind") == "method" and (e.get("summary") or {}).get("regret_per_epoch_mean")}
+        secs = {n: entries[n]["summary"]["seconds"]["mean"] for n in curves}
+        out["equal_cost"] = {"budget_seconds": darts["seconds"]["mean"],
+                             "methods": bootstrap.equal_cost(curves, secs, darts["seconds"]["mean"])}
+    return out
+
+
 def leaderboard(gt, cfg, entries: dict) -> dict:
-    rows = []
-    for name, e in entries.items():
-        s = e.get("summary") or {}
-        rows.append((s.get("final_regret", {}).get("mean", float("inf")), name))
-    ranking = [n for _, n in sorted(rows, key=lambda t: (not np.isfinite(t[0]), t[0], t[1]))]
-    return {"protocol": _protocol_dict(cfg), "seeds": list(cfg.seeds),
+    """The board: entries ranked by tied group, then by the point estimate of the final
+    regret; entries without finished runs last."""
+    stats = statistics(gt, entries)
+    m = stats["methods"]
+    ranking = sorted(entries, key=lambda n: (n not in m, m.get(n, {}).get("group", 0),
+                                             m.get(n, {}).get("regret", 0.0), n))
+    return {"protocol": _protocol_dict(cfg), "seeds": list(cfg.seeds), "statistics": stats,
             "ground_truth": {"name": gt.name, "space": gt.space, "dataset": gt.dataset, "best_test_err": gt.best,
+                             "regret_reference": gt.reference,
                              "architectures": len(gt.keys), "seeds": gt.info.get("seeds"),
                              "protocol": gt.info.get("protocol"), "mean_regret_of_the_space":
                                  float(gt.regrets.mean())},
@@ -530,21 +571,38 @@ def markdown(board: dict) -> str:
              f"{p['batch_size']}; seeds {', '.join(map(str, board['seeds']))}. Ground truth `{g['name']}`: "
              f"{g['architectures']} architectures, best mean test error {g['best_test_err']:.4f}, a random "
              f"architecture's mean regret {g['mean_regret_of_the_space']:.4f}."
-             + "".join(f" Warning: {w}." for w in board.get("warnings", ())), "",
-             "| rank | method | final regret (mean ± SE) | std | best-seen regret | final test error | seeds | "
-             "time per run |", "|---|---|---|---|---|---|---|---|"]
-    for r, name in enumerate(board["ranking"]):
+             + "".join(f" Warning: {w}." for w in board.get("warnings", ())), ""]
+    st = board.get("statistics") or {"methods": {}, "groups": []}
+    ec = (st.get("equal_cost") or {}).get("methods", {})
+    ref = {"cross_fitted": "the best cell chosen on held-out ground-truth seeds (cross-fitted)",
+           "min_mean": "the lowest mean test error (one ground-truth seed: nothing held out)"}[st.get("reference",
+                                                                                                      "min_mean")]
+    lines += [f"Regret against {ref}. Intervals: {int(st.get('level', 0.95) * 100)}% percentile intervals of a "
+              f"two-level bootstrap ({st.get('replicates', 0)} replicates over search seeds and ground-truth seeds). "
+              "Entries that share a rank cannot be told apart at that level (the difference to the best entry of "
+              "their group has an interval containing 0); P(rank 1) is the bootstrap probability of the lowest "
+              "regret." + (f" Regret at DARTS's cost: the per-epoch curve (mean over seeds) read at "
+                           f"{st['equal_cost']['budget_seconds']:.0f} s, one first-order DARTS run."
+                           if st.get("equal_cost") else ""), "",
+              "| rank | method | final regret [interval] | P(rank 1) | best-seen regret | final test error | seeds | "
+              "time per run | regret at DARTS's cost |", "|---|---|---|---|---|---|---|---|---|"]
+    sizes = {g: sum(1 for v in st["methods"].values() if v["group"] == g) for g in range(1, len(st["groups"]) + 1)}
+    for name in board["ranking"]:
         e = board["entries"][name]
-        s = e.get("summary") or {}
-        if not s:
+        s, b = e.get("summary") or {}, st["methods"].get(name)
+        if not s or b is None:
             runs = list(e["runs"].values())
             na = next((x["reason"] for x in runs if x.get("status") == "n/a"), None)
             text = f"n/a: {na}" if na else "incomplete: re-run the command to continue"
-            lines.append(f"| - | {name} | {text} | | | | | |")
+            lines.append(f"| - | {name} | {text} | | | | | | |")
             continue
-        fr, bs, te, sec = s["final_regret"], s["best_seen_regret"], s["final_test_err"], s["seconds"]
-        lines.append(f"| {r + 1} | {name} | {fr['mean']:.4f} ± {fr['se']:.4f} | {fr['std']:.4f} | "
-                     f"{bs.get('mean', float('nan')):.4f} | {te['mean']:.4f} | {fr['n']} | {sec['mean']:.0f} s |")
+        bs, te, sec = s["best_seen_regret"], s["final_test_err"], s["seconds"]
+        rank = f"{b['group']}" + ("=" if sizes.get(b["group"], 1) > 1 else "")
+        at = ec.get(name)
+        at = "" if at is None else ("over budget" if at["regret"] is None else f"{at['regret']:.4f} ({at['epochs']} ep)")
+        lines.append(f"| {rank} | {name} | {b['regret']:.4f} [{b['low']:.4f}, {b['high']:.4f}] | "
+                     f"{b['rank_probabilities'][0]:.2f} | {bs.get('mean', float('nan')):.4f} | {te['mean']:.4f} | "
+                     f"{b['n']} | {sec['mean']:.0f} s | {at} |")
     return "\n".join(lines) + "\n"
 
 
@@ -571,8 +629,10 @@ def regret_figure(board: dict) -> str | None:
         if finals:
             y = len(drawn)
             bx.scatter(finals, [y] * len(finals), color=c, s=18, alpha=0.6, zorder=2)
-            fr = e["summary"]["final_regret"]
-            bx.errorbar([fr["mean"]], [y], xerr=[fr["se"]], fmt="D", color=c, ms=6, capsize=3, zorder=3)
+            b = (board.get("statistics") or {}).get("methods", {}).get(name)
+            if b is not None:
+                bx.errorbar([b["regret"]], [y], xerr=[[b["regret"] - b["low"]], [b["high"] - b["regret"]]], fmt="D",
+                            color=c, ms=6, capsize=3, zorder=3)
             drawn.append(name)
     if not drawn:
         plt.close(fig)
@@ -587,7 +647,7 @@ def regret_figure(board: dict) -> str | None:
     bx.axvline(board["ground_truth"]["mean_regret_of_the_space"], color="gray", ls=":", lw=1)
     bx.text(board["ground_truth"]["mean_regret_of_the_space"], len(drawn) - 0.5, " random cell", color="gray",
             fontsize=7, va="bottom")
-    bx.set_xlabel("final regret (dots: seeds; diamond: mean ± SE)")
+    bx.set_xlabel("final regret (dots: seeds; diamond: mean, two-level bootstrap interval)")
     bx.set_title("Final architecture", fontsize=10)
     bx.grid(alpha=0.3, axis="x")
     with warnings.catch_warnings():  # a board of one or two entries leaves matplotlib no room to adjust: harmless
@@ -600,7 +660,7 @@ def render_html(board: dict, fig: str | None = None) -> str:
     """The page: the table, the regret figure (``fig``: base64 PNG, drawn when None), the
     final cell of every run."""
     md = markdown(board).splitlines()
-    head, table = md[0], [l for l in md if l.startswith("|")]
+    paras, table = [l for l in md if l and not l.startswith("|")], [l for l in md if l.startswith("|")]
     cells = lambda l: [html.escape(c.strip()) for c in l.strip("|").split("|")]  # noqa: E731
     rows = "".join("<tr>" + "".join(f"<{'th' if i == 0 else 'td'}>{c}</{'th' if i == 0 else 'td'}>"
                                     for c in cells(l)) + "</tr>" for i, l in enumerate(table) if i != 1)
@@ -615,7 +675,7 @@ def render_html(board: dict, fig: str | None = None) -> str:
         "<!doctype html><html><head><meta charset='utf-8'><title>jaxdarts leaderboard</title>",
         "<style>body{font-family:sans-serif;margin:1em;max-width:70em} table{border-collapse:collapse;margin:1em 0} "
         "td,th{padding:4px 8px;border-top:1px solid #ddd;text-align:left}</style></head><body>",
-        "<h1>jaxdarts leaderboard</h1>", f"<p>{html.escape(head)}</p>", f"<table>{rows}</table>",
+        "<h1>jaxdarts leaderboard</h1>", "".join(f"<p>{html.escape(p)}</p>" for p in paras), f"<table>{rows}</table>",
         f"<img src='data:image/png;base64,{fig}'/>" if fig else "<p><i>no epochs yet</i></p>",
         "<h2>Final architectures</h2><table><tr><th>method</th><th>seed</th><th>regret</th><th>cell</th></tr>",
         "".join(finals), "</table></body></html>"])

@@ -29,11 +29,11 @@ __all__ = ["ConfigError", "check_choice", "check_positive", "base", "validate", 
            "resolve_path", "variants"]
 
 LEGACY_VALUES = {
-    "model.arch_step_updates_bn": False,  # session 13: before it, only the weight step updated BN statistics
-    "model.partial_channels": 1,  # session 14: before it, every op saw all channels
-    "balenas.tf.network": "search",  # session 16: before it, BaLeNAS-TF scored the search supernet's cells
-    "model.edge_loop": "auto",
-    "data.crop_fill": "normalized",  # 2026-12-04: before it, the crop padded the normalised image  # session 18: 'auto' resumes a checkpoint's edge loop ('vmap' before it existed)
+    "model.arch_step_updates_bn": False,  # 92b7362 (2026-12-02): before it, only the weight step updated BN statistics
+    "model.partial_channels": 1,  # ad7dc46 (2026-12-02): before it, every op saw all channels
+    "balenas.tf.network": "search",  # 25c1598 (2026-12-02): before it, BaLeNAS-TF scored the search supernet's cells
+    "model.edge_loop": "auto",  # 4bf7313 (2026-12-02): 'auto' resumes a checkpoint's edge loop ('vmap' before it)
+    "data.crop_fill": "normalized",  # 2026-12-04: before it, the crop padded the normalised image
 }
 """Fields added after runs may have started, with the value that reproduces the behaviour
 before the field existed: resuming a workdir whose config.json lacks one is accepted when

@@ -167,7 +167,7 @@ def _depthwise_kernel_grad_impl(x, g, *, stride, dilation, ksize):
     # One variadic reduction of the K*K products: XLA:CPU does not fuse sibling reductions,
     # so K*K separate sums were K*K kernels, each streaming x and g (2 fusions per tap in the
     # search step); one reduce with K*K accumulators is one kernel that reads each tap's
-    # window from cache: 3-7x faster and ~10x fewer fusions (benchmarks/RESULTS.md, session 19).
+    # window from cache: 3-7x faster and ~10x fewer fusions (benchmarks/RESULTS.md, 2026-12-02).
     prods = [sl * g for _, _, sl in _taps(xp, K, stride, dilation, g.shape[-3:-1])]
     zeros = [jnp.zeros((), p.dtype) for p in prods]
     taps = lax.reduce(prods, zeros, lambda a, b: [u + v for u, v in zip(a, b)], axes)

@@ -69,7 +69,10 @@ def release_if_needed(fraction: float = 0.5) -> bool:
 def shared(key: Hashable, build: Callable[[], Any]) -> Any:
     """``build()`` once per process and ``key`` (hashable); later calls return the same object
     (while it is among the :data:`MAX_PROGRAMS` most recently used; everything is released
-    first when the process nears its memory-mapping limit, :func:`release_if_needed`)."""
+    first when the process nears its memory-mapping limit, :func:`release_if_needed`). The
+    key includes whether float64 is enabled: a program traced under ``jax.enable_x64`` holds
+    float64 constants that a float32 caller must not replay."""
+    key = (key, bool(jax.config.read("jax_enable_x64")))
     with _LOCK:
         if key in _CACHE:
             _STATS["hits"] += 1
@@ -123,7 +126,7 @@ def trace_once(fn: Callable) -> Callable:
 
     def replay(*args):
         leaves, tree = jax.tree.flatten(args)
-        key = (tree, input_signature(leaves))
+        key = (tree, input_signature(leaves), bool(jax.config.read("jax_enable_x64")))
         if key not in cache:
             specs = [jax.ShapeDtypeStruct(shape, dtype, weak_type=weak) for shape, dtype, weak in key[1]]
             closed, out_shape = jax.make_jaxpr(lambda *xs: fn(*jax.tree.unflatten(tree, xs)),

@@ -161,8 +161,8 @@ class Runner:
             step = jax.vmap(task.search_step, in_axes=(0, None, None, 0)) if batched else task.search_step
             ev = task.eval_step
             if self.sweep is not None:
-                def ev(state, batch, alpha=None, normalized=False):
-                    fn = lambda s: task.eval_step(s, batch, alpha, normalized=normalized)
+                def ev(state, batch, alpha=None, normalized=False, key=None):
+                    fn = lambda s: task.eval_step(s, batch, alpha, normalized=normalized, key=key)
                     return jax.vmap(fn)(state)
             if self.mesh is not None:  # batches sharded over the mesh, everything else replicated
                 rep = parallel.replicated(self.mesh)
@@ -411,9 +411,15 @@ class Runner:
         if cfg.eval_batches and cfg.eval_batches > 0:
             nb = min(nb, cfg.eval_batches)
         loss = correct = 0.0
+        # a method that samples its mixing weights (DrNAS) draws a fresh sample per batch, as the
+        # references' validation; the same keys every epoch, so evaluations stay comparable
+        sampled = task.method.weights is not None and not normalized
         for i in range(nb):
             b = {"image": x[i * bs:(i + 1) * bs], "label": y[i * bs:(i + 1) * bs]}
-            l, c = ev(self.state, b, alpha, normalized=normalized)
+            if sampled:
+                l, c = ev(self.state, b, alpha, normalized=normalized, key=jax.random.fold_in(jax.random.key(0), i))
+            else:
+                l, c = ev(self.state, b, alpha, normalized=normalized)
             loss, correct = loss + l, correct + c
         n = max(nb * bs, 1)
         loss, correct = np.asarray(loss, np.float64), np.asarray(correct, np.float64)

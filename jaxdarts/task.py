@@ -563,9 +563,11 @@ class SearchTask:
         step used): for analyses of the last step's batches (the Hessian hook)."""
         return self.step_batches(fold_key(state.rng, state.step - 1), train_batch, val_batch, sched)
 
-    def eval_step(self, state: SearchState, batch, alpha=None, normalized=False):
-        """Eval-mode loss/accuracy sums on a uint8 batch (``alpha`` overrides the state's)."""
-        b = self.preprocess(jax.random.key(0), batch, False)
+    def eval_step(self, state: SearchState, batch, alpha=None, normalized=False, key=None):
+        """Eval-mode loss/accuracy sums on a uint8 batch (``alpha`` overrides the state's).
+        ``key``: the batch's key (a method with its own ``weights`` draws them from it, e.g.
+        DrNAS's Dirichlet sample); default ``key(0)``."""
+        b = self.preprocess(jax.random.key(0) if key is None else key, batch, False)
         a = state.alpha if alpha is None else alpha
         logits, _, _ = self.apply(state.params, state.batch_stats, a, b, train=False, normalized=normalized)
         n = logits.shape[0]

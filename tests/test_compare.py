@@ -40,7 +40,9 @@ def _synthetic_ground_truth(path, seed=0):
              "architectures": [{"key": k, "test_err": errors[:, i].tolist()} for i, k in enumerate(keys)]}
     with open(path, "w") as f:
         json.dump(table, f)
-    return dict(zip(keys, errors.mean(0)))
+    # the regret of each cell against the best cell of the other seed (cross-fitted), by hand
+    regret = ((errors[0] - errors[0, np.argmin(errors[1])]) + (errors[1] - errors[1, np.argmin(errors[0])])) / 2
+    return dict(zip(keys, regret))
 
 
 def test_s5_architectures_and_keys_are_the_81_cells_written_out():
@@ -102,6 +104,10 @@ def test_each_method_gets_the_protocol_and_a_warm_up_scaled_to_the_budget():
     assert compare.method_config("msdarts", p, 0).arch_start_epoch == 1  # the reference waits 5 of 50 epochs
 
 
+def _run_dir(work, m):
+    return os.path.join(work, "runs", m.replace(":", "-"), "seed_0")
+
+
 def test_compare_runs_every_method_and_both_baselines_and_resumes(tmp_path):
     truth = _synthetic_ground_truth(tmp_path / "gt.json")
     cfg = config_lib.load_file(os.path.join(REPO, "configs", "compare.py"), "tiny")
@@ -114,7 +120,6 @@ def test_compare_runs_every_method_and_both_baselines_and_resumes(tmp_path):
     assert all(board["entries"][m]["runs"]["0"]["status"] == "incomplete" for m in applicable)
     assert "incomplete: re-run the command to continue" in open(os.path.join(work, "leaderboard.md")).read()
     board = compare.run(cfg, work, log=lambda *_: None)  # the same command again: resumes
-    best = min(truth.values())
     assert set(board["entries"]) == set(methods.names()) | {"random", "synflow", "stacnas:one_stage"}
     assert board["entries"]["stacnas:one_stage"]["config"] == "configs/stacnas.py:one_stage"
     tf = io_lib.read_json(os.path.join(work, "runs", "balenas", "seed_0", "config.json"))["balenas"]
@@ -129,26 +134,33 @@ def test_compare_runs_every_method_and_both_baselines_and_resumes(tmp_path):
             n, r = (sorted(g[t], key=lambda e: e[1]) for t in ("normal", "reduce"))
             return _hand_key(n[0][0], n[1][0], r[0][0], r[1][0])
 
-        assert run["regret_per_epoch"] == pytest.approx([truth[hand(r["genotype"])] - best for r in rows]), m
+        assert run["regret_per_epoch"] == pytest.approx([truth[hand(r["genotype"])] for r in rows]), m
         final = io_lib.read_json(os.path.join(work, "runs", m.replace(":", "-"), "seed_0", "genotype.json"))["genotype"]
-        assert run["status"] == "ok" and run["final"]["regret"] == pytest.approx(truth[hand(final)] - best), m
+        assert run["status"] == "ok" and run["final"]["regret"] == pytest.approx(truth[hand(final)]), m
         assert run["best_seen"]["regret"] == pytest.approx(min(run["regret_per_epoch"]))
     assert board["entries"]["stacnas"]["runs"]["0"]["status"] == "n/a"
     # synflow: the architecture of the highest score, every epoch the same
     syn = io_lib.read_json(os.path.join(work, "baselines", "synflow_seed_0.json"))
     top = int(np.argmax(syn["scores"]))
     assert board["entries"]["synflow"]["runs"]["0"]["final"]["key"] == syn["keys"][top]
-    assert board["entries"]["synflow"]["runs"]["0"]["regret_per_epoch"] == [truth[syn["keys"][top]] - best] * 2
+    assert board["entries"]["synflow"]["runs"]["0"]["regret_per_epoch"] == [truth[syn["keys"][top]]] * 2
     rnd = board["entries"]["random"]["runs"]["0"]
     assert rnd["architectures_trained"] == [1, 1]  # 2 * 3 * (e + 1) * 2 * 8 images << 3 * 10,000
-    # ranked by mean final regret; the Markdown table and the page list every entry
+    # ranked by tied group, then by mean final regret; the Markdown table and the page list every entry
     finals = {m: e["summary"]["final_regret"]["mean"] for m, e in board["entries"].items() if e.get("summary")}
-    assert board["ranking"][:len(finals)] == sorted(finals, key=lambda m: (finals[m], m))
+    groups = {m: s["group"] for m, s in board["statistics"]["methods"].items()}
+    assert set(groups) == set(finals)
+    assert board["ranking"][:len(finals)] == sorted(finals, key=lambda m: (groups[m], finals[m], m))
+    assert all(board["statistics"]["methods"][m]["regret"] == pytest.approx(finals[m]) for m in finals)
     md, page = (open(os.path.join(work, f)).read() for f in ("leaderboard.md", "leaderboard.html"))
     assert all(f"| {m} |" in md for m in board["entries"]) and "n/a: config.space='s5' has no 'none' op" in md
     assert page.count("data:image/png;base64,") == 1 and all(m in page for m in board["entries"])
     assert open(os.path.join(work, "leaderboard.png"), "rb").read(8) == b"\x89PNG\r\n\x1a\n"
-    # the command on the finished workdir: no search runs again, the same leaderboard
+    # the command on the finished workdir: no search runs again (its log says so for every run,
+    # no run's metrics change), the same leaderboard
+    metrics = {m: open(os.path.join(work, "runs", m.replace(":", "-"), "seed_0",
+                                    "stage1" if m.startswith("stacnas") else "", "metrics.jsonl")).read()
+               for m in applicable}
     r = subprocess.run([sys.executable, os.path.join(REPO, "bin", "compare.py"), "--config",
                         "configs/compare.py:tiny", "--workdir", work, f"--config.ground_truth={cfg.ground_truth}",
                         "--compilation_cache", "none"], capture_output=True, text=True, cwd=REPO, timeout=300)
@@ -157,6 +169,11 @@ def test_compare_runs_every_method_and_both_baselines_and_resumes(tmp_path):
     strip = lambda b: {m: {s: {k: v for k, v in run.items() if k != "seconds"} for s, run in e["runs"].items()}  # noqa: E731
                        for m, e in b["entries"].items()}
     assert strip(again) == strip(json.loads(json.dumps(board))) and "| synflow |" in r.stdout
+    for m in applicable:
+        lines = [l for l in (r.stdout + r.stderr).splitlines() if l.startswith(f"[{m} seed 0]")]
+        assert lines == [f"[{m} seed 0] finished earlier in {_run_dir(work, m)}: not searched again"], (m, lines)
+        assert open(os.path.join(work, "runs", m.replace(":", "-"), "seed_0",
+                                 "stage1" if m.startswith("stacnas") else "", "metrics.jsonl")).read() == metrics[m]
 
 
 def test_a_sweep_program_is_followed_through_the_member_it_chose(tmp_path):
@@ -176,10 +193,9 @@ def test_a_sweep_program_is_followed_through_the_member_it_chose(tmp_path):
                                                                 {"epoch": 1, "genotype": [c, b]}])
     io_lib.write_json(os.path.join(rundir, "genotype.json"), {"genotype": b, "genotypes": [a, b]})
     run = compare.run_entry(gt, cfg, str(tmp_path / "w"), "robustdarts:dp", 0)
-    best = min(truth.values())
     key = lambda g: _hand_key(g["normal"][0][0], g["normal"][1][0], g["reduce"][0][0], g["reduce"][1][0])  # noqa: E731
-    assert run["regret_per_epoch"] == pytest.approx([truth[key(b)] - best] * 2)
-    assert run["status"] == "ok" and run["final"]["regret"] == pytest.approx(truth[key(b)] - best)
+    assert run["regret_per_epoch"] == pytest.approx([truth[key(b)]] * 2)
+    assert run["status"] == "ok" and run["final"]["regret"] == pytest.approx(truth[key(b)])
 
 
 def test_bad_comparison_configs_are_one_line_errors_and_write_nothing(tmp_path):

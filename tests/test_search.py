@@ -315,7 +315,7 @@ def test_cli_turns_on_a_persistent_compilation_cache(tmp_path):
 def _data_files(directory):
     """The array data files of an Orbax checkpoint (OCDBT ``d/`` chunks). How the arrays are
     split between them varies from save to save, and truncating only the checkpoint's
-    largest file once left a checkpoint that still restored (CI, session 18; truncating
+    largest file once left a checkpoint that still restored (CI, 2026-12-02; truncating
     ``_METADATA``, the other large file, is caught), so a test that breaks the arrays
     breaks all of these."""
     return [os.path.join(r, f) for r, _, fs in os.walk(directory) for f in fs if os.path.basename(r) == "d"]
@@ -413,3 +413,25 @@ def test_architecture_step_updates_batchnorm_running_statistics_as_the_reference
     off = dataclasses.replace(task, cfg=tiny_config(**{"model.arch_step_updates_bn": False}))
     kept, _ = jax.jit(off.arch_update)(state, tb_arch, vb, jax.random.key(4))
     chex.assert_trees_all_equal(kept.batch_stats, state.batch_stats)
+
+
+def test_two_seeds_share_the_compiled_programs_but_not_their_weights(tmp_path):
+    """Seeds 0 and 1 of one config: the second builds no program (the init and the step are
+    the first's), yet starts from other weights and alpha and ends on other metrics (fails
+    if the seed stopped reaching the compiled init)."""
+    from jaxdarts import programs
+
+    runs = {}
+    for seed in (0, 1):
+        cfg = tiny_config(seed=seed, epochs=1)
+        before = programs.stats()["misses"]
+        task = search.SearchTask.from_config(cfg)
+        state = task.init_state()
+        out = search.run(cfg, str(tmp_path / f"s{seed}"), log=lambda *_: None)
+        runs[seed] = (jax.device_get(state), _read_metrics(str(tmp_path / f"s{seed}"))[-1], out,
+                      programs.stats()["misses"] - before)
+    (s0, m0, _, _), (s1, m1, _, built1) = runs[0], runs[1]
+    assert built1 == 0  # every program of seed 1 was seed 0's
+    assert not np.allclose(jax.tree.leaves(s0.params)[0], jax.tree.leaves(s1.params)[0])
+    assert not np.allclose(s0.alpha["normal"], s1.alpha["normal"])
+    assert m0["train_loss"] != m1["train_loss"] and m0["alpha_softmax"] != m1["alpha_softmax"]

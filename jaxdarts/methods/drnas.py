@@ -11,10 +11,13 @@ As the reference code (xiangning-chen/DrNAS; facts in
   ``rsample``); the architecture step, the weight step and evaluation draw their own
   samples (each from its batch's key). Padded op slots get weight exactly 0 (a Dirichlet
   over the real ops). Summaries (``alpha_softmax`` in the metrics) show the Dirichlet mean
-  ``beta / sum(beta)``; evaluation uses one sample per batch, as the reference's
-  validation (the sample's key is fixed across epochs: evaluations are comparable).
+  ``beta / sum(beta)``; evaluation draws a fresh sample for every batch, as the
+  reference's validation (batch ``i`` from the key ``fold_in(key(0), i)``, the same every
+  epoch: evaluations are comparable).
 * **Regulariser** (``drnas.reg_type``): ``'l2'`` (the code's default): Adam weight decay
-  ``optim.arch_weight_decay`` = 1e-3 on eta, pulling beta to 1 (the uniform Dirichlet);
+  ``optim.arch_weight_decay`` = 1e-3 on eta, pulling beta to 1 (the uniform Dirichlet); the
+  reference passes its ``reg_scale`` as that weight decay, so ``drnas.reg_scale`` must equal
+  it (a config where they differ is refused in one line rather than one being ignored);
   ``'kl'``: ``reg_scale * sum_edges KL(Dir(beta) || Dir(1))`` added to the architecture
   loss (:func:`kl_to_uniform`), with no Adam weight decay (the code sets it to 0; the
   config must say so). The weight step uses the plain cross-entropy.
@@ -72,6 +75,10 @@ def validate(cfg) -> None:
     c = cfg.drnas
     check_choice("drnas.reg_type", c.reg_type, REG_TYPES)
     check_positive("drnas.reg_scale", c.reg_scale, allow_zero=True)
+    if c.reg_type == "l2" and c.reg_scale != cfg.optim.arch_weight_decay:
+        raise ConfigError(f"config.drnas.reg_scale={c.reg_scale!r} with reg_type='l2' is Adam's weight decay on eta (as "
+                          f"DrNAS's reg_scale), which config.optim.arch_weight_decay={cfg.optim.arch_weight_decay!r} "
+                          f"sets; accepted: reg_scale equal to optim.arch_weight_decay")
     if c.reg_type == "kl" and cfg.optim.arch_weight_decay != 0:
         raise ConfigError(f"config.drnas.reg_type='kl' replaces Adam's weight decay (DrNAS architect.py sets it to "
                           f"0); config.optim.arch_weight_decay={cfg.optim.arch_weight_decay!r}; accepted: 0")

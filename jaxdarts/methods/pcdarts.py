@@ -20,10 +20,11 @@ facts in ``../shared/METHODS_SPEC_PCDARTS_DRNAS.md`` section 1):
   batch 256, SGD lr 0.1 cosine to 0, weight decay 3e-4, clip 5, Adam lr 6e-4 (0.5, 0.999),
   weight decay 1e-3, both data halves through the training transform, no cutout.
 
-Not reproduced: the reference steps its LR scheduler at the start of each epoch (epoch e
-runs at the cosine value of e + 1, the last epoch at lr 0); here epoch e runs at the value
-of e (``optim.lr_schedule='epoch_cosine'``, as DARTS). The V100 copy's lr_min 1e-3 and the
-ImageNet search's architecture-gradient clipping are not options.
+Schedule: the reference steps its LR scheduler at the start of each epoch; under the
+PyTorch 0.3 that code ran on, the scheduler's constructor had already stepped once, so epoch
+e runs at cosine(e), as here (``optim.lr_schedule='epoch_cosine'``, as DARTS; only PyTorch >=
+1.4 would shift it to e + 1). Not reproduced: the V100 copy's lr_min 1e-3 and the ImageNet
+search's architecture-gradient clipping are not options.
 """
 
 from __future__ import annotations
