@@ -72,15 +72,15 @@ import numpy as np
 from flax import traverse_util
 
 from jaxdarts import bootstrap
+from jaxdarts import cell_diagram
 from jaxdarts import config as config_lib
 from jaxdarts import data as data_lib
 from jaxdarts import genotype as genotype_lib
 from jaxdarts import io as io_lib
 from jaxdarts import kernels
-from jaxdarts import methods as methods_lib
+from jaxdarts import registry as methods_lib  # finds methods by name; imports none
 from jaxdarts import nb201
 from jaxdarts import proxies
-from jaxdarts import report as report_lib
 from jaxdarts import search
 from jaxdarts import spaces as spaces_lib
 from jaxdarts import supernet as supernet_lib
@@ -610,7 +610,7 @@ def regret_figure(board: dict) -> str | None:
     """Two panels as base64 PNG: the regret per epoch per method (mean over seeds; baselines
     dashed) and the final regret per method (each seed a dot, the mean with its standard
     error), best first."""
-    plt = report_lib._need_matplotlib()
+    plt = cell_diagram.need_matplotlib()
     fig, (ax, bx) = plt.subplots(1, 2, figsize=(12, 4.6), gridspec_kw={"width_ratios": [1.35, 1]})
     tab = plt.get_cmap("tab20").colors
     colors = list(tab[::2]) + list(tab[1::2])  # 20 distinct colours: strong ones first
@@ -653,7 +653,7 @@ def regret_figure(board: dict) -> str | None:
     with warnings.catch_warnings():  # a board of one or two entries leaves matplotlib no room to adjust: harmless
         warnings.simplefilter("ignore", UserWarning)
         fig.tight_layout()
-    return report_lib._png(fig)
+    return cell_diagram.png(fig)
 
 
 def render_html(board: dict, fig: str | None = None) -> str:

@@ -20,7 +20,7 @@ import ml_collections
 from jaxdarts import data as data_lib
 from jaxdarts import hypergrad
 from jaxdarts import kernels
-from jaxdarts import methods as methods_lib  # the registry (imports no method)
+from jaxdarts import registry as methods_lib  # finds methods by name; imports none
 from jaxdarts import spaces as spaces_lib
 from jaxdarts import supernet as supernet_lib
 from jaxdarts.contract import HESSIAN_BATCHES, UPDATE_ORDERS, ConfigError, check_choice, check_positive

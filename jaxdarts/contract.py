@@ -200,9 +200,6 @@ class Method:
         stages, a sweep); None: :func:`jaxdarts.search.run_single`.
       report_metrics: ``((title, (metric, ...)), ...)``: the method's per-epoch metrics a
         report plots (:mod:`jaxdarts.report`'s ``method`` section), one figure per title.
-      battery: ``(field, bad value, message)`` for the common test battery: a field of the
-        method's section with a value :attr:`validate` must refuse, and the expected
-        one-line message; None: the battery derives one from the section.
     """
 
     name: str
@@ -221,7 +218,6 @@ class Method:
     hooks: Callable[[Any], list] | None = None
     program: Callable | None = None
     report_metrics: tuple[tuple[str, str], ...] = ()
-    battery: tuple | None = None
 
     def __post_init__(self):
         if self.update_order not in UPDATE_ORDERS:

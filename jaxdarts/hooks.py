@@ -27,7 +27,7 @@ import numpy as np
 
 from jaxdarts import analysis
 from jaxdarts import hypergrad
-from jaxdarts import report
+from jaxdarts import cell_diagram
 from jaxdarts import tensorboard as tb_lib
 from jaxdarts.contract import HESSIAN_BATCHES, Hook, fold_key
 
@@ -172,7 +172,7 @@ class TensorBoardHook(Hook):
             for t in ("normal", "reduce"):
                 cells = gene.get(t) or []
                 if cells and not isinstance(cells[0][0], (list, tuple)):  # not per-cell
-                    png = report.cell_diagram([tuple(e) for e in cells], f"{t} cell, epoch {step}", nb201,
+                    png = cell_diagram.cell_diagram([tuple(e) for e in cells], f"{t} cell, epoch {step}", nb201,
                                               gene.get(f"{t}_concat"), engine="matplotlib")
                     self._w(runner).image(f"cells/{'final_' if final else ''}{t}", base64.b64decode(png), step)
         except ImportError:  # no matplotlib: scalars only

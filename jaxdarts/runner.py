@@ -29,7 +29,7 @@ from jaxdarts import config as config_lib
 from jaxdarts import genotype as genotype_lib
 from jaxdarts import hooks as hooks_lib
 from jaxdarts import io as io_lib
-from jaxdarts import methods as methods_lib  # the registry (imports no method)
+from jaxdarts import registry as methods_lib  # finds methods by name; imports none
 from jaxdarts import optim
 from jaxdarts import parallel
 from jaxdarts.contract import (HYPERPARAMS, SWEEP_MODES, SWEEP_TARGETS, Hook, Method, NonFiniteLossError,

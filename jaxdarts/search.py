@@ -48,7 +48,7 @@ and the architecture step's training batch is the weight step's).
 from __future__ import annotations
 
 from jaxdarts import config as config_lib
-from jaxdarts import methods as methods_lib  # the registry (imports no method)
+from jaxdarts import registry as methods_lib  # finds methods by name; imports none
 from jaxdarts.contract import (HESSIAN_BATCHES, HYPERPARAMS, SWEEP_MODES, SWEEP_TARGETS, UPDATE_ORDERS, ArchGrad,
                                ConfigError, Context, Hook, HookConflictError, Method, Mix, NonFiniteLossError,
                                Rollback, SearchState, Select, SetHyperparam, Stop, fold_key, merge_events)

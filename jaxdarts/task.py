@@ -27,7 +27,7 @@ from jaxdarts import data as data_lib
 from jaxdarts import genotype as genotype_lib
 from jaxdarts import hypergrad
 from jaxdarts import kernels
-from jaxdarts import methods as methods_lib  # the registry (finds methods by name; imports none)
+from jaxdarts import registry as methods_lib  # finds methods by name; imports none
 from jaxdarts import optim
 from jaxdarts import programs
 from jaxdarts import spaces as spaces_lib

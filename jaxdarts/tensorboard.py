@@ -3,7 +3,7 @@
 :class:`SummaryWriter` writes ``events.out.tfevents.*`` files that TensorBoard reads, with
 ``tensorboardX`` (TF-free; protobuf and TFRecord framing are its): a metrics line's
 numeric entries as scalars (:func:`flat_scalars`: sweeps as ``name/run_i``), and PNG images
-as they are (the derived cells, :func:`jaxdarts.report.cell_diagram`).
+as they are (the derived cells, :func:`jaxdarts.cell_diagram.cell_diagram`).
 
 The search writes them through :class:`jaxdarts.hooks.TensorBoardHook` (``cfg.tensorboard``,
 on by default; images need matplotlib) into ``<workdir>/tensorboard``; retraining writes its

@@ -7,6 +7,7 @@ import struct
 import numpy as np
 import pytest
 
+from jaxdarts import cell_diagram
 from jaxdarts import report
 from jaxdarts import tensorboard as tb
 
@@ -69,10 +70,10 @@ def test_event_file_decodes_with_protobuf(tmp_path):
 
 
 def test_cell_diagram_edges_follow_visualize_py():
-    edges = report._cell_edges([("sep_conv_3x3", 0), ("skip_connect", 1), ("max_pool_3x3", 2), ("none", 0)], False)
+    edges = cell_diagram._cell_edges([("sep_conv_3x3", 0), ("skip_connect", 1), ("max_pool_3x3", 2), ("none", 0)], False)
     assert edges == [("c_{k-2}", "0", "sep_conv_3x3"), ("c_{k-1}", "0", "skip_connect"), ("0", "1", "max_pool_3x3"),
                      ("c_{k-2}", "1", "none")]
-    nb = report._cell_edges([("nor_conv_3x3", 0), ("skip_connect", 0), ("none", 1), ("avg_pool_3x3", 0),
+    nb = cell_diagram._cell_edges([("nor_conv_3x3", 0), ("skip_connect", 0), ("none", 1), ("avg_pool_3x3", 0),
                              ("nor_conv_1x1", 1), ("skip_connect", 2)], True)
     assert nb == [("c_{k-1}", "0", "nor_conv_3x3"), ("c_{k-1}", "1", "skip_connect"), ("c_{k-1}", "c_{k}", "avg_pool_3x3"),
                   ("0", "c_{k}", "nor_conv_1x1"), ("1", "c_{k}", "skip_connect")]
@@ -98,10 +99,10 @@ def test_matplotlib_cells_place_every_label_clear_of_nodes_and_labels():
         genes.append(tuple((str(rng.choice(ops)), int(i)) for n in range(4)
                            for i in sorted(rng.choice(n + 2, 2, replace=False))))
     for gene in genes:
-        edges = report._cell_edges(list(gene), False)
+        edges = cell_diagram._cell_edges(list(gene), False)
         nodes = sorted({b for _, b, _ in edges} | {a for a, _, _ in edges} - {"c_{k-2}", "c_{k-1}"}, key=int)
         layout = []
-        report._matplotlib_cell(edges, nodes, nodes, "cell", False, layout=layout)
+        cell_diagram._matplotlib_cell(edges, nodes, nodes, "cell", False, layout=layout)
         labels = [e for kind, _, e in layout if kind == "label"]
         boxes = [e for kind, _, e in layout if kind == "node"]
         assert len(labels) == 8 and len(boxes) == 7

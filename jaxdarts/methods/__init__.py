@@ -6,7 +6,8 @@ weights, extra architecture parameters, the weight step's mixing weights, traced
 values, update order, discretisation, hooks, program, report figures) and owns its config
 section ``cfg.<name>`` (defaults from ``METHOD.config``, checked by ``METHOD.validate``).
 The engine (:mod:`jaxdarts.task`, :mod:`jaxdarts.runner`, :mod:`jaxdarts.search`) imports
-no method; this registry imports a method module only when its name is asked for, so
+no method and not this package: it looks methods up in :mod:`jaxdarts.registry` (re-exported
+here as ``get`` and ``names``), which imports a method module only when its name is asked for, so
 adding a method means adding a module here and a config file (``configs/<file>.py`` with
 a ``:quick`` variant, which the test battery finds), and touches no engine file.
 
@@ -16,24 +17,7 @@ helpers, not methods."""
 
 from __future__ import annotations
 
-import importlib
-import pkgutil
-
 from jaxdarts.contract import Method
+from jaxdarts.registry import get, names
 
 __all__ = ["Method", "get", "names"]
-
-
-def names() -> tuple[str, ...]:
-    """The method modules in this package (each defines ``METHOD``)."""
-    return tuple(sorted(m.name for m in pkgutil.iter_modules(__path__) if not m.name.startswith("_")))
-
-
-def get(name: str) -> Method:
-    """The :class:`Method` called ``name``; ValueError naming the accepted ones otherwise."""
-    if not isinstance(name, str) or name not in names():
-        raise ValueError(f"unknown method {name!r}; accepted: {', '.join(names())}")
-    method = importlib.import_module(f"{__name__}.{name}").METHOD
-    if method.name != name:
-        raise ValueError(f"module jaxdarts.methods.{name} defines METHOD named {method.name!r}")
-    return method

@@ -22,5 +22,4 @@ def validate(cfg) -> None:
                           "amended (use method=darts for the other estimators)")
 
 
-METHOD = Method(name="amended", defaults=defaults, validate=validate,
-                battery=("estimator", "unrolled", "config.estimator='unrolled' is not accepted by method"))
+METHOD = Method(name="amended", defaults=defaults, validate=validate)

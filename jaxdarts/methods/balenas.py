@@ -365,6 +365,4 @@ def hooks(cfg):
 
 METHOD = Method(name="balenas", config=config, defaults=defaults, validate=validate, arch_grad=arch_grad,
                 arch_tx=arch_tx, hooks=hooks,
-                report_metrics=(("BaLeNAS sigma of q(alpha)", ("sigma_mean", "sigma_min", "sigma_max")),),
-                battery=("balenas.selection", "jacov",
-                         "config.balenas.selection='jacov' is not accepted; accepted: argmax, synflow, snip, grasp"))
+                report_metrics=(("BaLeNAS sigma of q(alpha)", ("sigma_mean", "sigma_min", "sigma_max")),))

@@ -10,4 +10,4 @@ search (:func:`jaxdarts.search.run_single`).
 
 from jaxdarts.contract import Method
 
-METHOD = Method(name="darts", battery=("estimator", "second", "config.estimator='second' is not accepted"))
+METHOD = Method(name="darts")

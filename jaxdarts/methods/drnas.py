@@ -153,5 +153,4 @@ def arch_grad(ctx, state) -> ArchGrad:
 
 
 METHOD = Method(name="drnas", config=config, defaults=defaults, validate=validate, arch_grad=arch_grad,
-                weights=weights, report_metrics=(("KL(Dir(beta) || Dir(1)), summed over edges", ("drnas_kl",)),),
-                battery=("drnas.reg_type", "l1", "config.drnas.reg_type='l1' is not accepted; accepted: l2, kl"))
+                weights=weights, report_metrics=(("KL(Dir(beta) || Dir(1)), summed over edges", ("drnas_kl",)),))

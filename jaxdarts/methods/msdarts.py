@@ -106,6 +106,4 @@ def mix(ctx, state) -> Mix:
 
 METHOD = Method(name="msdarts", config=config, defaults=defaults, validate=validate, mix=mix, schedule=schedule,
                 sweepable=("bandwidth", "epsilon", "omega_temperature"),
-                report_metrics=(("mean-shift radius and size", ("ms_epsilon", "ms_shift")),),
-                battery=("msdarts.omega", "gaussian",
-                         "config.msdarts.omega='gaussian' is not accepted; accepted: softmax, proportional"))
+                report_metrics=(("mean-shift radius and size", ("ms_epsilon", "ms_shift")),))

@@ -107,5 +107,4 @@ def derive(space, alpha) -> genotype_lib.Genotype:
 
 
 METHOD = Method(name="pcdarts", config=config, defaults=defaults, validate=validate, weights=weights,
-                init_alpha=init_alpha, derive=derive,
-                battery=("model.partial_channels", "0", "config.model.partial_channels=0 must be a positive number"))
+                init_alpha=init_alpha, derive=derive)

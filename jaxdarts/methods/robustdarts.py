@@ -342,6 +342,4 @@ def select_by_retraining(task: search.SearchTask, genotypes, select, path: str, 
     return done
 
 
-METHOD = search.Method(name="robustdarts", config=config, validate=validate, hooks=hooks, program=program,
-                       battery=("robustdarts.sweep.target", "l1", "config.robustdarts.sweep.target='l1' is not "
-                                "accepted; accepted: none, drop_path"))
+METHOD = search.Method(name="robustdarts", config=config, validate=validate, hooks=hooks, program=program)

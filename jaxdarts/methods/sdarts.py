@@ -80,5 +80,4 @@ def mix(ctx, state) -> Mix:
 
 METHOD = Method(name="sdarts", config=config, defaults=defaults, validate=validate, mix=mix, schedule=schedule,
                 sweepable=("epsilon",),
-                report_metrics=(("perturbation radius and size", ("sdarts_epsilon", "perturb_l2", "perturb_linf")),),
-                battery=("sdarts.kind", "pgd", "config.sdarts.kind='pgd' is not accepted; accepted: rs, adv"))
+                report_metrics=(("perturbation radius and size", ("sdarts_epsilon", "perturb_l2", "perturb_linf")),))

@@ -273,6 +273,4 @@ def program(cfg, workdir, *, log=print, max_epochs=None, hooks=None):
 
 
 METHOD = search.Method(name="stacnas", config=config, defaults=defaults, validate=validate,
-                       update_order="simultaneous", program=program,
-                       battery=("stacnas.rank_by", "value",
-                                "config.stacnas.rank_by='value' is not accepted; accepted: logits, softmax"))
+                       update_order="simultaneous", program=program)
