@@ -116,10 +116,6 @@ def _run_flags(argv, usage: str, distributed: bool = False):
 def main(argv=None) -> int:
     fv = _run_flags(argv, USAGE)
     cfg = fv.config
-    try:
-        config_lib.validate(cfg)
-    except config_lib.ConfigError as e:
-        _fail(str(e))
     enable_compilation_cache(fv.compilation_cache)
 
     try:

@@ -192,18 +192,9 @@ def estimator_option_names() -> tuple[str, ...]:
 
 def validate(cfg) -> None:
     """Raises :class:`ConfigError` (one line) for the first bad field, shared or the method's.
-    A config already validated unchanged (same JSON) is not checked again."""
-    as_json = cfg.to_json_best_effort(sort_keys=True) if hasattr(cfg, "to_json_best_effort") else None
-    if as_json is not None and as_json == _LAST_VALID[0]:
-        return
-    _validate(cfg)
-    _LAST_VALID[0] = as_json
-
-
-_LAST_VALID = [None]
-
-
-def _validate(cfg) -> None:
+    Called once per config at the entry points: :meth:`jaxdarts.search.SearchTask.from_config`
+    and ``from_arrays`` (every search program builds its tasks with them; the CLI's errors come
+    from there), :func:`jaxdarts.compare.method_config`."""
     check_choice("method", cfg.get("method"), methods_lib.names())
     method = methods_lib.get(cfg.method)
     if method.config is not None and cfg.method not in cfg:

@@ -47,21 +47,20 @@ and the architecture step's training batch is the weight step's).
 
 from __future__ import annotations
 
-from jaxdarts import config as config_lib
 from jaxdarts import registry as methods_lib  # finds methods by name; imports none
 from jaxdarts.contract import (HESSIAN_BATCHES, HYPERPARAMS, SWEEP_MODES, SWEEP_TARGETS, UPDATE_ORDERS, ArchGrad,
                                ConfigError, Context, Hook, HookConflictError, Method, Mix, NonFiniteLossError,
                                Rollback, SearchState, Select, SetHyperparam, Stop, fold_key, merge_events)
 from jaxdarts.losses import cross_entropy
 from jaxdarts.runner import Progress, Runner, Sweep, default_hooks, presentation_hooks
-from jaxdarts.task import (ENGINE_SCHEDULE, HOST_ONLY_FIELDS, SearchTask, estimator_arch_grad, fresh_noise_key,
+from jaxdarts.task import (ENGINE_SCHEDULE, STEP_FIELDS, SearchTask, estimator_arch_grad, fresh_noise_key,
                            program_signature)
 
 __all__ = ["SearchState", "SearchTask", "Method", "Context", "ArchGrad", "Mix", "Runner", "Hook", "Stop", "Rollback",
            "SetHyperparam", "Select", "Sweep", "run", "run_single", "run_sweep", "cross_entropy",
            "NonFiniteLossError", "HookConflictError", "ConfigError", "fold_key", "default_hooks",
            "estimator_arch_grad", "fresh_noise_key", "program_signature", "merge_events", "UPDATE_ORDERS",
-           "HESSIAN_BATCHES", "HYPERPARAMS", "SWEEP_TARGETS", "SWEEP_MODES", "HOST_ONLY_FIELDS", "ENGINE_SCHEDULE",
+           "HESSIAN_BATCHES", "HYPERPARAMS", "SWEEP_TARGETS", "SWEEP_MODES", "STEP_FIELDS", "ENGINE_SCHEDULE",
            "Progress", "presentation_hooks"]
 
 
@@ -70,8 +69,8 @@ def run_single(cfg, workdir: str, *, log=print, max_epochs: int | None = None, h
                task: SearchTask | None = None) -> dict:
     """One search (the engine hooks and the method's), resumable; with
     ``cfg.num_seeds > 1`` a seed sweep (seeds ``cfg.seed, cfg.seed + 1, ...``) in one
-    ``vmap``-ed program instead. ``cfg`` is validated by :func:`run` (or by
-    :meth:`SearchTask.from_config` when this is called directly)."""
+    ``vmap``-ed program instead. ``cfg`` is validated by :meth:`SearchTask.from_config`
+    (or was, with the ``task`` given)."""
     task = SearchTask.from_config(cfg) if task is None else task
     if cfg.num_seeds > 1:
         return run_sweep(task, workdir, Sweep("seed", tuple(cfg.seed + i for i in range(cfg.num_seeds))), log=log,
@@ -87,7 +86,7 @@ def run_sweep(task: SearchTask, workdir: str, sweep: Sweep, *, log=print, max_ep
 
 
 def run(cfg, workdir: str, hooks: list[Hook] | None = None, log=print, max_epochs: int | None = None) -> dict:
-    """Validates ``cfg`` and runs (or resumes) the program of ``cfg.method`` in ``workdir``."""
-    config_lib.validate(cfg)
+    """Runs (or resumes) the program of ``cfg.method`` in ``workdir``; the program validates
+    ``cfg`` when it builds its task (:meth:`SearchTask.from_config`), before it writes anything."""
     program = methods_lib.get(cfg.method).program or run_single
     return program(cfg, workdir, log=log, max_epochs=max_epochs, hooks=hooks)

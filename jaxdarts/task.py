@@ -35,7 +35,7 @@ from jaxdarts import supernet as supernet_lib
 from jaxdarts.contract import ArchGrad, Context, Method, Mix, SearchState, fold_key
 from jaxdarts.losses import cross_entropy, with_auxiliary
 
-__all__ = ["SearchTask", "estimator_arch_grad", "fresh_noise_key", "program_signature", "HOST_ONLY_FIELDS"]
+__all__ = ["SearchTask", "estimator_arch_grad", "fresh_noise_key", "program_signature", "step_spec", "STEP_FIELDS"]
 
 
 def estimator_arch_grad(ctx: Context, state: SearchState) -> ArchGrad:
@@ -79,12 +79,36 @@ def _zeros_like_struct(tree):
 
 
 # --------------------------------------------------------------------- task
-HOST_ONLY_FIELDS = ("seed", "num_seeds", "log_every", "progress", "checkpoint_keep", "snapshot_window",
-                    "tensorboard", "tensorboard_images_every", "eval_batches", "eval_batch_size", "data.data_dir",
-                    "discretization_gap", "hessian_every", "diagnose", "arch_start_epoch", "mesh")
-"""Config fields no traced program reads (batch order, logging, cadence, files; the warm-up
-and the mesh reach the step as traced values and memo keys): tasks that differ only in them
-share programs. Everything else in the config is part of the signature."""
+STEP_FIELDS = ("method", "dataset", "space", "batch_size", "epochs", "steps_per_epoch", "estimator",
+               "estimator_options", "update_order", "alpha_init_scale", "log_hypergrad_terms", "hessian_method",
+               "hessian_batch", "hessian_topk", "model", "optim", "regularization", "data.image_size",
+               "data.max_examples", "data.train_portion", "data.augment", "data.augment_val", "data.crop_padding",
+               "data.crop_fill", "data.cutout", "data.cutout_prob", "data.flip")
+"""The config fields a search's programs are built from (a section name: all of it), the
+method's own section besides: :func:`step_spec`. The rest of the config (seed, logging,
+cadence, files, the warm-up's epoch, the mesh) reaches the programs only as traced values or
+memo keys, so tasks that differ only there share programs. ``tests/test_programs.py`` traces
+every method's programs with a config that records what is read and checks that it is all
+here."""
+
+
+def step_spec(cfg, method: Method) -> ml_collections.FrozenConfigDict:
+    """The :data:`STEP_FIELDS` of ``cfg`` and the method's section, read once into an
+    immutable, hashable value (a field an older config lacks is left out)."""
+    out: dict = {}
+    for f in STEP_FIELDS + ((method.name,) if method.config is not None else ()):
+        *path, last = f.split(".")
+        node = cfg
+        for p in path:
+            node = node.get(p) if node is not None else None
+        if node is None or last not in node:
+            continue
+        v = node[last]
+        d = out
+        for p in path:
+            d = d.setdefault(p, {})
+        d[last] = v.to_dict() if isinstance(v, ml_collections.ConfigDict) else v
+    return ml_collections.FrozenConfigDict(out)
 
 
 def resolve_edge_loop(name: str) -> str:
@@ -94,18 +118,11 @@ def resolve_edge_loop(name: str) -> str:
 
 
 def program_signature(task: "SearchTask") -> tuple:
-    """The static signature of a task's programs: the config without
-    :data:`HOST_ONLY_FIELDS`, the method (the registry's object, compared by identity of its
-    functions), the lowering, the data's shapes and sizes (they set steps per epoch, the
-    learning-rate schedule and VAdam's dataset size) and its normalisation and flips."""
-    d = json.loads(task.cfg.to_json_best_effort())
-    for f in HOST_ONLY_FIELDS:
-        *path, last = f.split(".")
-        node = d
-        for p in path:
-            node = node.get(p, {}) if isinstance(node, dict) else {}
-        if isinstance(node, dict):
-            node.pop(last, None)
+    """The static signature of a task's programs: its :func:`step_spec`, the method (the
+    registry's object, compared by identity of its functions), the lowering, the data's
+    shapes and sizes (they set steps per epoch, the learning-rate schedule and VAdam's dataset
+    size) and its normalisation and flips."""
+    d = task.spec.to_dict()
     info = dataclasses.astuple(task.ds_info) if dataclasses.is_dataclass(task.ds_info) else repr(task.ds_info)
     shapes = tuple((s.images.shape, s.images.dtype.str, len(s.labels)) for s in (task.train_stream, task.val_stream))
     return (json.dumps(d, sort_keys=True), task.method, task.lowering, repr(info), shapes,
@@ -133,13 +150,13 @@ class SearchTask:
     # ------------------------------------------------------------ construction
     @classmethod
     def from_config(cls, cfg, method: Method | None = None, lowering: str | None = None) -> "SearchTask":
-        """Validates ``cfg`` (once per config: :func:`jaxdarts.config.validate` remembers the
-        last valid one), loads ``cfg.dataset`` and builds the task."""
+        """Validates ``cfg`` (:func:`jaxdarts.config.validate`), loads ``cfg.dataset`` and
+        builds the task."""
         config_lib.validate(cfg)
         d = cfg.data
         train, val = data_lib.load_search_data(cfg.dataset, d.data_dir, d.max_examples, d.image_size,
                                                d.train_portion)
-        return cls.from_arrays(cfg, train, val, data_lib.info(cfg.dataset), method=method, lowering=lowering)
+        return cls._build(cfg, train, val, data_lib.info(cfg.dataset), method, lowering)
 
     @classmethod
     def from_arrays(cls, cfg, train: tuple[np.ndarray, np.ndarray], val: tuple[np.ndarray, np.ndarray],
@@ -148,7 +165,13 @@ class SearchTask:
         """A task on in-memory data: ``train``/``val`` are ``(uint8 images NHWC, int labels)``
         for the weights and the architecture; ``info`` gives classes, normalisation and
         whether flips preserve labels. ``method`` defaults to ``cfg.method`` from the
-        registry; ``lowering`` to ``cfg.model.depthwise`` resolved for this backend."""
+        registry; ``lowering`` to ``cfg.model.depthwise`` resolved for this backend. Validates
+        ``cfg`` (:func:`jaxdarts.config.validate`)."""
+        config_lib.validate(cfg)
+        return cls._build(cfg, train, val, info, method, lowering)
+
+    @classmethod
+    def _build(cls, cfg, train, val, info, method, lowering) -> "SearchTask":
         if method is None:
             method = methods_lib.get(cfg.method)
         lowering = kernels.resolve_lowering(lowering or cfg.model.depthwise)
@@ -215,6 +238,13 @@ class SearchTask:
 
     def derive(self, alpha) -> genotype_lib.Genotype:
         return (self.method.derive or genotype_lib.derive)(self.space, alpha)
+
+    @property
+    def spec(self) -> ml_collections.FrozenConfigDict:
+        """The config fields the programs are built from (:func:`step_spec`), read once."""
+        if "_spec" not in self.__dict__:  # not a field: the task stays frozen
+            self.__dict__["_spec"] = step_spec(self.cfg, self.method)
+        return self.__dict__["_spec"]
 
     @property
     def signature(self) -> tuple:

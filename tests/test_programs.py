@@ -36,14 +36,26 @@ def test_fields_that_change_the_program_change_the_signature(field, value):
     assert other.signature != base.signature
 
 
-def test_host_only_fields_do_not_change_the_lowered_step(monkeypatch):
+def _fields(cfg):
+    from flax import traverse_util
+
+    return set(traverse_util.flatten_dict(cfg.to_dict(), sep="."))
+
+
+def _in_spec(field, spec_fields):
+    return any(field == s or field.startswith(s + ".") for s in spec_fields)
+
+
+def test_fields_outside_the_step_spec_do_not_change_the_lowered_step(monkeypatch):
     """Independent of the cache: the step traced from scratch (empty program cache) for a
-    config that differs in every field of HOST_ONLY_FIELDS lowers to the same StableHLO."""
+    config that differs in every field outside the step spec lowers to the same StableHLO
+    (the list below must name each such field: a new config field is placed consciously)."""
     changed = {"seed": 5, "num_seeds": 1, "log_every": 2, "progress": "bar", "checkpoint_keep": 7,
                "snapshot_window": 3, "tensorboard": False, "tensorboard_images_every": 2, "eval_batches": 1,
                "eval_batch_size": 16, "data.data_dir": "/nowhere", "discretization_gap": True,
-               "hessian_every": 2, "diagnose": True, "arch_start_epoch": 2, "mesh.num_devices": 2}
-    assert {f.split(".")[0] if f.startswith("mesh.") else f for f in changed} == set(search.HOST_ONLY_FIELDS)
+               "hessian_every": 2, "diagnose": True, "arch_start_epoch": 2, "mesh.num_devices": 2, "donate": False}
+    outside = {f for f in _fields(tiny_config()) if not _in_spec(f, search.STEP_FIELDS)}
+    assert set(changed) == outside
     texts = []
     for cfg in (tiny_config(), tiny_config(**changed)):
         monkeypatch.setattr(programs, "_CACHE", collections.OrderedDict())
@@ -95,3 +107,40 @@ def test_the_search_step_traces_the_supernet_once(monkeypatch):
     monkeypatch.setattr(supernet.Supernet, "__call__", lambda self, *a, **k: runs.append(1) or orig(self, *a, **k))
     jax.jit(task.search_step).trace(state, *_batches(task))
     assert len(runs) == 1  # the virtual step, the validation loss and the weight step included
+
+
+@pytest.mark.parametrize("name", ["darts", "amended", "balenas", "drnas", "msdarts", "pcdarts", "robustdarts",
+                                  "sdarts", "stacnas"])
+def test_the_step_spec_holds_every_field_the_programs_read(name):
+    """Key completeness: every method's init, search step and evaluation traced with a config
+    that records each field read; everything read while tracing is in the step spec (the
+    engine's STEP_FIELDS or the method's own section), so a field that changes a program
+    always changes its key. Fails if traced code starts reading a field outside the spec."""
+    import dataclasses
+    import tempfile
+
+    from config_recorder import Recorder
+    from test_methods import _tiny
+
+    cfg = _tiny(name)
+    cfg.arch_start_epoch = 0
+    task = search.SearchTask.from_config(cfg)
+    reads = set()
+    rt = dataclasses.replace(task, cfg=Recorder(cfg, reads))
+    spec_fields = set(search.STEP_FIELDS) | {name}
+    rt.__dict__["_spec"] = task.spec  # read once from the plain config, as a task does at its first program
+    assert rt.signature == task.signature
+    with tempfile.TemporaryDirectory() as d:
+        runner = search.Runner(rt, d, log=lambda *_: None)
+        state = jax.eval_shape(rt._init_state, jax.random.key(0))
+        sched = rt.schedule_values(0)
+        tb, vb = rt.train_stream.batch(0, 0), rt.val_stream.batch(0, 0)
+        step, ev = runner._fns()
+        reads.clear()
+        programs.clear()
+        jax.jit(rt._init_state).trace(jax.random.key(0))
+        step.trace(state, tb, vb, sched)
+        ev.trace(state, tb, None)
+    assert reads, "nothing recorded: the recorder is not in the traced path"
+    outside = sorted(f for f in reads if not _in_spec(f, spec_fields))
+    assert not outside, f"traced code read fields outside the step spec: {outside}"

@@ -435,3 +435,12 @@ def test_two_seeds_share_the_compiled_programs_but_not_their_weights(tmp_path):
     assert not np.allclose(jax.tree.leaves(s0.params)[0], jax.tree.leaves(s1.params)[0])
     assert not np.allclose(s0.alpha["normal"], s1.alpha["normal"])
     assert m0["train_loss"] != m1["train_loss"] and m0["alpha_softmax"] != m1["alpha_softmax"]
+
+
+def test_a_search_validates_its_config_once(tmp_path, monkeypatch):
+    """Validation runs once per run, at the task's construction, with no memo to hide repeats."""
+    calls = []
+    orig = config_lib.validate
+    monkeypatch.setattr(config_lib, "validate", lambda cfg: calls.append(1) or orig(cfg))
+    search.run(tiny_config(epochs=1), str(tmp_path / "w"), log=lambda *_: None)
+    assert len(calls) == 1

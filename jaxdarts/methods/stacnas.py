@@ -228,8 +228,7 @@ def _epochs_done(workdir):
 def program(cfg, workdir, *, log=print, max_epochs=None, hooks=None):
     """Stage 1, group activation, stage 2 (see the module docstring); resumable."""
     s = cfg.stacnas
-    os.makedirs(workdir, exist_ok=True)
-    left = max_epochs
+    left = max_epochs  # the stage's task validates its config before its runner writes the workdir
     info_path = os.path.join(workdir, "stage1.json")
     info = io_lib.read_json(info_path)
     wd1, wd2 = os.path.join(workdir, "stage1"), os.path.join(workdir, "stage2")
