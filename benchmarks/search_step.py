@@ -33,15 +33,21 @@ def size_args(ap):
 
 
 def bench_task(C, layers, batch, size, estimator, depthwise="taps", space="darts", remat=False, cg_iters=5,
-               edge_loop="auto"):
+               edge_loop="auto", method="darts", num_samples=0):
     """``(task, state, train_batch, val_batch)`` of a search on the embedded dataset with
-    CIFAR-like 3-channel ``size`` x ``size`` inputs (the grey channel tiled)."""
+    CIFAR-like 3-channel ``size`` x ``size`` inputs (the grey channel tiled). ``method``: its
+    defaults (``estimator='default'`` keeps the method's estimator); ``num_samples``: MS-DARTS's
+    mean-shift samples or BaLeNAS's VAdam samples (0: the method's default)."""
     import numpy as np
 
     from jaxdarts import config as config_lib
     from jaxdarts import data, search
 
-    c = config_lib.base()
+    c = config_lib.base(method)
+    if num_samples and method == "msdarts":
+        c.msdarts.num_samples = num_samples
+    elif num_samples and method == "balenas":
+        c.balenas.vadam.num_samples = num_samples
     c.dataset = "fashion_mnist"
     c.space = space
     c.data.image_size = size
@@ -49,7 +55,8 @@ def bench_task(C, layers, batch, size, estimator, depthwise="taps", space="darts
     c.model.C, c.model.layers, c.model.depthwise, c.model.remat = C, layers, depthwise, remat
     c.model.edge_loop = edge_loop
     c.batch_size = batch
-    c.estimator = estimator
+    if estimator != "default":
+        c.estimator = estimator
     if estimator == "implicit":
         c.estimator_options.maxiter = cg_iters
         c.estimator_options.damping = 1e-3
@@ -66,7 +73,8 @@ def one(args):
     import numpy as np
 
     task, state, tb, vb = bench_task(args.C, args.layers, args.batch, args.size, args.estimator, args.depthwise,
-                                     args.space, args.remat, args.cg_iters, args.edge_loop)
+                                     args.space, args.remat, args.cg_iters, args.edge_loop, args.method,
+                                     args.num_samples)
     tb, vb = jax.device_put((tb, vb))
     sched = task.schedule_values(0)
     step = jax.jit(task.search_step, donate_argnums=0)
@@ -95,7 +103,8 @@ def one(args):
         lock.close()
     dev = jax.devices()[0]
     stats = dev.memory_stats() or {}
-    print(json.dumps({"device": dev.device_kind, "estimator": args.estimator, "C": args.C, "layers": args.layers, "batch": args.batch,
+    print(json.dumps({"device": dev.device_kind, "method": args.method, "num_samples": args.num_samples,
+                      "estimator": task.estimator, "C": args.C, "layers": args.layers, "batch": args.batch,
                       "size": args.size, "depthwise": args.depthwise, "edge_loop": task.model.edge_loop, "remat": args.remat, "trace_s": round(t1 - t0, 2),
                       "compile_s": round(t2 - t1, 2), "median_step_s": round(float(np.median(times[1:] or times)), 3),
                       "steps": args.steps, "temp_gb": temp_gb, "compile_peak_rss_gb": compile_rss_gb,
@@ -111,6 +120,8 @@ def main():
     ap.add_argument("--edge_loop", default="auto", choices=("auto", "scan", "vmap"), help="config.model.edge_loop")
     ap.add_argument("--steps", type=int, default=4)
     ap.add_argument("--cg_iters", type=int, default=5)
+    ap.add_argument("--method", default="darts", help="a registered method (its defaults)")
+    ap.add_argument("--num_samples", type=int, default=0, help="MS-DARTS / BaLeNAS samples (0: the method's)")
     ap.add_argument("--lock", default="", help="file lock held while timing (parallel compiles, serial timing)")
     ap.add_argument("--timeout", type=int, default=0, help="seconds per estimator subprocess (0: none)")
     ap.add_argument("--estimators", default="first_order,unrolled,finite_difference,amended,implicit")
