@@ -23,7 +23,20 @@ standard errors of the best (a tie, not a ranking).
 With ``--write jaxdarts/datasets/s5_fashion_mnist.json`` it writes the table that
 ``bin/compare.py`` reads (:class:`jaxdarts.compare.GroundTruth`: per architecture its key,
 the error of every seed; the protocol, seeds, date, machine, cost and this command); only
-when every cell has every seed.
+when every cell has every seed, or as a *two-tier* table (``--short DIR``): the cells that
+decide regret at this (long) protocol, every other cell certified outside the top group by
+the short protocol's run in ``DIR`` (:func:`two_tier`). The plan over several sittings::
+
+    # 1. the short tier, all 81 cells (about 2.5 hours on 2 cores)
+    python benchmarks/s5_ground_truth.py --epochs 2 --seeds 0 1 --out benchmarks/results/s5_ground_truth_e2
+    # 2. the long tier on the short tier's best cells and every cell a method picked
+    python benchmarks/s5_ground_truth.py --epochs 8 --seeds 0 1 2 3 --out benchmarks/results/s5_ground_truth_e8 \
+        --cells "$(python benchmarks/s5_ground_truth.py --epochs 2 --seeds 0 1 \
+                   --out benchmarks/results/s5_ground_truth_e2 --summary_only --print_top 15 | tail -1)"
+    # 3. the table (refuses, naming them, while a cell is in neither tier's safe set)
+    python benchmarks/s5_ground_truth.py --epochs 8 --seeds 0 1 2 3 --out benchmarks/results/s5_ground_truth_e8 \
+        --summary_only --short benchmarks/results/s5_ground_truth_e2 --write jaxdarts/datasets/s5_fashion_mnist.json \
+        --figure docs/img/s5_ground_truth.png
 """
 
 import argparse
@@ -194,10 +207,90 @@ def summarize(units, seeds, log=print):
     return out
 
 
-def write_table(path, args, seeds, units):
+def two_tier(units, seeds, short_units, short_seeds, log=print):
+    """The two-tier table: ``(errors (len(seeds), 81), notes)``. Cells with every long-tier
+    seed take their long-tier errors; every other cell must be *certified* outside the top
+    group by the short tier (its short mean more than 2 joint standard errors above the best
+    short mean) and takes its short-tier errors plus the median long-minus-short offset of the
+    cells measured at both (its seeds repeated to fill the rows). SystemExit naming the cells
+    that are neither."""
     combos, _ = architectures()
-    e = np.array([[units[(c, s)]["test_err"][-1] for c in combos] for s in seeds])
-    secs = {cell_name(c): float(sum(units[(c, s)]["seconds"] for s in seeds)) for c in combos}
+    long_cells = [c for c in combos if all((c, s) in units for s in seeds)]
+    short = {c: np.array([short_units[(c, s)]["test_err"][-1] for s in short_seeds]) for c in combos
+             if all((c, s) in short_units for s in short_seeds)}
+    missing = [cell_name(c) for c in combos if c not in long_cells and c not in short]
+    if missing:
+        raise SystemExit(f"--write: {len(missing)} cells have neither tier: {', '.join(missing[:5])} ...")
+    sm = {c: v.mean() for c, v in short.items()}
+    se = {c: v.std(ddof=1) / np.sqrt(len(v)) for c, v in short.items()}
+    best = min(sm, key=sm.get)
+    uncertified = [c for c in combos if c not in long_cells
+                   and sm[c] - sm[best] <= 2 * np.sqrt(se[c] ** 2 + se[best] ** 2)]
+    if uncertified:
+        raise SystemExit("--write: not certified outside the top group by the short tier; run them at the long tier: "
+                         "--cells " + ",".join(str(combos.index(c)) for c in uncertified))
+    both = [c for c in long_cells if c in short]
+    offset = float(np.median([np.mean([units[(c, s)]["test_err"][-1] for s in seeds]) - sm[c] for c in both])) \
+        if both else 0.0
+    e = np.zeros((len(seeds), len(combos)))
+    for j, c in enumerate(combos):
+        if c in long_cells:
+            e[:, j] = [units[(c, s)]["test_err"][-1] for s in seeds]
+        else:
+            e[:, j] = np.resize(short[c], len(seeds)) + offset
+    notes = {"long_tier_cells": [cell_name(c) for c in long_cells], "short_tier_offset": offset,
+             "short_tier_seeds": list(short_seeds)}
+    log(f"two tiers: {len(long_cells)} cells at the long protocol, {len(combos) - len(long_cells)} certified by "
+        f"the short one (offset {offset:+.4f})")
+    return e, notes
+
+
+def top_cells(units, seeds, n):
+    """Indices of the ``n`` cells with the lowest mean final error (every seed), best first."""
+    combos, _ = architectures()
+    have = [(np.mean([units[(c, s)]["test_err"][-1] for s in seeds]), i) for i, c in enumerate(combos)
+            if all((c, s) in units for s in seeds)]
+    return [i for _, i in sorted(have)[:n]]
+
+
+def figure(units, seeds, path):
+    """Two panels: each cell's mean test error per epoch (flattening), and the two halves
+    of the seeds against each other (the split-half ranking)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    combos, _ = architectures()
+    have = [c for c in combos if all((c, s) in units for s in seeds)]
+    curves = np.array([[units[(c, s)]["test_err"] for s in seeds] for c in have]).mean(1)
+    fig, (ax, bx) = plt.subplots(1, 2, figsize=(10, 4))
+    for row in curves:
+        ax.plot(np.arange(1, len(row) + 1), row, color="tab:blue", alpha=0.3, lw=1)
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("test error (mean over seeds)")
+    ax.set_title(f"{len(have)} cells", fontsize=10)
+    final = np.array([[units[(c, s)]["test_err"][-1] for s in seeds] for c in have])
+    a, b = final[:, 0::2].mean(1), final[:, 1::2].mean(1)
+    bx.scatter(a, b, s=12)
+    lo, hi = final.min(), final.max()
+    bx.plot([lo, hi], [lo, hi], color="gray", lw=0.8, ls=":")
+    bx.set_xlabel(f"seeds {list(seeds[0::2])}")
+    bx.set_ylabel(f"seeds {list(seeds[1::2])}")
+    bx.set_title(f"split half: Spearman {spearman(a, b):.3f}" if len(have) > 2 else "split half", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+
+
+def write_table(path, args, seeds, units, short_units=None, short_seeds=()):
+    combos, _ = architectures()
+    notes = {}
+    if short_units is None:
+        e = np.array([[units[(c, s)]["test_err"][-1] for c in combos] for s in seeds])
+    else:
+        e, notes = two_tier(units, seeds, short_units, short_seeds)
+    secs = {cell_name(c): float(sum(units[(c, s)]["seconds"] for s in seeds if (c, s) in units)) for c in combos}
     gt = compare.GroundTruth("s5_fashion_mnist", "s5", "fashion_mnist",
                              tuple(compare.arch_key(genotype(c)) for c in combos), e, {
                                  "protocol": {"network": "the discrete network of each cell (jaxdarts.discrete: "
@@ -210,7 +303,7 @@ def write_table(path, args, seeds, units):
                                               "augmentation": f"random crop of the raw image padded by "
                                                               f"{args.crop_padding} (black) + horizontal flip"},
                                  "test_images": 10000, "test_data": "the full Fashion-MNIST test set, resized",
-                                 "seeds": [int(s) for s in seeds], "seconds_per_cell": secs,
+                                 "seeds": [int(s) for s in seeds], "seconds_per_cell": secs, **notes,
                                  "cpu_hours": sum(secs.values()) / 3600,
                                  "date": time.strftime("%Y-%m-%d"),
                                  "machine": f"{platform.machine()}, {os.cpu_count()} CPU cores, JAX {jax.__version__}",
@@ -238,6 +331,10 @@ def main():
     ap.add_argument("--out", default="benchmarks/results/s5_ground_truth_e8")
     ap.add_argument("--write", default="", help="write the ground-truth table (jaxdarts.compare format) here")
     ap.add_argument("--summary_only", action="store_true")
+    ap.add_argument("--short", default="", help="with --write: the short tier's --out (a two-tier table)")
+    ap.add_argument("--short_seeds", type=int, nargs="+", default=[0, 1])
+    ap.add_argument("--print_top", type=int, default=0, help="print the indices of the N best cells (for --cells)")
+    ap.add_argument("--figure", default="", help="write the curves and split-half figure (PNG) here")
     args = ap.parse_args()
     log = lambda *a: print(*a, flush=True)  # noqa: E731
     os.makedirs(args.out, exist_ok=True)
@@ -270,7 +367,15 @@ def main():
             log(f"cell {i} {cell_name(combos[i])}: {secs:.0f} s for {len(seeds)} seeds")
     summary = summarize(units, args.seeds, log)
     json.dump(summary, open(os.path.join(args.out, "summary.json"), "w"), indent=1)
-    if args.write:
+    if args.print_top:
+        print(",".join(map(str, top_cells(units, args.seeds, args.print_top))))
+    if args.figure and summary["cells"]:
+        figure(units, args.seeds, args.figure)
+    if args.write and args.short:
+        write_table(args.write, args, args.seeds, units, read_units(os.path.join(args.short, "units.jsonl")),
+                    args.short_seeds)
+        log(f"wrote {args.write}")
+    elif args.write:
         if summary["cells"] != len(combos):
             raise SystemExit(f"--write needs every cell with every seed; {summary['cells']} of {len(combos)} have them")
         write_table(args.write, args, args.seeds, units)
