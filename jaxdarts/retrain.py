@@ -125,11 +125,11 @@ class Trainer:
     """The jitted, sharded programs of one retraining config (usable from a notebook:
     ``t = Trainer(cfg, 'DARTS_V2'); state = t.init_state(); state, m = t.train_step(...)``)."""
 
-    def __init__(self, cfg, genotype, mesh=None, data=None):
+    def __init__(self, cfg, genotype, mesh=None, data=None, info: data_lib.DatasetInfo | None = None):
         self.cfg = cfg
         self.genotype = genotype_lib.resolve(genotype)
         self.mesh = mesh if mesh is not None else parallel.make_mesh(cfg.mesh.num_devices)
-        self.ds = data_lib.info(cfg.dataset)
+        self.ds = info if info is not None else data_lib.info(cfg.dataset)
         data_lib.check_crop_fill(cfg.data.get("crop_fill", "raw"))
         self.model = build_model(cfg, self.genotype, self.ds.num_classes)
         (self.train_x, self.train_y), (self.test_x, self.test_y) = data if data is not None else load_data(cfg)
@@ -417,3 +417,29 @@ def quick(c):
     c.batch_size = c.eval_batch_size = 32
     c.epochs, c.steps_per_epoch, c.log_every = 2, 20, 10
     return c
+
+
+def train_and_evaluate(genotype, train_data, test_data, *, ds_info, C=36, layers=20, auxiliary=True,
+                       aux_weight=0.4, epochs=600, batch_size=96, lr=0.025, weight_decay=3e-4, drop_path=0.2,
+                       cutout=16, pad=4, grad_clip=5.0, seed=0, lowering="auto", log=None) -> float:
+    """Trains ``genotype``'s :class:`~jaxdarts.networks.NetworkCIFAR` from scratch on the
+    in-memory ``train_data`` with :class:`Trainer` (the DARTS recipe of :func:`base_config`
+    with these values, one device) and returns its top-1 accuracy on ``test_data``
+    (eval-mode BatchNorm): the short retraining of R-DARTS's selection
+    (:mod:`jaxdarts.methods.robustdarts`)."""
+    c = base_config()
+    c.dataset = ds_info.name
+    c.data.update(cutout=cutout, pad=pad)
+    c.model.update(C=C, layers=layers, auxiliary=auxiliary, aux_weight=aux_weight, drop_path=drop_path)
+    c.batch_size = c.eval_batch_size = c.base_batch_size = batch_size
+    c.lr, c.epochs, c.weight_decay, c.grad_clip, c.seed, c.lowering = lr, epochs, weight_decay, grad_clip, seed, lowering
+    c.mesh.num_devices = 1
+    t = Trainer(c, genotype, data=(tuple(train_data), tuple(test_data)), info=ds_info)
+    state = t.init_state()
+    for epoch in range(epochs):
+        for b in t.stream.epoch(epoch, 0, t.steps_per_epoch):
+            state, m = t.train_step(state, b, epoch)
+        if log:
+            log(f"retrain epoch {epoch + 1}/{epochs} loss {float(m['total_loss']):.4f}")
+    return t.evaluate(state)["test_top1"]
+

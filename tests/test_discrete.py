@@ -10,9 +10,8 @@ from jaxdarts import discrete, spaces
 
 EYE3, EYE2 = np.eye(3), np.eye(2)
 CASES = {
-    # S5 (the ground truth's space): mixed ops, and one op type per cell
+    # S5 (the ground truth's space): three op types
     "s5_mixed": ("s5", {"normal": EYE3[[0, 2]], "reduce": EYE3[[1, 0]]}),
-    "s5_skips_pools": ("s5", {"normal": EYE3[[1, 1]], "reduce": EYE3[[2, 2]]}),
     # a derived DARTS-macro cell: node 1 keeps 2 of its 3 inputs (edge 2 dropped)
     "tiny_top2": ("tiny", {"normal": np.stack([EYE2[1], EYE2[0], 0 * EYE2[0], EYE2[1], EYE2[1]]),
                            "reduce": np.stack([EYE2[0], EYE2[1], 0 * EYE2[0], EYE2[0], EYE2[1]])}),

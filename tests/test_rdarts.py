@@ -13,7 +13,7 @@ import pytest
 from conftest import tiny_config
 from jaxdarts import config as config_lib
 from jaxdarts import io as io_lib
-from jaxdarts import search, train
+from jaxdarts import retrain, search
 
 
 
@@ -217,7 +217,7 @@ def test_rdarts_selects_by_retraining_and_resumes_after_kills(tmp_path, monkeypa
 
     # killed during the selection, after the first candidate's score is written
     calls = []
-    real = train.train_and_evaluate
+    real = retrain.train_and_evaluate
 
     def dies_on_second(*a, **k):
         calls.append(1)
@@ -225,11 +225,11 @@ def test_rdarts_selects_by_retraining_and_resumes_after_kills(tmp_path, monkeypa
             raise KeyboardInterrupt
         return real(*a, **k)
 
-    monkeypatch.setattr(train, "train_and_evaluate", dies_on_second)
+    monkeypatch.setattr(retrain, "train_and_evaluate", dies_on_second)
     with pytest.raises(KeyboardInterrupt):
         search.run(cfg, part, log=lambda *_: None)
     assert len(io_lib.read_json(os.path.join(part, "selection.json"))["scores"]) == 1
-    monkeypatch.setattr(train, "train_and_evaluate", real)
+    monkeypatch.setattr(retrain, "train_and_evaluate", real)
     logs = []
     resumed = search.run(cfg, part, log=logs.append)
     assert any("resumed" in l and "at epoch 3" in l for l in logs)  # the search had finished

@@ -52,7 +52,7 @@ import numpy as np
 from jaxdarts import genotype as genotype_lib
 from jaxdarts import io as io_lib
 from jaxdarts import search
-from jaxdarts import train as train_lib
+from jaxdarts import retrain as retrain_lib
 from jaxdarts.config import ConfigError, check_choice, check_positive
 
 
@@ -334,10 +334,10 @@ def select_by_retraining(task: search.SearchTask, genotypes, select, path: str, 
     train_data = (task.train_stream.images, task.train_stream.labels)
     for g in genotypes[len(done):]:
         log(f"R-DARTS selection: retraining candidate {len(done) + 1}/{len(genotypes)}")
-        done.append(train_lib.train_and_evaluate(
+        done.append(retrain_lib.train_and_evaluate(
             g, train_data, task.eval_data, ds_info=task.ds_info, C=select.C, layers=select.layers, auxiliary=False,
-            epochs=select.epochs, batch_size=cfg.batch_size, drop_path=0.0, cutout=0, seed=cfg.seed,
-            lowering=task.lowering, log=log))
+            epochs=select.epochs, batch_size=cfg.batch_size, drop_path=0.0, cutout=0, pad=cfg.data.crop_padding,
+            seed=cfg.seed, lowering=task.lowering, log=log))
         io_lib.write_json(path, {"genotypes": names, "scores": done})
     return done
 
