@@ -1,5 +1,8 @@
 """The runner: epochs of a search in a workdir (checkpoints, resume, metrics, hooks, sweeps, mesh).
 
+What is particular to a sweep is in :mod:`jaxdarts.sweep`, the resume checks (config,
+lowering, edge loop) in :mod:`jaxdarts.resume`.
+
 :class:`Runner` drives a :class:`jaxdarts.task.SearchTask` (or a :class:`Sweep` of them as
 one ``vmap``-ed program) epoch by epoch: deterministic batches, one jitted step,
 evaluation, genotype derivation, ``metrics.jsonl`` (one JSON object per epoch), Orbax
@@ -11,8 +14,6 @@ public surface (``task``, ``cfg``, ``state``, ``history``, ``log``, :meth:`Runne
 
 from __future__ import annotations
 
-import dataclasses
-import json
 import math
 import os
 import sys
@@ -21,19 +22,19 @@ import time
 import jax
 import jax.numpy as jnp
 import numpy as np
-from flax import traverse_util
 
 from jaxdarts import analysis
 from jaxdarts import checkpoint as ckpt_lib
-from jaxdarts import config as config_lib
 from jaxdarts import genotype as genotype_lib
 from jaxdarts import hooks as hooks_lib
 from jaxdarts import io as io_lib
 from jaxdarts import registry as methods_lib  # finds methods by name; imports none
 from jaxdarts import optim
 from jaxdarts import parallel
-from jaxdarts.contract import (HYPERPARAMS, SWEEP_MODES, SWEEP_TARGETS, Hook, Method, NonFiniteLossError,
-                               SearchState, Select, merge_events)
+from jaxdarts import resume as resume_lib
+from jaxdarts import sweep as sweep_lib
+from jaxdarts.contract import HYPERPARAMS, Hook, Method, NonFiniteLossError, SearchState, Select, merge_events
+from jaxdarts.sweep import Sweep
 from jaxdarts.task import SearchTask
 
 __all__ = ["Runner", "Sweep", "default_hooks", "Progress"]
@@ -65,54 +66,13 @@ def presentation_hooks(cfg) -> list[Hook]:
 # ------------------------------------------------------------------- runner
 
 
-@dataclasses.dataclass(frozen=True)
-class Sweep:
-    """Several searches that differ only in ``target``, advanced together on the same batches.
-
-    ``target``: ``'drop_path'`` (maximum of the ramp), ``'weight_decay'`` (weight optimiser),
-    ``'seed'`` (initialisation and per-step randomness; the batch order is shared), or
-    ``'<method>.<field>'``, a field the task's method lists in ``Method.sweepable`` (e.g.
-    ``'msdarts.bandwidth'``; it reaches the step through the method's ``schedule``).
-    ``mode='batched'``: one ``vmap``-ed step over the stacked states (one compiled
-    program); ``'sequential'``: the runs one after another, epoch by epoch (same numbers)."""
-
-    target: str
-    values: tuple
-    mode: str = "batched"
-
-    def __post_init__(self):
-        if self.target not in SWEEP_TARGETS and "." not in str(self.target):
-            raise ValueError(f"unknown sweep target {self.target!r}; accepted: {', '.join(SWEEP_TARGETS)}, "
-                             "or <method>.<field> for a field in the method's sweepable")
-        if self.mode not in SWEEP_MODES:
-            raise ValueError(f"unknown sweep mode {self.mode!r}; accepted: {', '.join(SWEEP_MODES)}")
-        if not self.values:
-            raise ValueError("a sweep needs at least one value")
-
-
-def _stack(trees):
-    return jax.tree.map(lambda *xs: jnp.stack(xs), *trees)
-
-
-def _index(tree, i):
-    return jax.tree.map(lambda a: a[i], tree)
-
-
 class Runner:
     """Drives epochs of a :class:`SearchTask` (or of a :class:`Sweep` of them) in ``workdir``."""
 
     def __init__(self, task: SearchTask, workdir: str, hooks: list[Hook] | None = None, log=print,
                  sweep: Sweep | None = None):
-        acting = [h for h in hooks or () if not h.observer]
-        if sweep is not None and acting:
-            raise ValueError(f"hooks ({', '.join(h.name for h in acting)}) act on one search; a sweep "
-                             f"({sweep.target}) runs without them")
-        if sweep is not None and sweep.target not in SWEEP_TARGETS:
-            name, _, field = sweep.target.partition(".")
-            if name != task.method.name or field not in task.method.sweepable:
-                ok = [f"{task.method.name}.{f}" for f in task.method.sweepable]
-                raise ValueError(f"unknown sweep target {sweep.target!r} for method {task.method.name!r}; accepted: "
-                                 f"{', '.join(SWEEP_TARGETS + tuple(ok))}")
+        if sweep is not None:
+            sweep_lib.check(sweep, task, hooks)
         self.task = task
         self.cfg = task.cfg
         self.workdir = workdir
@@ -144,14 +104,7 @@ class Runner:
     def init_state(self) -> SearchState:
         if self.sweep is None:
             return self.task.init_state()
-        s = self.sweep
-        if s.target == "seed":
-            return _stack([self.task.init_state(int(v)) for v in s.values])
-        base = self.task.init_state()
-        if s.target == "weight_decay":
-            return _stack([base.replace(w_opt=optim.set_hyperparam(base.w_opt, "weight_decay", v))
-                           for v in s.values])
-        return _stack([base] * len(s.values))
+        return sweep_lib.init_states(self.sweep, self.task)
 
     def _fns(self):
         """The jitted step and evaluation (built once the lowering is settled)."""
@@ -183,36 +136,16 @@ class Runner:
                 "devices": [str(d) for d in jax.devices()], "jax": jax.__version__}
 
     def _template_for(self, meta: dict):
-        """Checks the checkpoint's lowering against this run's and returns a template state.
-
-        ``model.depthwise='auto'`` follows the checkpoint (its ``batch_stats`` tree depends
-        on the lowering; both lowerings compute the same function); an explicit lowering that
-        differs from the checkpoint's is refused with a message."""
-        saved = meta.get("lowering")
-        if saved and saved != self.task.lowering:
-            if self.cfg.model.depthwise != "auto":
-                raise ValueError(f"workdir {self.workdir} was searched with the {saved!r} lowering; this run asks "
-                                 f"for config.model.depthwise={self.cfg.model.depthwise!r}, whose batch statistics "
-                                 f"do not match: resume with --config.model.depthwise={saved} (or auto)")
-            self.log(f"resuming with the {saved!r} lowering of the checkpoint (this backend, "
-                     f"{jax.default_backend()}, would pick {self.task.lowering!r}; same function, other program)")
-            self.task = self.task.with_lowering(saved)
-            self._compiled = None
-        # checkpoints from before edge loops existed hold the 'vmap' parameter tree
-        saved_loop, asked = meta.get("edge_loop", "vmap"), self.cfg.model.get("edge_loop", "auto")
-        if saved_loop != self.task.model.edge_loop:
-            if asked != "auto":
-                raise ValueError(f"workdir {self.workdir} was searched with edge_loop={saved_loop!r}; this run asks "
-                                 f"for config.model.edge_loop={asked!r}, whose parameter tree does not match: "
-                                 f"resume with --config.model.edge_loop={saved_loop} (or auto)")
-            self.log(f"resuming with the checkpoint's edge_loop={saved_loop!r} (same function, other program)")
-            self.task = self.task.with_edge_loop(saved_loop)
-            self._compiled = None
+        """The task that resumes the checkpoint (:func:`jaxdarts.resume.reconcile`: its
+        lowering and edge loop) and a template state of it."""
+        task = resume_lib.reconcile(self.task, self.cfg, meta, self.workdir, self.log)
+        if task is not self.task:
+            self.task, self._compiled = task, None
         return self.init_state()
 
     def restore_or_init(self):
         if self.ckpt.all_steps():
-            self._check_config()
+            resume_lib.check_config(self.workdir, self.cfg)
         restored = self.ckpt.restore_latest(self._template_for, log=self.log)
         if restored is None:
             self.state = self.init_state()
@@ -232,38 +165,8 @@ class Runner:
         self.log(f"resumed from {self.ckpt.directory} at epoch {self.epoch}")
         return True
 
-    def _config_json(self):
-        d = json.loads(self.cfg.to_json_best_effort())
-        for k in ("log_every", "progress"):
-            d.pop(k, None)
-        return d
-
     def _write_config(self):
-        io_lib.write_json(os.path.join(self.workdir, "config.json"), self._config_json(), sort_keys=True)
-
-    def _check_config(self):
-        """Refuses to resume a workdir whose ``config.json`` differs from this run's config:
-        one line naming each differing field with the run's and this config's values and
-        the flags that resume it. A field the run's config.json lacks (added to jaxdarts
-        after the run started) counts as equal when this config holds the value that
-        reproduces the behaviour before it existed (:data:`jaxdarts.config.LEGACY_VALUES`)."""
-        old = io_lib.read_json(os.path.join(self.workdir, "config.json"))
-        if old is None:
-            return
-        flat = lambda d: traverse_util.flatten_dict(d, sep=".")  # noqa: E731
-        new = flat(self._config_json())
-        legacy = {k: v for k, v in config_lib.LEGACY_VALUES.items() if k in new}  # another method's: not here
-        old = {**legacy, **flat(old)}
-        diff = [(k, old.get(k, _MISSING), new.get(k, _MISSING)) for k in sorted(set(old) | set(new))
-                if old.get(k, _MISSING) != new.get(k, _MISSING)]
-        if diff:
-            show = lambda v: "(absent)" if v is _MISSING else json.dumps(v)  # noqa: E731
-            fields = "; ".join(f"{k}: run {show(o)}, now {show(n)}" for k, o, n in diff)
-            flags = " ".join(f"--config.{k}={o}" for k, o, _ in diff
-                             if o is not _MISSING and isinstance(o, (bool, int, float, str)))
-            raise ValueError(f"workdir {self.workdir} holds a run with a different config ({fields}); resume it "
-                             f"with the run's values ({flags or 'the config it was started with'}) or use a new "
-                             "--workdir")
+        io_lib.write_json(os.path.join(self.workdir, "config.json"), resume_lib.config_json(self.cfg), sort_keys=True)
 
     def _metrics_path(self):
         return os.path.join(self.workdir, "metrics.jsonl")
@@ -303,14 +206,9 @@ class Runner:
     def schedule(self, epoch: int) -> dict:
         """The schedule values of ``epoch`` as the step receives them (stacked over runs for
         a sweep): the engine's and the method's (:meth:`SearchTask.schedule_values`)."""
-        task = self.task
         if self.sweep is None:
-            return task.schedule_values(epoch, self.reg)
-        target = self.sweep.target
-        field = target.partition(".")[2] if target not in SWEEP_TARGETS else None
-        per_run = [task.schedule_values(epoch, {**self.reg, "drop_path": v} if target == "drop_path" else self.reg,
-                                        {field: v} if field else None) for v in self.sweep.values]
-        return {k: np.stack([s[k] for s in per_run]) for k in per_run[0]}
+            return self.task.schedule_values(epoch, self.reg)
+        return sweep_lib.schedule(self.sweep, self.task, epoch, self.reg)
 
     def _train(self, epoch: int, sched, progress):
         """Runs the epoch's steps; returns per-step metrics (arrays over runs for a sweep)."""
@@ -325,14 +223,14 @@ class Runner:
         if self.sweep is not None and self.sweep.mode == "sequential":
             states, per_run = [], []
             for r in range(self.num_runs):
-                st, s_r, ms = _index(self.state, r), {k: v[r] for k, v in sched.items()}, []
+                st, s_r, ms = sweep_lib.index(self.state, r), {k: v[r] for k, v in sched.items()}, []
                 for tb, vb in pairs():
                     st, m = step(st, tb, vb, s_r)
                     ms.append(m)
                 states.append(st)
                 per_run.append(jax.device_get(ms))
                 progress.update(spe * (r + 1) // self.num_runs, 0.0, 0.0)
-            self.state = _stack(states)
+            self.state = sweep_lib.stack(states)
             return [jax.tree.map(lambda *xs: np.stack(xs), *ms) for ms in zip(*per_run)]
         out, pending = [], []
         for i, (tb, vb) in enumerate(pairs()):
@@ -378,7 +276,7 @@ class Runner:
             if self.sweep.target == "weight_decay":
                 metrics["weight_decay"] = list(self.sweep.values)
         metrics.update(self.evaluate())
-        runs = [self.state.alpha] if self.sweep is None else [_index(self.state.alpha, r)
+        runs = [self.state.alpha] if self.sweep is None else [sweep_lib.index(self.state.alpha, r)
                                                               for r in range(self.num_runs)]
         summaries = [self._alpha_summary(a) for a in runs]
         for k in summaries[0]:
@@ -512,18 +410,14 @@ class Runner:
     def finish(self) -> dict:
         """Writes ``genotype.json`` (the final architecture, or every run's for a sweep),
         hands it to the hooks (``after_finish``) and returns it."""
-        out = self._sweep_summary() if self.sweep is not None else self._summary()
+        out = (sweep_lib.summary(self.sweep, self.task, self.state.alpha, self.epoch, self.finished)
+               if self.sweep is not None else self._summary())
         io_lib.write_json(os.path.join(self.workdir, "genotype.json"), out)
         for h in self.hooks:
             h.after_finish(self, out)
         if self.sweep is None:
             self.log("final genotype:\n" + genotype_lib.Genotype.from_json(out["genotype"]).render())
         return out
-
-    def _sweep_summary(self) -> dict:
-        gs = [self.task.derive(_index(self.state.alpha, r)) for r in range(self.num_runs)]
-        return {"sweep": {"target": self.sweep.target, "values": list(self.sweep.values)},
-                "genotypes": [g.to_dict() for g in gs], "epochs_run": self.epoch, "finished": self.finished}
 
     def _summary(self) -> dict:
         g = self.task.derive(self.state.alpha)
@@ -549,8 +443,6 @@ def _to_mesh(mesh, batch: dict) -> dict:
     parallel.check_batch(n, mesh)
     return parallel.global_batch(mesh, {k: v[p * n // P:(p + 1) * n // P] for k, v in batch.items()})
 
-
-_MISSING = object()
 
 
 def _scalar_or_list(v):

@@ -275,7 +275,7 @@ LAYERS = (
     # spaces, networks, estimators and analyses
     ("ops", "spaces", "supernet", "genotype", "networks", "discrete", "hypergrad", "analysis", "nb201", "proxies"),
     # the engine and the trainers
-    ("config", "task", "hooks", "runner", "search", "retrain"),
+    ("config", "task", "hooks", "sweep", "resume", "runner", "search", "retrain"),
     # the plug-ins (jaxdarts.methods and its modules)
     ("methods",),
     # tools on top: the leaderboard, reports, the command line, the shipped configs, the package's namespace
