@@ -3,7 +3,7 @@ differentiation and the rest of the step), jaxpr-to-StableHLO lowering, XLA comp
 (default and with XLA's optimisation passes mostly off, which bounds the share of LLVM
 code generation), program size (StableHLO ops, per cell and per op from the lowering's
 locations; HLO instructions after XLA's passes) and a second task of the same signature
-(the process-level program cache, `jaxdarts.programs`).
+(the process-level program cache, `jaxdarts.jit_cache`).
 
     python benchmarks/program_cost.py --config configs/darts.py:quick
     python benchmarks/program_cost.py --config configs/balenas.py:quick --scorer    # + the BaLeNAS-TF Synflow scorer
@@ -83,7 +83,7 @@ def main():
     import numpy as np
 
     from jaxdarts import config as config_lib
-    from jaxdarts import programs, search
+    from jaxdarts import jit_cache, search
 
     path, _, variant = a.config.partition(":")
     cfg = config_lib.load_file(os.path.join(HERE, "..", path), variant)
@@ -141,7 +141,7 @@ def main():
         cfg2 = config_lib.load_file(os.path.join(HERE, "..", path), variant)
         cfg2.model.edge_loop = cfg.model.edge_loop
         cfg2.seed += 1
-        before = programs.stats()["misses"]
+        before = jit_cache.stats()["misses"]
 
         def second():  # a new task of the same signature: build, init, first step
             t2 = search.SearchTask.from_config(cfg2)
@@ -149,7 +149,7 @@ def main():
             return jax.block_until_ready(fn(t2.init_state(), t2.train_stream.batch(0, 0), t2.val_stream.batch(0, 0),
                                             t2.schedule_values(0)))
         _, out["second_task_first_step_s"] = timed(second)
-        out["second_task_new_programs"] = programs.stats()["misses"] - before
+        out["second_task_new_programs"] = jit_cache.stats()["misses"] - before
     if a.scorer:
         from jaxdarts.methods import balenas
 

@@ -28,7 +28,7 @@ Commands and expected cost/result:
   the long budget, 5 seeds: about 5 times the short one per seed (not yet measured).
 * ``python bin/compare.py --config configs/compare.py:s5 --workdir /tmp/c --config.methods="('darts', 'drnas')"``
   a subset (``methods=()`` is every registered method); ``--config.seeds="(0, 1, 2, 3, 4)"`` more seeds;
-  ``--config.programs="('stacnas:one_stage', 'robustdarts:es', 'robustdarts:dp')"`` adds DARTS-ES and R-DARTS.
+  ``--config.variants="('stacnas:one_stage', 'robustdarts:es', 'robustdarts:dp')"`` adds DARTS-ES and R-DARTS.
 * ``python bin/compare.py --config configs/compare.py:tiny --workdir /tmp/compare_tiny``
   a smoke run (tiny network, 2 epochs of 2 steps, one seed; the tests run it): regrets
   of a network much smaller than the ground truth's, so meaningless as a result.
@@ -46,9 +46,9 @@ VARIANTS = ("s5", "long", "nb201", "tiny")
 def get_config(arg: str = ""):
     c = ml_collections.ConfigDict()
     c.methods = ()  # () = every registered method (jaxdarts.methods.names())
-    # method:variant entries run through their own programs after the methods (robustdarts:es is
+    # method:variant entries (a variant of a method's config file, through its run driver) after the methods (robustdarts:es is
     # DARTS-ES, robustdarts:dp R-DARTS; stacnas:one_stage is StacNAS's one-level stage alone: S5 has no 'none')
-    c.programs = ("stacnas:one_stage",)
+    c.variants = ("stacnas:one_stage",)
     c.baselines = ("random", "synflow")
     c.seeds = tuple(range(10))  # >= 10 search seeds: the bootstrap's intervals need them
     c.ground_truth = "s5_fashion_mnist"  # jaxdarts.compare.GROUND_TRUTHS, or a path to a .json table

@@ -13,9 +13,9 @@ network size, batch size, epochs and steps per epoch) and a list of seeds, and r
   (``runs/<method>/seed_<s>``) of the method's own program (:func:`jaxdarts.search.run`),
   so the command resumes, and a method registered later joins without an edit here. A
   method that cannot search the protocol's space (StacNAS needs a space with ``none``)
-  is listed as not applicable with its one-line reason. ``programs`` adds
-  ``method:variant`` entries: a variant of the method's config file run through its own
-  program (``robustdarts:es`` DARTS-ES, ``robustdarts:dp`` R-DARTS, ``stacnas:one_stage``
+  is listed as not applicable with its one-line reason. ``variants`` adds
+  ``method:variant`` entries: a variant of the method's config file run through its own run
+  driver (``robustdarts:es`` DARTS-ES, ``robustdarts:dp`` R-DARTS, ``stacnas:one_stage``
   StacNAS's one-level stage alone, which runs on S5).
 * two baselines:
 
@@ -358,7 +358,7 @@ def method_config(entry: str, protocol, seed: int, overrides=None):
 # ------------------------------------------------------------------ the comparison
 def check(cfg) -> None:
     """One-line :class:`ConfigError` for a bad comparison config."""
-    for m in tuple(cfg.methods) + tuple(cfg.programs):
+    for m in tuple(cfg.methods) + tuple(cfg.variants):
         check_choice("methods", m.partition(":")[0], methods_lib.names())
         if ":" in m:
             _entry_defaults(m)  # a variant its config file lacks: one line now, not after the first searches
@@ -379,8 +379,8 @@ def _protocol_dict(cfg) -> dict:
 
 def _method_names(cfg) -> list[str]:
     """The leaderboard's searches: ``cfg.methods`` (every registered method when empty), then
-    ``cfg.programs`` (``method:variant`` entries)."""
-    return list(cfg.methods or methods_lib.names()) + [p for p in cfg.programs if p not in cfg.methods]
+    ``cfg.variants`` (``method:variant`` entries)."""
+    return list(cfg.methods or methods_lib.names()) + [p for p in cfg.variants if p not in cfg.methods]
 
 
 def _run_dir(workdir, entry, seed):

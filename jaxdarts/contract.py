@@ -151,7 +151,7 @@ class Method:
 
     Traced functions (``arch_grad``, ``mix``, ``weights``) receive one :class:`Context`;
     construction-time functions receive the method's config section (``config`` below) or,
-    where they shape the whole run (``defaults``, ``validate``, ``hooks``, ``program``), the
+    where they shape the whole run (``defaults``, ``validate``, ``hooks``, ``driver``), the
     whole config.
 
     Attributes:
@@ -196,7 +196,7 @@ class Method:
         gradients at the same ``(w, alpha)``, then both updates: one-level StacNAS).
       derive: ``(space, alpha) -> Genotype``; None: :func:`jaxdarts.genotype.derive`.
       hooks: ``(cfg) -> list[Hook]`` appended after the engine's (eigenvalue tracking).
-      program: ``(cfg, workdir, *, log, max_epochs, hooks) -> summary`` (one search,
+      driver: the run driver ``(cfg, workdir, *, log, max_epochs, hooks) -> summary`` (one search,
         stages, a sweep); None: :func:`jaxdarts.search.run_single`.
       report_metrics: ``((title, (metric, ...)), ...)``: the method's per-epoch metrics a
         report plots (:mod:`jaxdarts.report`'s ``method`` section), one figure per title.
@@ -216,7 +216,7 @@ class Method:
     update_order: str = "alpha_first"
     derive: Callable | None = None
     hooks: Callable[[Any], list] | None = None
-    program: Callable | None = None
+    driver: Callable | None = None
     report_metrics: tuple[tuple[str, str], ...] = ()
 
     def __post_init__(self):

@@ -67,7 +67,7 @@ FAST_COMPILE_OPTIONS = {"xla_backend_optimization_level": 0, "xla_llvm_disable_e
 """XLA options of a fast compile (what ``jax_disable_most_optimizations`` sets): for
 programs that run once or a few times (a supernet's init, proxy scoring of a few
 candidates), where XLA:CPU's optimisation passes cost more than they save; used with
-:func:`jaxdarts.programs.compile_once`."""
+:func:`jaxdarts.jit_cache.compile_once`."""
 
 
 def resolve_lowering(name: str, backend: str | None = None) -> str:

@@ -40,7 +40,7 @@ from flax import traverse_util
 
 from jaxdarts import kernels
 from jaxdarts import ops as ops_lib
-from jaxdarts import programs
+from jaxdarts import jit_cache
 from jaxdarts import spaces as spaces_lib
 
 PROXIES = ("synflow", "snip", "grasp")
@@ -209,7 +209,7 @@ def make_scorer(proxy: str, model, *, batch_size: int = 1, synflow_bn: str = "no
 
         return jax.lax.map(one, (alphas, keys), batch_size=min(batch_size, len(keys)))
 
-    call = programs.compile_once(run, FAST_COMPILE_OPTIONS if fast else None)
+    call = jit_cache.compile_once(run, FAST_COMPILE_OPTIONS if fast else None)
 
     def scorer(alphas, keys, data):
         if proxy == "synflow":  # data: the input shape (only its shape reaches the program)

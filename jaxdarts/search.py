@@ -1,15 +1,19 @@
-"""The search engine's public face and its programs (one search, a sweep, a method's own).
+"""The search engine's public face and its run drivers (one search, a sweep, a method's own).
 
 The engine is split by role; this module re-exports the public names of each:
 :mod:`jaxdarts.contract` (state, keys, :class:`Method`, :class:`Context`, :class:`Hook`,
 events, constants: imports nothing of the engine), :mod:`jaxdarts.task` (data streams,
 optimisers, losses, the step), :mod:`jaxdarts.runner` (epochs, checkpoints, resume, sweeps,
-mesh, hooks) and the programs here.
+mesh, hooks; sweeps in :mod:`jaxdarts.sweep`, resume checks in :mod:`jaxdarts.resume`) and the
+run drivers here. Three words, three things: a *run driver* runs a config in a workdir
+(:func:`run`, :func:`run_single`, :func:`run_sweep`, ``Method.driver``); a *program* is one
+jitted, compiled XLA computation, shared through :mod:`jaxdarts.jit_cache`; the *signature*
+(:func:`task_signature`) is what keys a task's programs.
 
 The engine knows no method. A method (:class:`Method`, one module per paper under
 :mod:`jaxdarts.methods`, found by the name in ``cfg.method``) is data the engine consumes:
 its architecture gradient, architecture optimiser, the mixing weights the weight step sees,
-the update order, the discretisation, per-epoch hooks and its program.
+the update order, the discretisation, per-epoch hooks and its run driver.
 
 Pieces (each usable on its own, e.g. from a notebook)::
 
@@ -54,17 +58,17 @@ from jaxdarts.contract import (HESSIAN_BATCHES, HYPERPARAMS, SWEEP_MODES, SWEEP_
 from jaxdarts.losses import cross_entropy
 from jaxdarts.runner import Progress, Runner, Sweep, default_hooks, presentation_hooks
 from jaxdarts.task import (ENGINE_SCHEDULE, STEP_FIELDS, SearchTask, estimator_arch_grad, fresh_noise_key,
-                           program_signature)
+                           task_signature)
 
 __all__ = ["SearchState", "SearchTask", "Method", "Context", "ArchGrad", "Mix", "Runner", "Hook", "Stop", "Rollback",
            "SetHyperparam", "Select", "Sweep", "run", "run_single", "run_sweep", "cross_entropy",
            "NonFiniteLossError", "HookConflictError", "ConfigError", "fold_key", "default_hooks",
-           "estimator_arch_grad", "fresh_noise_key", "program_signature", "merge_events", "UPDATE_ORDERS",
+           "estimator_arch_grad", "fresh_noise_key", "task_signature", "merge_events", "UPDATE_ORDERS",
            "HESSIAN_BATCHES", "HYPERPARAMS", "SWEEP_TARGETS", "SWEEP_MODES", "STEP_FIELDS", "ENGINE_SCHEDULE",
            "Progress", "presentation_hooks"]
 
 
-# ------------------------------------------------------------------ programs
+# ------------------------------------------------------------------ run drivers
 def run_single(cfg, workdir: str, *, log=print, max_epochs: int | None = None, hooks: list[Hook] | None = None,
                task: SearchTask | None = None) -> dict:
     """One search (the engine hooks and the method's), resumable; with
@@ -86,7 +90,8 @@ def run_sweep(task: SearchTask, workdir: str, sweep: Sweep, *, log=print, max_ep
 
 
 def run(cfg, workdir: str, hooks: list[Hook] | None = None, log=print, max_epochs: int | None = None) -> dict:
-    """Runs (or resumes) the program of ``cfg.method`` in ``workdir``; the program validates
-    ``cfg`` when it builds its task (:meth:`SearchTask.from_config`), before it writes anything."""
-    program = methods_lib.get(cfg.method).program or run_single
-    return program(cfg, workdir, log=log, max_epochs=max_epochs, hooks=hooks)
+    """Runs (or resumes) the run driver of ``cfg.method`` (``Method.driver``, default
+    :func:`run_single`) in ``workdir``; the driver validates ``cfg`` when it builds its task
+    (:meth:`SearchTask.from_config`), before it writes anything."""
+    driver = methods_lib.get(cfg.method).driver or run_single
+    return driver(cfg, workdir, log=log, max_epochs=max_epochs, hooks=hooks)

@@ -29,13 +29,13 @@ from jaxdarts import hypergrad
 from jaxdarts import kernels
 from jaxdarts import registry as methods_lib  # finds methods by name; imports none
 from jaxdarts import optim
-from jaxdarts import programs
+from jaxdarts import jit_cache
 from jaxdarts import spaces as spaces_lib
 from jaxdarts import supernet as supernet_lib
 from jaxdarts.contract import ArchGrad, Context, Method, Mix, SearchState, fold_key
 from jaxdarts.losses import cross_entropy, with_auxiliary
 
-__all__ = ["SearchTask", "estimator_arch_grad", "fresh_noise_key", "program_signature", "step_spec", "STEP_FIELDS"]
+__all__ = ["SearchTask", "estimator_arch_grad", "fresh_noise_key", "task_signature", "step_spec", "STEP_FIELDS"]
 
 
 def estimator_arch_grad(ctx: Context, state: SearchState) -> ArchGrad:
@@ -117,7 +117,7 @@ def resolve_edge_loop(name: str) -> str:
     return "scan" if name == "auto" else supernet_lib.check_edge_loop(name)
 
 
-def program_signature(task: "SearchTask") -> tuple:
+def task_signature(task: "SearchTask") -> tuple:
     """The static signature of a task's programs: its :func:`step_spec`, the method (the
     registry's object, compared by identity of its functions), the lowering, the data's
     shapes and sizes (they set steps per epoch, the learning-rate schedule and VAdam's dataset
@@ -248,19 +248,19 @@ class SearchTask:
 
     @property
     def signature(self) -> tuple:
-        """What the task's traced programs read (:func:`program_signature`); tasks with equal
+        """What the task's traced programs read (:func:`task_signature`); tasks with equal
         signatures share their jitted programs (:meth:`memo`)."""
         if "_signature" not in self.__dict__:  # not a field: the task stays frozen
-            self.__dict__["_signature"] = program_signature(self)
+            self.__dict__["_signature"] = task_signature(self)
         return self.__dict__["_signature"]
 
     def memo(self, key, build: Callable[[], Any]):
         """``build()`` once per process for this task's :attr:`signature` and ``key``: jitted
         functions shared by every runner and hook of this task and of every task with the
         same signature (a resumed run, a sweep member, a test), so each distinct program is
-        traced and compiled once per process (:mod:`jaxdarts.programs`). ``build`` must read
+        traced and compiled once per process (:mod:`jaxdarts.jit_cache`). ``build`` must read
         from the task only what the signature covers (the config, shapes, method, lowering)."""
-        return programs.shared((self.signature, key), build)
+        return jit_cache.shared((self.signature, key), build)
 
     def init_state(self, seed: int | None = None) -> SearchState:
         """The state a search starts from: ``alpha``, the supernet's variables and both
@@ -271,7 +271,7 @@ class SearchTask:
         alpha cost ~50 small compiles (2 s at the quick size, 2026-12-02). The key is made
         outside it, from the Python ``seed`` as ``jax.random.key`` takes it (any integer)."""
         key = jax.random.key(self.cfg.seed if seed is None else seed)
-        return self.memo("init_state", lambda: programs.compile_once(self._init_state,
+        return self.memo("init_state", lambda: jit_cache.compile_once(self._init_state,
                                                                      kernels.FAST_COMPILE_OPTIONS))(key)
 
     def _init_state(self, key) -> SearchState:
@@ -359,7 +359,7 @@ class SearchTask:
         by every caller of the task (and by every task of the same program signature,
         :meth:`memo`): the architecture step, the weight step, an estimator's virtual step,
         Hessian-vector products, evaluation and ``vmap``-ed samples replay one jaxpr instead
-        of running the Flax module's Python again (:func:`jaxdarts.programs.trace_once`;
+        of running the Flax module's Python again (:func:`jaxdarts.jit_cache.trace_once`;
         the program is the same as tracing the module at each call)."""
         def fwd(params, batch_stats, alpha, image, rng, drop_prob):
             rngs = {}
@@ -379,7 +379,7 @@ class SearchTask:
             return logits, aux, new_bs
 
         return self.memo(("forward", bool(train), bool(normalized), static_drop_prob),
-                         lambda: programs.trace_once(fwd))
+                         lambda: jit_cache.trace_once(fwd))
 
     def train_loss_terms(self, params, batch_stats, alpha, batch, *, normalized=False):
         """The training loss with the auxiliary head: ``(total, (main_loss, logits, new_batch_stats))``."""

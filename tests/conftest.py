@@ -1,7 +1,7 @@
 """Test setup: 8 simulated CPU devices (set before JAX starts) and a persistent
 compilation cache shared by the test processes (the supernet compiles slowly on XLA:CPU).
 Inside each process, tasks of the same signature share their traced and compiled programs
-(:mod:`jaxdarts.programs`), so tests use the tiny shapes of :func:`tiny_config`."""
+(:mod:`jaxdarts.jit_cache`), so tests use the tiny shapes of :func:`tiny_config`."""
 
 import contextlib
 import os
@@ -27,9 +27,9 @@ def _release_programs_near_the_mapping_limit():
     half the memory mappings Linux allows (live XLA:CPU executables; past the limit the
     compiler crashes)."""
     yield
-    from jaxdarts import programs
+    from jaxdarts import jit_cache
 
-    programs.release_if_needed()
+    jit_cache.release_if_needed()
 
 
 HEAVY_FIRST = ("test_supernet.py", "test_methods.py", "test_compare.py", "test_rdarts.py", "test_proxies.py",
@@ -42,7 +42,7 @@ SAME_PROGRAMS = ("test_method_tiny_search_runs_and_resumes_bit_identically",
                  "test_search_step_data_parallel_equals_one_device")
 """Tests parametrised by a method ``name`` that compile the same programs (``_tiny(name)`` of
 test_methods): run in one xdist worker (``--dist loadgroup``), where the second gets the
-first's traced and compiled step from :mod:`jaxdarts.programs` instead of compiling it
+first's traced and compiled step from :mod:`jaxdarts.jit_cache` instead of compiling it
 again at the same time in the other worker."""
 
 

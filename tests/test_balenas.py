@@ -170,9 +170,9 @@ def test_tf_selection_keeps_each_candidate_with_its_score(monkeypatch):
     must be the best candidate, and the reported candidates and scores must pair up."""
     import collections
 
-    from jaxdarts import programs, proxies
+    from jaxdarts import jit_cache, proxies
 
-    monkeypatch.setattr(programs, "_CACHE", collections.OrderedDict())  # the fake scorer stays in this test
+    monkeypatch.setattr(jit_cache, "_CACHE", collections.OrderedDict())  # the fake scorer stays in this test
     cfg = tiny_config("balenas", **{"balenas.selection": "synflow", "balenas.num_candidates": 12,
                                     "balenas.tf.sigma_scale": 5.0})
     task = search.SearchTask.from_config(cfg)

@@ -113,10 +113,10 @@ def test_compare_runs_every_method_and_both_baselines_and_resumes(tmp_path):
     cfg = config_lib.load_file(os.path.join(REPO, "configs", "compare.py"), "tiny")
     cfg.ground_truth = str(tmp_path / "gt.json")
     cfg.methods = ()  # every registered method
-    assert cfg.programs == ("stacnas:one_stage",)  # StacNAS's one-level stage: S5 has no 'none' for its stage 1
+    assert cfg.variants == ("stacnas:one_stage",)  # StacNAS's one-level stage: S5 has no 'none' for its stage 1
     work = str(tmp_path / "cmp")
     board = compare.run(cfg, work, log=lambda *_: None, max_epochs=1)  # interrupted after each run's first epoch
-    applicable = [m for m in methods.names() + cfg.programs if m != "stacnas"]
+    applicable = [m for m in methods.names() + cfg.variants if m != "stacnas"]
     assert all(board["entries"][m]["runs"]["0"]["status"] == "incomplete" for m in applicable)
     assert "incomplete: re-run the command to continue" in open(os.path.join(work, "leaderboard.md")).read()
     board = compare.run(cfg, work, log=lambda *_: None)  # the same command again: resumes
@@ -220,7 +220,7 @@ def test_bad_comparison_configs_are_one_line_errors_and_write_nothing(tmp_path):
     _synthetic_ground_truth(tmp_path / "gt.json")
     cfg = config_lib.load_file(os.path.join(REPO, "configs", "compare.py"), "tiny")
     cfg.ground_truth, cfg.methods, cfg.baselines = str(tmp_path / "gt.json"), ("stacnas",), ("random",)
-    cfg.programs = ()
+    cfg.variants = ()
     board = compare.run(cfg, str(tmp_path / "w2"), log=lambda *_: None)  # nothing to search: S5 has no 'none'
     assert board["ranking"] == ["random", "stacnas"]
     cfg.protocol.epochs = 3
@@ -235,7 +235,7 @@ def test_nas_bench_201_path_against_the_accuracy_table(tmp_path):
     from jaxdarts import nb201
 
     cfg = config_lib.load_file(os.path.join(REPO, "configs", "compare.py"), "tiny")
-    cfg.ground_truth, cfg.methods, cfg.programs, cfg.synflow_candidates = "nb201", ("darts",), (), 12
+    cfg.ground_truth, cfg.methods, cfg.variants, cfg.synflow_candidates = "nb201", ("darts",), (), 12
     cfg.protocol.update(dict(space="nb201", model_layers=1, epochs=1))
     board = compare.run(cfg, str(tmp_path / "nb"), log=lambda *_: None)
     errors = {k: 1 - a / 100 for k, a in nb201.table().items()}

@@ -270,7 +270,7 @@ def _package_imports():
 
 LAYERS = (
     # foundation: no model, no engine
-    ("contract", "io", "kernels", "data", "optim", "parallel", "perturb", "problems", "programs", "losses",
+    ("contract", "io", "kernels", "data", "optim", "parallel", "perturb", "problems", "jit_cache", "losses",
      "bootstrap", "cell_diagram", "checkpoint", "tensorboard", "registry"),
     # spaces, networks, estimators and analyses
     ("ops", "spaces", "supernet", "genotype", "networks", "discrete", "hypergrad", "analysis", "nb201", "proxies"),

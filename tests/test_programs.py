@@ -1,4 +1,4 @@
-"""Programs built once per process (jaxdarts.programs, SearchTask.signature/memo)."""
+"""Programs built once per process (jaxdarts.jit_cache, SearchTask.signature/memo)."""
 
 import collections
 
@@ -6,7 +6,7 @@ import jax
 import pytest
 
 from conftest import tiny_config
-from jaxdarts import programs, search
+from jaxdarts import jit_cache, search
 
 
 
@@ -20,12 +20,12 @@ def test_a_second_task_with_the_same_signature_reuses_the_traced_and_compiled_st
     assert a is not b and a.signature == b.signature
     step_a = a.memo(("step", False, ()), lambda: jax.jit(a.search_step))
     jax.block_until_ready(step_a(a.init_state(), *_batches(a)))
-    before = programs.stats()
+    before = jit_cache.stats()
     step_b = b.memo(("step", False, ()), lambda: pytest.fail("built again"))
     assert step_b is step_a
     jax.block_until_ready(step_b(b.init_state(), *_batches(b)))
     assert step_a._cache_size() == 1  # one trace and one executable for both tasks
-    assert programs.stats()["misses"] == before["misses"]
+    assert jit_cache.stats()["misses"] == before["misses"]
 
 
 @pytest.mark.parametrize("field,value", [("optim.lr", 0.1), ("epochs", 4), ("model.C", 6), ("data.max_examples", 128),
@@ -58,7 +58,7 @@ def test_fields_outside_the_step_spec_do_not_change_the_lowered_step(monkeypatch
     assert set(changed) == outside
     texts = []
     for cfg in (tiny_config(), tiny_config(**changed)):
-        monkeypatch.setattr(programs, "_CACHE", collections.OrderedDict())
+        monkeypatch.setattr(jit_cache, "_CACHE", collections.OrderedDict())
         task = search.SearchTask.from_config(cfg)
         state = jax.eval_shape(task.init_state)
         texts.append(jax.jit(task.search_step).lower(state, *_batches(task)).as_text())
@@ -75,7 +75,7 @@ def test_trace_once_replays_one_jaxpr_under_grad_vmap_and_jit():
         calls.append(1)  # Python side effect: runs once per traced signature
         return jnp.tanh(x @ w["a"]) * w["b"], {"s": jnp.sum(x)}
 
-    g = programs.trace_once(f)
+    g = jit_cache.trace_once(f)
     w = {"a": jnp.arange(6.0).reshape(3, 2) / 7, "b": jnp.float32(1.5)}
     x = jnp.linspace(-1, 1, 12).reshape(4, 3)
     loss = lambda fn: (lambda w, x: jnp.sum(fn(w, x)[0] ** 2))
@@ -100,7 +100,7 @@ def test_the_search_step_traces_the_supernet_once(monkeypatch):
     from jaxdarts import supernet
 
     task = search.SearchTask.from_config(tiny_config(estimator="unrolled"))
-    monkeypatch.setattr(programs, "_CACHE", collections.OrderedDict())
+    monkeypatch.setattr(jit_cache, "_CACHE", collections.OrderedDict())
     state = jax.eval_shape(task.init_state)
     runs = []
     orig = supernet.Supernet.__call__
@@ -137,7 +137,7 @@ def test_the_step_spec_holds_every_field_the_programs_read(name):
         tb, vb = rt.train_stream.batch(0, 0), rt.val_stream.batch(0, 0)
         step, ev = runner._fns()
         reads.clear()
-        programs.clear()
+        jit_cache.clear()
         jax.jit(rt._init_state).trace(jax.random.key(0))
         step.trace(state, tb, vb, sched)
         ev.trace(state, tb, None)

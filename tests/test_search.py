@@ -419,17 +419,17 @@ def test_two_seeds_share_the_compiled_programs_but_not_their_weights(tmp_path):
     """Seeds 0 and 1 of one config: the second builds no program (the init and the step are
     the first's), yet starts from other weights and alpha and ends on other metrics (fails
     if the seed stopped reaching the compiled init)."""
-    from jaxdarts import programs
+    from jaxdarts import jit_cache
 
     runs = {}
     for seed in (0, 1):
         cfg = tiny_config(seed=seed, epochs=1)
-        before = programs.stats()["misses"]
+        before = jit_cache.stats()["misses"]
         task = search.SearchTask.from_config(cfg)
         state = task.init_state()
         out = search.run(cfg, str(tmp_path / f"s{seed}"), log=lambda *_: None)
         runs[seed] = (jax.device_get(state), _read_metrics(str(tmp_path / f"s{seed}"))[-1], out,
-                      programs.stats()["misses"] - before)
+                      jit_cache.stats()["misses"] - before)
     (s0, m0, _, _), (s1, m1, _, built1) = runs[0], runs[1]
     assert built1 == 0  # every program of seed 1 was seed 0's
     assert not np.allclose(jax.tree.leaves(s0.params)[0], jax.tree.leaves(s1.params)[0])

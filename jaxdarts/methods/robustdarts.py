@@ -290,8 +290,8 @@ def validate(cfg) -> None:
                               f"{'in [0, 1)' if s.target == 'drop_path' else 'non-negative numbers'}")
 
 
-# ------------------------------------------------------------------ program
-def program(cfg, workdir: str, *, log=print, max_epochs: int | None = None, hooks=None) -> dict:
+# ------------------------------------------------------------------ run driver
+def driver(cfg, workdir: str, *, log=print, max_epochs: int | None = None, hooks=None) -> dict:
     """One search with DARTS-ES/ADA, or R-DARTS: a sweep, then selection by retraining.
     Writes ``rdarts.json``, ``selection.json`` and ``genotype.json`` (the chosen one)."""
     r = cfg.robustdarts
@@ -342,4 +342,4 @@ def select_by_retraining(task: search.SearchTask, genotypes, select, path: str, 
     return done
 
 
-METHOD = search.Method(name="robustdarts", config=config, validate=validate, hooks=hooks, program=program)
+METHOD = search.Method(name="robustdarts", config=config, validate=validate, hooks=hooks, driver=driver)

@@ -225,7 +225,7 @@ def _epochs_done(workdir):
     return len(io_lib.read_jsonl(os.path.join(workdir, "metrics.jsonl")))
 
 
-def program(cfg, workdir, *, log=print, max_epochs=None, hooks=None):
+def driver(cfg, workdir, *, log=print, max_epochs=None, hooks=None):
     """Stage 1, group activation, stage 2 (see the module docstring); resumable."""
     s = cfg.stacnas
     left = max_epochs  # the stage's task validates its config before its runner writes the workdir
@@ -272,4 +272,4 @@ def program(cfg, workdir, *, log=print, max_epochs=None, hooks=None):
 
 
 METHOD = search.Method(name="stacnas", config=config, defaults=defaults, validate=validate,
-                       update_order="simultaneous", program=program)
+                       update_order="simultaneous", driver=driver)

@@ -7,7 +7,7 @@ differentiation of the result) costs seconds and compiling it tens of seconds, a
 never builds a ``jax.jit`` per task: :meth:`jaxdarts.search.SearchTask.memo` asks this
 module for the function under ``(signature, name)``, where the signature holds everything a
 traced program reads (the config fields that change the program, data shapes and sizes,
-normalisation, method, lowering; see :func:`jaxdarts.search.program_signature`). A second
+normalisation, method, lowering; see :func:`jaxdarts.search.task_signature`). A second
 task, a resumed run, a sweep member, a hook or a test with the same signature gets the same
 jitted function, whose trace and executable JAX has already cached: no tracing, no lowering,
 no compile.
