@@ -46,7 +46,7 @@ def estimator_arch_grad(ctx: Context, state: SearchState) -> ArchGrad:
     task = ctx.task
     train_loss, val_loss = task.losses(state.batch_stats)
     est = hypergrad.get(task.estimator)
-    want_aux = task.estimator != "unrolled" or task.cfg.log_hypergrad_terms
+    want_aux = task.estimator != "unrolled" or task.spec.log_hypergrad_terms
     out = est(train_loss, val_loss, state.params, state.alpha, ctx.arch_train_batch, ctx.arch_batch,
               has_aux=want_aux, **task.estimator_options(state))
     g, aux = out if want_aux else (out, {})
@@ -198,27 +198,27 @@ class SearchTask:
     @property
     def steps_per_epoch(self) -> int:
         n = self.train_stream.steps_per_epoch
-        return min(n, self.cfg.steps_per_epoch) if self.cfg.steps_per_epoch else n
+        return min(n, self.spec.steps_per_epoch) if self.spec.steps_per_epoch else n
 
     def lr_schedule(self):
-        o = self.cfg.optim
+        o = self.spec.optim
         sched = optim.cosine_step_schedule if o.lr_schedule == "step_cosine" else optim.cosine_epoch_schedule
-        return sched(o.lr, o.lr_min, self.cfg.epochs, self.steps_per_epoch)
+        return sched(o.lr, o.lr_min, self.spec.epochs, self.steps_per_epoch)
 
     def weight_tx(self):
-        o = self.cfg.optim
+        o = self.spec.optim
         return optim.sgd_injectable(self.lr_schedule(), o.momentum, o.weight_decay, o.grad_clip or None,
                                     o.nesterov)
 
     @property
     def method_config(self):
-        """The method's own config section (None when it has none)."""
-        return self.method.section(self.cfg)
+        """The method's own config section, frozen, from the step spec (None when it has none)."""
+        return self.method.section(self.spec)
 
     @property
     def estimator(self) -> str:
         """The configured hypergradient estimator (``cfg.estimator``)."""
-        return self.cfg.estimator
+        return self.spec.estimator
 
     def context(self, **kw) -> Context:
         """A :class:`~jaxdarts.contract.Context` of this task (the method's section included)."""
@@ -227,13 +227,13 @@ class SearchTask:
     def arch_tx(self):
         if self.method.arch_tx is not None:
             return self.method.arch_tx(self.context())
-        o = self.cfg.optim
+        o = self.spec.optim
         return optim.adam(o.arch_lr, o.arch_betas[0], o.arch_betas[1], o.arch_weight_decay)
 
     @property
     def update_order(self) -> str:
         """``cfg.update_order``, or the method's when that is ``'method'``."""
-        o = self.cfg.update_order
+        o = self.spec.update_order
         return self.method.update_order if o == "method" else o
 
     def derive(self, alpha) -> genotype_lib.Genotype:
@@ -241,7 +241,10 @@ class SearchTask:
 
     @property
     def spec(self) -> ml_collections.FrozenConfigDict:
-        """The config fields the programs are built from (:func:`step_spec`), read once."""
+        """The config fields the programs are built from (:func:`step_spec`), read once. The
+        traced functions read their fields here (a field missing from it fails at trace
+        time), the method's section included (:attr:`method_config`, the ``Context``'s
+        ``config``); host code (seeds, schedules, logging) reads :attr:`cfg`."""
         if "_spec" not in self.__dict__:  # not a field: the task stays frozen
             self.__dict__["_spec"] = step_spec(self.cfg, self.method)
         return self.__dict__["_spec"]
@@ -277,9 +280,9 @@ class SearchTask:
     def _init_state(self, key) -> SearchState:
         k_alpha, k_params, k_rng = jax.random.split(key, 3)
         if self.method.init_alpha is None:
-            alpha = supernet_lib.init_alpha(self.space, k_alpha, self.cfg.alpha_init_scale)
+            alpha = supernet_lib.init_alpha(self.space, k_alpha, self.spec.alpha_init_scale)
         else:
-            alpha = self.method.init_alpha(self.space, k_alpha, self.cfg.alpha_init_scale, self.method_config)
+            alpha = self.method.init_alpha(self.space, k_alpha, self.spec.alpha_init_scale, self.method_config)
         x = jnp.zeros((2,) + self.train_stream.images.shape[1:], jnp.float32)
         # train=True so that training-only modules (the auxiliary head) get parameters.
         # A method with its own weights: the supernet sees them (their values do not change the init).
@@ -298,14 +301,14 @@ class SearchTask:
         """Random horizontal flips in the training transform: ``data.flip`` ``'on'``,
         ``'off'`` or ``'auto'`` (the dataset's default: off for SVHN, whose digits flipping
         changes; the RobustDARTS code flips SVHN too, ``configs/rdarts.py`` follows it)."""
-        f = self.cfg.data.flip
+        f = self.spec.data.flip
         return self.ds_info.flip if f == "auto" else f == "on"
 
     def preprocess(self, key, batch, train: bool, cutout_prob=1.0, drop_prob=0.0):
         """Normalised float batch; with ``train``, the training transform (crop, flip,
         cutout with probability ``cutout_prob``). The result carries the keys of its noise
         and drop-path masks (``rng``) and its drop-path probability (``drop_prob``)."""
-        d = self.cfg.data
+        d = self.spec.data
         if train and d.augment:
             x = data_lib.augment(key, batch["image"], self.ds_info.mean, self.ds_info.std, pad=d.crop_padding,
                                  flip=self.flip, cutout=d.cutout, cutout_prob=cutout_prob, crop_fill=d.crop_fill)
@@ -384,7 +387,7 @@ class SearchTask:
     def train_loss_terms(self, params, batch_stats, alpha, batch, *, normalized=False):
         """The training loss with the auxiliary head: ``(total, (main_loss, logits, new_batch_stats))``."""
         logits, aux, new_bs = self.apply(params, batch_stats, alpha, batch, train=True, normalized=normalized)
-        total, loss = with_auxiliary(logits, aux, batch["label"], self.cfg.model.aux_weight)
+        total, loss = with_auxiliary(logits, aux, batch["label"], self.spec.model.aux_weight)
         return total, (loss, logits, new_bs)
 
     def losses(self, batch_stats):
@@ -413,7 +416,7 @@ class SearchTask:
     def arch_step_updates_bn(self, state: SearchState) -> bool:
         """Whether the architecture step updates the running statistics of ``state``
         (``model.arch_step_updates_bn``, read as False from configs written before it)."""
-        return bool(self.cfg.model.get("arch_step_updates_bn", False)) and bool(jax.tree.leaves(state.batch_stats))
+        return bool(self.spec.model.get("arch_step_updates_bn", False)) and bool(jax.tree.leaves(state.batch_stats))
 
     def estimator_options(self, state: SearchState, estimator: str | None = None) -> dict:
         """Options of ``estimator`` (default ``cfg.estimator``) at ``state``: the config's
@@ -421,16 +424,16 @@ class SearchTask:
         virtual step the weight optimiser's current learning rate, momentum, weight decay
         and momentum buffer, so the virtual step is the real one; ``recompute`` from
         ``model.remat``. The one place these are assembled (search step and diagnostics)."""
-        name = self.cfg.estimator if estimator is None else estimator
-        opts = dict(self.cfg.estimator_options) if name == self.cfg.estimator else {}
+        name = self.spec.estimator if estimator is None else estimator
+        opts = dict(self.spec.estimator_options) if name == self.spec.estimator else {}
         if name in hypergrad.NEEDS_INNER_STEP:
-            o = self.cfg.optim
+            o = self.spec.optim
             opts.setdefault("inner_lr", self.lr_schedule()(state.step))
             opts.setdefault("momentum", o.momentum)
             opts.setdefault("weight_decay", optim.hyperparam(state.w_opt, "weight_decay"))
             opts.setdefault("momentum_buffer", optim.momentum_buffer(state.w_opt))
         if name in hypergrad.TAKES_RECOMPUTE:
-            opts.setdefault("recompute", bool(self.cfg.model.remat))
+            opts.setdefault("recompute", bool(self.spec.model.remat))
         return opts
 
     def arch_update(self, state: SearchState, train_batch, val_batch, key=None, sched=None):
@@ -537,7 +540,7 @@ class SearchTask:
         """Simultaneous order with the ``one_level`` estimator, the method's own gradient and
         no mixing weights: both gradients are of the same training loss at the same point."""
         m = self.method
-        return (self.update_order == "simultaneous" and self.cfg.estimator == "one_level" and m.arch_grad is None
+        return (self.update_order == "simultaneous" and self.spec.estimator == "one_level" and m.arch_grad is None
                 and m.mix is None)
 
     def _joint_one_level_step(self, state: SearchState, tb, sched):
@@ -574,10 +577,10 @@ class SearchTask:
         augmented and cutout stays with the weight step. ``regularization.drop_path_arch``
         (reference) puts the epoch's drop-path into the architecture step's losses."""
         cp, dp = sched["cutout_prob"], sched["drop_prob"]
-        dp_arch = dp if self.cfg.regularization.drop_path_arch else 0.0
+        dp_arch = dp if self.spec.regularization.drop_path_arch else 0.0
         k_t, k_v = jax.random.fold_in(key, 0), jax.random.fold_in(key, 1)
         tb = self.preprocess(k_t, train_batch, True, cp, dp)
-        if self.cfg.data.augment_val:
+        if self.spec.data.augment_val:
             out = (tb, {**tb, "drop_prob": jnp.asarray(dp_arch, jnp.float32)},
                    self.preprocess(k_v, val_batch, True, cp, dp_arch))
         else:
